@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the project with its test tools into .venv and runs the whole test suite.
+# This is the README's test command; .ci/run runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# torch 2.13.0 is a CPU build on our machines; install it first so nothing pulls a CUDA build.
+.venv/bin/pip install -q --disable-pip-version-check 'torch==2.13.0' 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c "import torch, fastapi, celery" # fail here, clearly, if the install did not work
+# The end-to-end tests talk to a real Redis on loopback; start one if none answers.
+if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
+  if command -v redis-server >/dev/null; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+    sleep 1
+  fi
+fi
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

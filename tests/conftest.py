@@ -1,0 +1,42 @@
+"""Shared fixtures: small images shipped with the package, and real Redis on loopback."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tuner_model.image_io import load_image
+
+REDIS_URL = os.environ.get("TUNER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def sample_path(name: str) -> Path:
+    return Path(str(resources.files("tuner_model") / "samples" / name))
+
+
+@pytest.fixture(scope="session")
+def parrots_path() -> Path:
+    return sample_path("parrots-96x64.png")
+
+
+@pytest.fixture(scope="session")
+def parrots(parrots_path: Path) -> np.ndarray:
+    return load_image(parrots_path)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A real Redis; skips where none runs, but fails in CI (CI must have it)."""
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except Exception as e:  # noqa: BLE001 - any failure means "no Redis here"
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is required in CI and is not answering at {REDIS_URL}: {e}")
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    return REDIS_URL

@@ -1,0 +1,197 @@
+"""The `tuner` command line. Every failure the user can cause ends in one line on stderr and a
+non-zero exit status, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import TunerError
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like argparse but without the usage dump
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+    return v
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.start = time.perf_counter()
+
+    def __call__(self, p) -> None:
+        if not self.enabled:
+            return
+        frac = p.step / p.steps
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\r[{bar:<30}] {p.step}/{p.steps}  {p.psnr:5.2f} dB  "
+                         f"{time.perf_counter() - self.start:6.1f}s")
+        if p.step == p.steps:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .encoder import EncodeSettings, encode
+    from .image_io import load_image
+
+    image = load_image(args.input)
+    settings = EncodeSettings(bpp=args.bpp, psnr=args.psnr, steps=args.steps, device=args.device, seed=args.seed)
+    fitted, blob = encode(image, settings, progress=ProgressBar())
+    _write(Path(args.output), blob)
+    h, w = image.shape[:2]
+    print(json.dumps({"output": str(args.output), "width": w, "height": h, "bytes": len(blob),
+                      "bpp": round(8 * len(blob) / (w * h), 4), "psnr": fitted.meta.get("psnr"),
+                      "seconds": fitted.meta.get("seconds")}))
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from .codec import decode_blob
+    from .coords import Crop
+    from .device import resolve_device
+    from .image_io import format_for_path, save_image
+
+    format_for_path(args.output)  # fail on a bad extension before the work
+    fitted = decode_blob(_read(Path(args.input)))
+    crop = Crop(*args.crop) if args.crop else Crop(0, 0, 1, 1)
+    device = resolve_device(args.device)
+    pixels = fitted.render(args.width, args.height, crop, device=device)
+    save_image(pixels, args.output, quality=args.quality)
+    print(json.dumps({"output": str(args.output), "width": pixels.shape[1], "height": pixels.shape[0]}))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .codec import read_info
+
+    data = _read(Path(args.input))
+    info = read_info(data)
+    out = {"width": info.width, "height": info.height, "channels": info.channels, "colour": info.colour,
+           "bytes": info.bytes, "bpp": round(info.bpp, 5), "parameters": info.parameters,
+           "psnr": info.meta.get("psnr"), "model": info.config.to_dict(), "meta": info.meta}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_bench_paper(args: argparse.Namespace) -> int:
+    from .bench.paper import run_paper_bench
+
+    report = run_paper_bench(Path(args.images), epochs=args.epochs, width=args.width, device=args.device,
+                             methods=args.methods, limit=args.limit, log=sys.stderr)
+    _write(Path(args.json), (json.dumps(report, indent=2) + "\n").encode())
+    print(json.dumps(report["mean"], indent=2))
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise TunerError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TunerError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise TunerError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise TunerError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tuner", description="Neural image compression with TUNER sinusoidal networks.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    e = sub.add_parser("encode", help="fit a network to an image and write its blob")
+    e.add_argument("input")
+    e.add_argument("-o", "--output", required=True)
+    e.add_argument("--steps", type=_positive_int)
+    e.add_argument("--bpp", type=_positive_float, help="target bits per pixel (the blob stays at or under it)")
+    e.add_argument("--psnr", type=_positive_float, help="target quality in dB")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("decode", help="render a blob to an image at any size")
+    d.add_argument("input")
+    d.add_argument("-o", "--output", required=True, help="output image; the format follows the extension")
+    d.add_argument("--width", type=_positive_int)
+    d.add_argument("--height", type=_positive_int)
+    d.add_argument("--crop", type=float, nargs=4, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
+                   help="region in fractions of the image, e.g. 0 0 0.5 0.5")
+    d.add_argument("--quality", type=_positive_int, help="quality for jpg/webp/avif")
+    d.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    d.set_defaults(func=cmd_decode)
+
+    i = sub.add_parser("info", help="describe a blob as JSON")
+    i.add_argument("input")
+    i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    bp = bsub.add_parser("paper", help="the TUNER paper's protocol: 512², 5%% held out, TUNER vs SIREN vs FFM")
+    bp.add_argument("--images", required=True)
+    bp.add_argument("--epochs", type=_positive_int, default=1000)
+    bp.add_argument("--width", type=_positive_int, default=416, help="m = n, input and hidden neurons")
+    bp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    bp.add_argument("--methods", default="tuner,siren,ffm")
+    bp.add_argument("--limit", type=_positive_int, help="only the first N images")
+    bp.add_argument("--json", required=True)
+    bp.set_defaults(func=cmd_bench_paper)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TunerError as e:
+        sys.stderr.write(f"tuner: error: {e}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("tuner: interrupted\n")
+        return 130
+    except MemoryError:
+        sys.stderr.write("tuner: error: out of memory\n")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

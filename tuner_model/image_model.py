@@ -1,0 +1,57 @@
+"""A fitted image: the network, the image's native size and colour space, and what was measured.
+This is what a blob decodes to and what the service renders from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import colour as colour_mod
+from .coords import FULL, Crop
+from .fit import FitOptions, FitProgress, fit
+from .metrics import psnr
+from .models import ModelConfig, build_model
+from .render import render
+
+
+@dataclass
+class FittedImage:
+    config: ModelConfig
+    width: int
+    height: int
+    model: nn.Module
+    colour: str = "rgb"
+    meta: dict = field(default_factory=dict)  # psnr (dB, native size), steps, seconds, ...
+
+    @property
+    def native(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+    def render(self, width: int | None = None, height: int | None = None, crop: Crop = FULL,
+               device: torch.device | str = "cpu") -> np.ndarray:
+        return render(self.model, self.native, width, height, crop, self.colour, device)
+
+    def measure_psnr(self, image: np.ndarray, device: torch.device | str = "cpu") -> float:
+        """PSNR of the native-size render (clamped to [0, 1]) against the original pixels."""
+        return psnr(self.render(device=device), image)
+
+
+def fit_image(image: np.ndarray, config: ModelConfig, options: FitOptions = FitOptions(),
+              colour: str = "rgb", progress=None, should_cancel=None) -> FittedImage:
+    """Fit a fresh network of `config` to an (H, W, C) RGB/gray image in [0, 1]."""
+    h, w, c = image.shape
+    colour_mod.check(colour, c)
+    target = colour_mod.forward(image, colour)
+    model = build_model(config, seed=options.seed)
+    result = fit(model, target, options, progress=progress, should_cancel=should_cancel)
+    model = result.model.cpu()
+    fitted = FittedImage(config, w, h, model, colour)
+    fitted.meta.update(steps=result.steps, seconds=round(result.seconds, 3), device=result.device)
+    fitted.meta["psnr"] = round(fitted.measure_psnr(image), 4)
+    return fitted
+
+
+__all__ = ["FittedImage", "fit_image", "FitOptions", "FitProgress"]
