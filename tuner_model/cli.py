@@ -175,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--limit", type=_positive_int, help="only the first N images")
     bp.add_argument("--json", required=True)
     bp.set_defaults(func=cmd_bench_paper)
+    # Further benchmarks register themselves here (each module adds its own subparser).
+    from .bench import rd, speed
+
+    for mod in (rd, speed):
+        mod.register(bsub)
+
+    from service.commands import register as register_service
+
+    register_service(sub)
     return p
 
 
