@@ -43,7 +43,7 @@ def load_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
                 if w <= 0 or h <= 0:
                     raise ImageError(f"{name}: image has no pixels")
                 if w * h > max_pixels:
-                    raise ImageError(f"{name}: {w}x{h} is larger than the limit of {max_pixels} pixels")
+                    raise ImageError(f"{name}: image is too large ({w}x{h}; the limit is {max_pixels} pixels)")
                 im.seek(0)
                 im = ImageOps.exif_transpose(im)
                 return _to_array(im)

@@ -49,6 +49,8 @@ class TunerNet(nn.Module):
         with torch.no_grad():
             self.out.weight.copy_(_uniform((config.channels, n), math.sqrt(6 / n) / wh, g))
             self.out.bias.zero_()
+        # Start inside the bounds: with small c_j the uniform init would otherwise exceed them.
+        self.project()
 
     def effective_weight(self, layer: int) -> torch.Tensor:
         """W of hidden layer `layer` as the sine sees it (ω_h·V, or c·tanh(s·V) with learned bounds)."""
