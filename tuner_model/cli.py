@@ -108,10 +108,25 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
     from .bench.paper import run_paper_bench
 
     report = run_paper_bench(Path(args.images), epochs=args.epochs, width=args.width, device=args.device,
-                             methods=args.methods, limit=args.limit, log=sys.stderr)
+                             methods=args.methods, limit=args.limit, log=sys.stderr, schedule=args.schedule,
+                             tuner_overrides=_overrides(args.tuner))
     _write(Path(args.json), (json.dumps(report, indent=2) + "\n").encode())
     print(json.dumps(report["mean"], indent=2))
     return 0
+
+
+def _overrides(pairs: list[str] | None) -> dict:
+    """KEY=VALUE pairs (values parsed as JSON when they can be) for exploring a benchmark's settings."""
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise TunerError(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def _read(path: Path) -> bytes:
@@ -173,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     bp.add_argument("--methods", default="tuner,siren,ffm")
     bp.add_argument("--limit", type=_positive_int, help="only the first N images")
+    bp.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                    help="learning-rate schedule (the paper: constant)")
+    bp.add_argument("--tuner", action="append", metavar="KEY=VALUE",
+                    help="override a TUNER setting, e.g. bandlimit=64 or lr=1e-3 (repeatable)")
     bp.add_argument("--json", required=True)
     bp.set_defaults(func=cmd_bench_paper)
     # Further benchmarks register themselves here (each module adds its own subparser).

@@ -89,11 +89,13 @@ def gradient_magnitude(model: torch.nn.Module, coords: torch.Tensor, chunk: int 
     return torch.cat(out)
 
 
-def run_one(method: Method, image: np.ndarray, epochs: int, device: torch.device) -> dict:
+def run_one(method: Method, image: np.ndarray, epochs: int, device: torch.device,
+            schedule: str = "constant") -> dict:
     n = SIZE * SIZE
     mask = holdout_mask(n)
     steps_per_epoch = math.ceil(int(mask.sum()) / BATCH)
-    opts = FitOptions(steps=epochs * steps_per_epoch, lr=method.lr, schedule="constant", warmup=0,
+    opts = FitOptions(steps=epochs * steps_per_epoch, lr=method.lr, schedule=schedule,
+                      warmup=0 if schedule == "constant" else 50,
                       batch_pixels=BATCH, seed=SEED, device=str(device), progress_every=10**9)
     model = build_model(method.config, seed=SEED)
     if device.type == "cuda":
@@ -118,7 +120,10 @@ def run_one(method: Method, image: np.ndarray, epochs: int, device: torch.device
 
 def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: str = "auto",
                     methods: str = "tuner,siren,ffm", limit: int | None = None,
-                    log: TextIO | None = None) -> dict:
+                    log: TextIO | None = None, schedule: str = "constant",
+                    tuner_overrides: dict | None = None) -> dict:
+    """The paper's protocol. `schedule` and `tuner_overrides` (ModelConfig fields and/or "lr") exist to
+    explore what the protocol leaves open; the defaults are the official final config."""
     if not images.is_dir():
         raise ImageError(f"{images}: not a directory")
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
@@ -126,6 +131,11 @@ def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: 
         raise ImageError(f"{images}: no images found")
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
     table = {m.name: m for m in paper_methods(width)}
+    if tuner_overrides:
+        over = dict(tuner_overrides)
+        lr = float(over.pop("lr", table["tuner"].lr))
+        cfg = ModelConfig.from_dict({**table["tuner"].config.to_dict(), **over})
+        table["tuner"] = Method("tuner", cfg, lr)
     unknown = [m for m in wanted if m not in table]
     if unknown or not wanted:
         raise ConfigError(f"unknown methods {unknown}; choose from {', '.join(table)}")
@@ -135,7 +145,7 @@ def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: 
         image = load_square(path)
         per_image[path.name] = {}
         for name in wanted:
-            r = run_one(table[name], image, epochs, dev)
+            r = run_one(table[name], image, epochs, dev, schedule)
             per_image[path.name][name] = r
             if log:
                 log.write(f"{path.name} {name}: {r}\n")
@@ -145,6 +155,7 @@ def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: 
             for name in wanted}
     return {
         "protocol": {"size": SIZE, "holdout": HOLDOUT, "batch": BATCH, "epochs": epochs, "width": width,
+                     "schedule": schedule,
                      "seed": SEED, "methods": {n: {"lr": table[n].lr, "model": table[n].config.to_dict()}
                                                for n in wanted}},
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",

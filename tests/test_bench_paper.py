@@ -1,0 +1,33 @@
+"""The paper benchmark runs end to end on a tiny setting and reports what the protocol asks for."""
+
+import json
+import math
+
+import numpy as np
+
+from tuner_model.bench.paper import HOLDOUT, SIZE, holdout_mask
+from tuner_model.cli import main
+
+
+def test_holdout_is_five_percent_and_seeded():
+    a, b = holdout_mask(SIZE * SIZE), holdout_mask(SIZE * SIZE)
+    assert np.array_equal(a, b)
+    assert (~a).sum() == round(HOLDOUT * SIZE * SIZE)
+
+
+def test_bench_paper_tiny(tmp_path, parrots_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "a.png").write_bytes(parrots_path.read_bytes())
+    out = tmp_path / "paper.json"
+    rc = main(["bench", "paper", "--images", str(images), "--epochs", "1", "--width", "16", "--device", "cpu",
+               "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["images"] == 1 and report["protocol"]["size"] == 512
+    for method in ("tuner", "siren", "ffm"):
+        r = report["per_image"]["a.png"][method]
+        assert r["steps"] == 4  # 249,037 training pixels in batches of 65,536
+        for key in ("train_psnr", "heldout_psnr", "grad_psnr", "seconds"):
+            assert math.isfinite(r[key])
+        assert report["mean"][method]["heldout_psnr"] == r["heldout_psnr"]
