@@ -4,7 +4,97 @@ command imports the web and queue stacks when it runs, so the library CLI stays 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _settings(**overrides: object):  # noqa: ANN202
+    from pydantic import ValidationError
+
+    from tuner_model.errors import TunerError
+
+    from .settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise TunerError(f"bad setting {'.'.join(str(p) for p in err['loc']) or ''}: {err['msg']}") from None
+
+
+def _run_api(settings, host: str, port: int) -> int:  # noqa: ANN001
+    import uvicorn
+
+    from .api.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    return _run_api(_settings(), args.host, args.port)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.app import FIT_QUEUE, create_celery
+
+    settings = _settings(worker_concurrency=args.concurrency)
+    app = create_celery(settings, with_tasks=True)
+    argv = ["worker", "--queues", FIT_QUEUE, "--pool", "prefork",
+            "--concurrency", str(settings.worker_concurrency), "--loglevel", args.loglevel,
+            "--hostname", f"fit-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The API and one local worker on an embedded broker (SQLite via kombu's SQLAlchemy transport): the
+    same Celery code path as production, with nothing else to install or start."""
+    from .settings import Settings
+
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Other TUNER_* settings apply; the data dir and broker come from the command line.
+    env = {**os.environ, "TUNER_DATA_DIR": str(data_dir)}
+    env.pop("TUNER_BROKER_URL", None)
+    if args.broker:
+        env["TUNER_BROKER_URL"] = args.broker
+    settings = _settings(data_dir=data_dir)
+    settings = Settings(**{**settings.model_dump(), "broker_url": args.broker})
+    worker = subprocess.Popen([sys.executable, "-m", "tuner_model.cli", "worker", "--loglevel", args.loglevel],
+                              env=env, start_new_session=True)
+    try:
+        return _run_api(settings, args.host, args.port)
+    finally:
+        if worker.poll() is None:
+            # Warm shutdown: the worker finishes or requeues its fit, then exits.
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Adds `tuner serve`, `tuner api` and `tuner worker` (not implemented yet)."""
+    """Adds `tuner serve`, `tuner api` and `tuner worker`."""
+    s = sub.add_parser("serve", help="run the API and a local worker: no Redis, no GPU needed")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--data-dir", default=os.environ.get("TUNER_DATA_DIR", "./tuner-data"))
+    s.add_argument("--broker", default=None, help="a broker URL instead of the embedded one (e.g. redis://...)")
+    s.add_argument("--loglevel", default="INFO")
+    s.set_defaults(func=cmd_serve)
+
+    a = sub.add_parser("api", help="run the HTTP API (configured by TUNER_* environment variables)")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=8000)
+    a.set_defaults(func=cmd_api)
+
+    w = sub.add_parser("worker", help="run a fit worker on the `fit` queue (TUNER_* environment variables)")
+    w.add_argument("--concurrency", type=int, default=None, help="fits at a time (default TUNER_WORKER_CONCURRENCY, 1)")
+    w.add_argument("--loglevel", default="INFO")
+    w.set_defaults(func=cmd_worker)

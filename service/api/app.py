@@ -1,0 +1,42 @@
+"""`create_app(settings)`: the FastAPI application, everything it needs built here and injected."""
+
+from __future__ import annotations
+
+from celery import Celery
+from fastapi import FastAPI
+
+from service.db import Database
+from service.settings import Settings
+from service.storage import BlobStore, make_store
+
+from . import problems
+from .limits import BodySizeLimit
+from .metrics import Metrics
+from .render import Renderer
+from .routers import blobs, health, images, jobs
+
+
+def create_app(settings: Settings | None = None, *, store: BlobStore | None = None,
+               celery: Celery | None = None) -> FastAPI:
+    from worker.app import create_celery
+
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = FastAPI(title="TUNER image service",
+                  description="Upload an image; a worker fits a small sinusoidal network to it; the network's "
+                              "weights are the compressed image, rendered back at any size.",
+                  version="1.0.0", docs_url="/docs", openapi_url="/openapi.json")
+    db = Database(settings.resolved_database_url)
+    db.engine  # noqa: B018 - create the tables now, not on the first request
+    store = store or make_store(settings)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.store = store
+    app.state.celery = celery or create_celery(settings)
+    app.state.renderer = Renderer(settings, store)
+    app.state.metrics = Metrics(db)
+    problems.install(app)
+    for r in (health.router, images.router, jobs.router, blobs.router):
+        app.include_router(r)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app

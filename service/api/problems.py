@@ -1,0 +1,56 @@
+"""RFC 9457 problem details: every error leaves the API as `application/problem+json`."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .schemas import Problem
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("tuner.api")
+
+
+class ProblemError(StarletteHTTPException):
+    """Raised anywhere (a route, a dependency, the body reader) to answer with a problem document."""
+
+    def __init__(self, status: int, detail: str, *, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
+        self.extra = extra or {}
+
+
+def problem_response(status: int, detail: str | None, instance: str | None = None,
+                     headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> JSONResponse:
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body = Problem(type="about:blank", title=title, status=status, detail=detail, instance=instance)
+    content = body.model_dump(exclude_none=True)
+    content.update(extra or {})
+    h = {"Cache-Control": "no-store", **(headers or {})}
+    return JSONResponse(content, status_code=status, media_type=PROBLEM_JSON, headers=h)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        extra = getattr(exc, "extra", None)
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        return problem_response(exc.status_code, detail, request.url.path, dict(exc.headers or {}), extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+        return problem_response(422, detail, request.url.path, extra={"errors": errors})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem_response(500, "internal error", request.url.path)

@@ -1,0 +1,50 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..deps import CeleryDep, DbDep, MetricsDep, StoreDep
+from ..problems import PROBLEM_JSON
+from ..schemas import Health, Problem, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+def _check(fn) -> str:  # noqa: ANN001
+    try:
+        fn()
+        return "ok"
+    except Exception as e:  # noqa: BLE001 - any failure makes the service not ready
+        return f"error: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}"
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Problem}})
+async def readyz(db: DbDep, store: StoreDep, celery: CeleryDep) -> Response:
+    def broker() -> None:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=2)
+
+    checks = {"database": await run_in_threadpool(_check, db.ping),
+              "storage": await run_in_threadpool(_check, store.ping),
+              "broker": await run_in_threadpool(_check, broker)}
+    if all(v == "ok" for v in checks.values()):
+        return JSONResponse(Readiness(status="ok", checks=checks).model_dump())
+    failed = ", ".join(k for k, v in checks.items() if v != "ok")
+    body = {"type": "about:blank", "title": "Service Unavailable", "status": 503,
+            "detail": f"not ready: {failed} unreachable", "instance": "/readyz", "checks": checks}
+    return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": "5"})
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(m: MetricsDep) -> Response:
+    data = await run_in_threadpool(generate_latest, m.registry)
+    return Response(data, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,98 @@
+"""Pydantic models of every request and response body."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+
+
+class EncodeParams(BaseModel):
+    """What the client asks of the fit: a target rate or a target quality (not both); `steps` overrides
+    the planned number of optimisation steps (advanced)."""
+
+    model_config = ConfigDict(extra="forbid")
+    bpp: float | None = Field(None, ge=0.01, le=64, description="target bits per pixel")
+    psnr: float | None = Field(None, ge=10, le=80, description="target PSNR in dB")
+    steps: int | None = Field(None, ge=1, description="optimisation steps (advanced)")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EncodeParams:
+        if self.bpp is not None and self.psnr is not None:
+            raise ValueError("give a target bpp or a target psnr, not both")
+        return self
+
+    def canonical(self) -> dict[str, float | int | None]:
+        return {"bpp": self.bpp, "psnr": self.psnr, "steps": self.steps}
+
+
+class Links(BaseModel):
+    job: str | None = None
+    image: str | None = None
+    weights: str | None = None
+    render: str | None = None
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    image_id: str
+    status: JobStatus
+    deduplicated: bool = Field(description="an identical request (same bytes and parameters, or the same "
+                                           "Idempotency-Key) was accepted before; this is its job")
+    width: int
+    height: int
+    params: EncodeParams
+    links: Links
+
+
+class JobOut(BaseModel):
+    job_id: str
+    image_id: str
+    status: JobStatus
+    progress: float = Field(ge=0, le=1)
+    step: int
+    steps: int | None
+    psnr: float | None = Field(description="current PSNR estimate while running; the final PSNR when done")
+    error: str | None
+    attempts: int
+    params: EncodeParams
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    links: Links
+
+
+class ImageOut(BaseModel):
+    image_id: str
+    width: int
+    height: int
+    channels: int
+    bytes: int
+    bpp: float
+    psnr: float | None
+    parameters: int = Field(description="number of stored network parameters")
+    params: EncodeParams | None
+    source: Literal["fit", "upload"]
+    job_id: str | None
+    blob_sha256: str
+    created_at: float
+    links: Links
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
