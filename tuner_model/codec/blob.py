@@ -1,23 +1,74 @@
-"""Blob <-> FittedImage. The header rebuilds the network (frozen frequencies are regenerated from
-their seed and parameters, never stored); the payload holds the trainable tensors."""
+"""Blob <-> FittedImage (format version 2, docs/FORMAT.md).
+
+The header rebuilds the network: image size, colour transform, architecture and the model configuration
+(only the fields that differ from ModelConfig's defaults), and the frequency-sampling seed and parameters
+(the frozen frequencies are regenerated, never stored). The payload gives, per stored tensor, its
+quantizer (docs/CODEC.md) and entropy model, then one ANS stream of all the integer symbols.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from .. import colour as colour_mod
 from ..errors import BlobError, TunerError
 from ..image_model import FittedImage
-from ..models import ModelConfig, build_model
+from ..models import ARCHS, ModelConfig, build_model
+from . import entropy
+from .bitio import Reader, Writer
 from .container import pack, unpack
+from .quant import (
+    KIND_BOUNDED,
+    KIND_CIRCULAR,
+    KIND_F16,
+    KIND_F32,
+    KIND_STEP,
+    KINDS,
+    MAX_CIRCLE,
+    MAX_LEVELS,
+    MAX_RANGE,
+    Quantizer,
+    QuantSpec,
+    plan,
+    quantizer_for,
+)
 
-CODEC_RAW_F32 = 0
 MAX_PARAMETERS = 4_000_000  # far above any image codec setting; bounds what a header may ask for
 MAX_SIDE = 1 << 16
+MAX_BLOCK_LIMIT = 256  # the low block has ~2L² points: bound the work a header can ask for
+MAX_META_JSON = 4096
+COLOURS = ("rgb", "ycbcr", "gray")
+
+# The model configuration as stored: (field, type), in this fixed order. Bit i of the presence mask
+# says field i is stored; an absent field takes ModelConfig's default. Appending is how a later
+# version adds a field; the order never changes.
+CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
+    ("channels", "u8"),
+    ("input_width", "varint"),
+    ("hidden", "widths"),
+    ("period", "f64"),
+    ("bandlimit", "varint"),
+    ("block_limit", "varint"),
+    ("low_fraction", "f64"),
+    ("freq_seed", "varint"),
+    ("bound_low", "f64"),
+    ("bound_high", "f64"),
+    ("bound_deep", "f64"),
+    ("learn_bounds", "u8"),
+    ("bound_penalty", "f64"),
+    ("hidden_omega", "f64"),
+    ("first_omega", "f64"),
+    ("ffm_sigma", "f64"),
+)
+_DEFAULT = ModelConfig()
+
+META_PSNR, META_STEPS, META_SECONDS, META_JSON = 1, 2, 3, 15
 
 
 @dataclass(frozen=True)
@@ -37,7 +88,7 @@ class BlobInfo:
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The shapes of the tensors a blob stores, computed without allocating a network."""
+    """The shapes of the tensors a blob stores, in payload order, computed without allocating a network."""
     m, hidden, c = config.input_width, config.hidden, config.channels
     shapes: dict[str, tuple[int, ...]] = {}
     widths = (m, *hidden)
@@ -62,74 +113,241 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _parse_header(header: dict, size: int) -> BlobInfo:
+# --- header -----------------------------------------------------------------------------------------
+
+
+def _write_header(w: Writer, fitted: FittedImage) -> None:
+    cfg = fitted.config
+    w.varint(fitted.width)
+    w.varint(fitted.height)
+    w.u8(COLOURS.index(fitted.colour) | (ARCHS.index(cfg.arch) << 2))
+    present = [getattr(cfg, name) != getattr(_DEFAULT, name) for name, _ in CONFIG_FIELDS]
+    w.varint(sum(1 << i for i, p in enumerate(present) if p))
+    for (name, typ), p in zip(CONFIG_FIELDS, present, strict=True):
+        if not p:
+            continue
+        v = getattr(cfg, name)
+        if typ == "u8":
+            w.u8(int(v))
+        elif typ == "varint":
+            w.varint(int(v))
+        elif typ == "widths":
+            w.varint(len(v))
+            for h in v:
+                w.varint(h)
+        else:
+            w.f64(float(v))
+    _write_meta(w, fitted.meta)
+
+
+def _write_meta(w: Writer, meta: dict) -> None:
+    rest = {k: v for k, v in meta.items() if k not in ("psnr", "steps", "seconds")}
+    items: list[tuple[int, object]] = []
+    if isinstance(meta.get("psnr"), int | float) and math.isfinite(meta["psnr"]):
+        items.append((META_PSNR, float(meta["psnr"])))
+    if isinstance(meta.get("steps"), int) and 0 <= meta["steps"] < 1 << 40:
+        items.append((META_STEPS, meta["steps"]))
+    elif "steps" in meta:
+        rest["steps"] = meta["steps"]
+    if isinstance(meta.get("seconds"), int | float) and math.isfinite(meta["seconds"]):
+        items.append((META_SECONDS, float(meta["seconds"])))
+    if rest:
+        text = json.dumps(rest, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+        if len(text) > MAX_META_JSON:
+            raise BlobError("blob metadata too large")
+        items.append((META_JSON, text))
+    w.varint(len(items))
+    for tag, v in items:
+        w.u8(tag)
+        if tag == META_STEPS:
+            w.varint(v)
+        elif tag == META_JSON:
+            w.blob(v)
+        else:
+            w.f32(v)
+
+
+def _read_header(r: Reader) -> tuple[int, int, str, ModelConfig, dict]:
+    width = r.varint(1, MAX_SIDE, "width")
+    height = r.varint(1, MAX_SIDE, "height")
+    flags = r.u8()
+    if flags & 0x03 >= len(COLOURS) or (flags >> 2) >= len(ARCHS):
+        raise BlobError("blob header: unknown colour transform or architecture")
+    colour, arch = COLOURS[flags & 0x03], ARCHS[flags >> 2]
+    mask = r.varint(0, (1 << len(CONFIG_FIELDS)) - 1, "configuration mask")
+    values: dict = {"arch": arch}
+    for i, (name, typ) in enumerate(CONFIG_FIELDS):
+        if not mask >> i & 1:
+            continue
+        if typ == "u8":
+            values[name] = r.u8()
+        elif typ == "varint":
+            values[name] = r.varint(0, (1 << 63) - 1, name)
+        elif typ == "widths":
+            n = r.varint(1, 8, "hidden layer count")
+            values[name] = tuple(r.varint(1, 8192, "hidden width") for _ in range(n))
+        else:
+            values[name] = r.f64(name)
+    if "learn_bounds" in values:
+        if values["learn_bounds"] > 1:
+            raise BlobError("blob header: bad flag")
+        values["learn_bounds"] = bool(values["learn_bounds"])
     try:
-        width, height = header["width"], header["height"]
-        colour = header.get("colour", "rgb")
-        meta = header.get("meta", {})
-        config = ModelConfig.from_dict(header["model"])
-    except KeyError as e:
-        raise BlobError(f"blob header lacks {e.args[0]!r}") from None
+        config = ModelConfig(**values)
     except TunerError as e:
         raise BlobError(f"blob header: {e}") from None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in (width, height)):
-        raise BlobError("blob header: width and height must be integers in 1..65536")
-    if not isinstance(colour, str) or not isinstance(meta, dict):
-        raise BlobError("blob header: bad colour or meta")
+    if config.block_limit > MAX_BLOCK_LIMIT or config.bandlimit > 1 << 16:
+        raise BlobError("blob header: frequency parameters out of range")
     try:
         colour_mod.check(colour, config.channels)
     except TunerError as e:
         raise BlobError(f"blob header: {e}") from None
+    meta = _read_meta(r)
+    return width, height, colour, config, meta
+
+
+def _read_meta(r: Reader) -> dict:
+    meta: dict = {}
+    n = r.varint(0, 16, "metadata count")
+    for _ in range(n):
+        tag = r.u8()
+        if tag == META_PSNR:
+            meta["psnr"] = round(r.f32("psnr"), 4)
+        elif tag == META_STEPS:
+            meta["steps"] = r.varint(0, (1 << 40) - 1, "steps")
+        elif tag == META_SECONDS:
+            meta["seconds"] = round(r.f32("seconds"), 3)
+        elif tag == META_JSON:
+            text = r.blob(MAX_META_JSON, "metadata")
+            try:
+                extra = json.loads(text.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                raise BlobError("blob metadata is not valid JSON") from None
+            if not isinstance(extra, dict):
+                raise BlobError("blob metadata must be a JSON object")
+            meta.update(extra)
+        else:
+            raise BlobError(f"blob header: unknown metadata tag {tag}")
+    return meta
+
+
+def _parse(data: bytes) -> tuple[BlobInfo, Reader]:
+    _, body = unpack(data)
+    r = Reader(body)
+    width, height, colour, config, meta = _read_header(r)
     n = sum(math.prod(s) for s in expected_shapes(config).values())
     if n > MAX_PARAMETERS:
         raise BlobError(f"blob asks for {n} parameters (limit {MAX_PARAMETERS})")
-    return BlobInfo(width, height, config.channels, colour, config, meta, size, n)
+    return BlobInfo(width, height, config.channels, colour, config, meta, len(data), n), r
 
 
 def read_info(data: bytes) -> BlobInfo:
-    env = unpack(data)
-    return _parse_header(env.header, len(data))
+    """The header only: cheap, and builds no network."""
+    return _parse(data)[0]
 
 
-def encode_blob(fitted: FittedImage) -> bytes:
+# --- payload ----------------------------------------------------------------------------------------
+
+
+def encode_blob(fitted: FittedImage, spec: QuantSpec | None = None,
+                quantizers: dict[str, Quantizer] | None = None) -> bytes:
+    """The blob of `fitted`. With no spec and no quantizers every tensor is stored as fp32 (lossless);
+    with a spec, tensors are quantized as docs/CODEC.md says; pass the `quantizers` that `quant.snap`
+    used so the stored symbols are exactly the snapped model's values."""
+    model = fitted.model
+    qs = quantizers if quantizers is not None else plan(model, spec)
     shapes = expected_shapes(fitted.config)
-    state = fitted.model.state_dict()
-    parts = []
+    state = model.state_dict()
+    w = Writer()
+    _write_header(w, fitted)
+    coded: list[tuple[np.ndarray, entropy.SymbolModel]] = []
     for name, shape in shapes.items():
-        t = state[name].detach().to("cpu", torch.float32).contiguous()
-        if tuple(t.shape) != shape:
-            raise BlobError(f"tensor {name} has shape {tuple(t.shape)}, expected {shape}")
-        parts.append(t.numpy().astype("<f4").tobytes())
-    header = {
-        "width": fitted.width,
-        "height": fitted.height,
-        "colour": fitted.colour,
-        "model": fitted.config.to_dict(),
-        "meta": fitted.meta,
-    }
-    return pack(header, b"".join(parts), CODEC_RAW_F32)
+        if name not in state or tuple(state[name].shape) != shape:
+            raise BlobError(f"tensor {name} is missing or has the wrong shape")
+        t = state[name].detach().cpu().to(torch.float32)
+        q = qs[name]
+        if not torch.isfinite(t).all():
+            raise BlobError(f"tensor {name} holds non-finite values")
+        if q.kind == KIND_F32:
+            w.u8(KIND_F32)
+            w.raw(t.numpy().astype("<f4").tobytes())
+            continue
+        if q.kind == KIND_F16:
+            w.u8(KIND_F16)
+            w.raw(t.numpy().astype("<f2").tobytes())
+            continue
+        sym = q.symbols(t)
+        lo, hi = q.symbol_range(sym)
+        if q.kind == KIND_STEP and hi > MAX_RANGE:
+            raise BlobError(f"tensor {name} exceeds the step quantizer's range")
+        model_ = entropy.best_model(sym, lo, hi) if q.kind != KIND_CIRCULAR else entropy.SymbolModel(lo, hi)
+        w.u8(q.kind | (model_.family << 4))
+        if q.kind == KIND_BOUNDED or q.kind == KIND_CIRCULAR:
+            w.varint(int(q.param))
+        else:
+            w.f32(q.param)
+            w.varint(hi)
+        if model_.family != entropy.FAMILY_UNIFORM:
+            w.f16(model_.scale)
+        coded.append((sym, model_))
+    w.raw(entropy.encode(coded))
+    return pack(w.getvalue())
 
 
 def decode_blob(data: bytes) -> FittedImage:
-    env = unpack(data)
-    info = _parse_header(env.header, len(data))
-    if env.codec != CODEC_RAW_F32:
-        raise BlobError(f"unsupported payload codec {env.codec}")
-    shapes = expected_shapes(info.config)
-    if len(env.payload) != 4 * info.parameters:
-        raise BlobError("blob payload size does not match its header")
+    info, r = _parse(data)
     try:
         model = build_model(info.config)
     except TunerError as e:
         raise BlobError(f"blob header: {e}") from None
-    flat = np.frombuffer(env.payload, dtype="<f4")
-    if not np.isfinite(flat).all():
-        raise BlobError("blob holds non-finite weights")
-    state = {}
-    offset = 0
-    for name, shape in shapes.items():
+    state: dict[str, torch.Tensor] = {}
+    pending: list[tuple[str, Quantizer, tuple[int, ...]]] = []
+    items: list[tuple[int, entropy.SymbolModel]] = []
+    for name, shape in expected_shapes(info.config).items():
         n = math.prod(shape)
-        state[name] = torch.from_numpy(flat[offset : offset + n].astype(np.float32).reshape(shape))
-        offset += n
-    model.load_state_dict(state, strict=True)
+        byte = r.u8()
+        kind, family = byte & 0x0F, byte >> 4
+        if kind not in KINDS or family not in entropy.FAMILIES:
+            raise BlobError(f"tensor {name}: unknown coding {byte}")
+        if kind == KIND_F32:
+            state[name] = _floats(r.raw(4 * n), "<f4", shape, name)
+            continue
+        if kind == KIND_F16:
+            state[name] = _floats(r.raw(2 * n), "<f2", shape, name)
+            continue
+        if kind == KIND_BOUNDED:
+            param: float = r.varint(1, MAX_LEVELS, "levels")
+        elif kind == KIND_CIRCULAR:
+            param = r.varint(2, MAX_CIRCLE, "circle steps")
+        else:
+            param = r.f32("step", 1e-30, 1e30)
+        q = quantizer_for(kind, param, model, name)
+        if kind == KIND_STEP:
+            rng = r.varint(0, MAX_RANGE, "symbol range")
+            lo, hi = -rng, rng
+        else:
+            lo, hi = q.symbol_range()
+        if kind == KIND_CIRCULAR and family != entropy.FAMILY_UNIFORM:
+            raise BlobError(f"tensor {name}: circular symbols are coded uniformly")
+        scale = r.f16("scale", 1e-4, 7e4) if family != entropy.FAMILY_UNIFORM else 1.0
+        items.append((n, entropy.SymbolModel(lo, hi, family, scale)))
+        pending.append((name, q, shape))
+    symbols = entropy.decode(r.raw(r.remaining), items)
+    for (name, q, shape), s in zip(pending, symbols, strict=True):
+        state[name] = q.values(s, shape)
+    _load(model, state)
     return FittedImage(info.config, info.width, info.height, model.eval(), info.colour, dict(info.meta))
+
+
+def _floats(raw: bytes, dtype: str, shape: tuple[int, ...], name: str) -> torch.Tensor:
+    a = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+    if not np.isfinite(a).all():
+        raise BlobError(f"tensor {name} holds non-finite values")
+    return torch.from_numpy(a.reshape(shape))
+
+
+def _load(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise BlobError(f"blob tensors do not fit the network ({str(e).splitlines()[0]})") from None
