@@ -1,0 +1,225 @@
+"""The API in process (real app, real SQLite records, real local blob store, the embedded broker; no
+worker): uploads, dedupe and idempotency, blob uploads and rendering, caching headers, and every error
+answering with a problem document."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.api.app import create_app
+from service.settings import Settings
+from tuner_model.encoder import EncodeSettings, encode
+from tuner_model.metrics import psnr
+
+PROBLEM = "application/problem+json"
+
+
+def _problem(r, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["status"] == status and body["title"] and body["type"] == "about:blank"
+    return body
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, max_upload_bytes=200_000, max_render_width=1000, max_render_height=1000,
+                    max_render_pixels=300_000, max_steps=500, max_pending_jobs=3)
+
+
+@pytest.fixture()
+def client(settings: Settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def blob(parrots: np.ndarray) -> bytes:
+    _, data = encode(parrots, EncodeSettings(steps=40, device="cpu"))
+    return data
+
+
+def test_health_docs_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["checks"] == {"database": "ok", "storage": "ok", "broker": "ok"}
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/images", "/v1/jobs/{job_id}", "/v1/images/{image_id}/render", "/v1/blobs"} <= set(paths)
+    assert "multipart/form-data" in paths["/v1/images"]["post"]["requestBody"]["content"]
+    text = client.get("/metrics").text
+    assert 'tuner_jobs{state="queued"} 0.0' in text and "tuner_fit_seconds_count 0.0" in text
+
+
+def test_upload_queues_a_job_and_dedupes(client: TestClient, parrots_path: Path) -> None:
+    data = parrots_path.read_bytes()
+    r = client.post("/v1/images?steps=30", files={"file": ("p.png", data, "image/png")})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{body['job_id']}"
+    assert body["status"] == "queued" and not body["deduplicated"] and (body["width"], body["height"]) == (96, 64)
+    job = client.get(r.headers["location"]).json()
+    assert job["status"] == "queued" and job["progress"] == 0 and job["params"]["steps"] == 30
+    # The same bytes and parameters, sent raw this time: the same job, not a second fit.
+    r2 = client.post("/v1/images?steps=30", content=data, headers={"content-type": "image/png"})
+    assert r2.status_code == 202 and r2.json()["job_id"] == body["job_id"] and r2.json()["deduplicated"]
+    # Other parameters are another image.
+    r3 = client.post("/v1/images", files={"file": ("p.png", data, "image/png")}, data={"steps": "31"})
+    assert r3.status_code == 202 and r3.json()["image_id"] != body["image_id"]
+    assert 'tuner_jobs{state="queued"} 2.0' in client.get("/metrics").text
+
+
+def test_idempotency_key(client: TestClient, parrots_path: Path) -> None:
+    data = parrots_path.read_bytes()
+    h = {"Idempotency-Key": "abc-1"}
+    a = client.post("/v1/images?steps=30", files={"file": ("p.png", data, "image/png")}, headers=h).json()
+    b = client.post("/v1/images?steps=30", files={"file": ("p.png", data, "image/png")}, headers=h).json()
+    assert a["job_id"] == b["job_id"] and b["deduplicated"]
+    r = client.post("/v1/images?steps=40", files={"file": ("p.png", data, "image/png")}, headers=h)
+    assert "different request" in _problem(r, 422)["detail"]
+
+
+def test_cancel_a_queued_job(client: TestClient, parrots_path: Path) -> None:
+    job_id = client.post("/v1/images?steps=30", content=parrots_path.read_bytes(),
+                         headers={"content-type": "image/png"}).json()["job_id"]
+    r = client.delete(f"/v1/jobs/{job_id}")
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    _problem(client.delete(f"/v1/jobs/{job_id}"), 409)
+
+
+def test_upload_errors(client: TestClient, parrots_path: Path) -> None:
+    png = parrots_path.read_bytes()
+    _problem(client.get("/v1/jobs/job_nope"), 404)
+    _problem(client.delete("/v1/jobs/job_nope"), 404)
+    _problem(client.get("/v1/images/img_nope"), 404)
+    _problem(client.get("/v1/images/img_nope/weights"), 404)
+    _problem(client.get("/v1/images/img_nope/render?width=10"), 404)
+    _problem(client.delete("/v1/images/img_nope"), 404)
+    _problem(client.get("/v1/nothing"), 404)
+    _problem(client.post("/v1/images", content=b"hello", headers={"content-type": "text/plain"}), 415)
+    _problem(client.post("/v1/images", content=png[:300], headers={"content-type": "image/png"}), 422)  # truncated
+    _problem(client.post("/v1/images", files={"file": ("x.txt", b"just text", "text/plain")}), 415)
+    _problem(client.post("/v1/images", files={"other": ("p.png", png, "image/png")}), 400)
+    _problem(client.post("/v1/images", content=b"", headers={"content-type": "image/png"}), 400)
+    _problem(client.post("/v1/images?bpp=1&psnr=30", content=png, headers={"content-type": "image/png"}), 422)
+    _problem(client.post("/v1/images?steps=501", content=png, headers={"content-type": "image/png"}), 422)
+    _problem(client.post("/v1/images?steps=0", content=png, headers={"content-type": "image/png"}), 422)
+    _problem(client.post("/v1/images?bpp=abc", content=png, headers={"content-type": "image/png"}), 422)
+
+
+def test_413_is_counted_while_streaming(client: TestClient) -> None:
+    def chunks():
+        for _ in range(30):
+            yield b"\0" * 10_000  # 300 kB, no Content-Length: only the running count can catch it
+
+    r = client.post("/v1/images", content=chunks(), headers={"content-type": "image/png"})
+    assert "larger than the limit" in _problem(r, 413)["detail"]
+    r = client.post("/v1/images", files={"file": ("big.png", b"\0" * 300_000, "image/png")})
+    _problem(r, 413)
+
+
+def test_429_when_too_many_jobs_wait(client: TestClient) -> None:
+    for i in range(3):
+        im = Image.new("RGB", (8, 8), (i * 40, 0, 0))
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        r = client.post("/v1/images", content=buf.getvalue(), headers={"content-type": "image/png"})
+        assert r.status_code == 202
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (0, 200, 0)).save(buf, "PNG")
+    r = client.post("/v1/images", content=buf.getvalue(), headers={"content-type": "image/png"})
+    _problem(r, 429)
+    assert r.headers["retry-after"]
+
+
+def test_blob_upload_render_and_caching(client: TestClient, blob: bytes, parrots: np.ndarray) -> None:
+    r = client.post("/v1/blobs", content=blob, headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    img = r.json()
+    assert r.headers["location"] == f"/v1/images/{img['image_id']}"
+    assert (img["width"], img["height"], img["bytes"], img["source"]) == (96, 64, len(blob), "upload")
+    assert client.post("/v1/blobs", files={"file": ("b.tnr", blob)}).json()["image_id"] == img["image_id"]
+
+    w = client.get(f"/v1/images/{img['image_id']}/weights")
+    assert w.status_code == 200 and w.content == blob and w.headers["etag"] == f'"{img["blob_sha256"]}"'
+    assert client.get(f"/v1/images/{img['image_id']}/weights",
+                      headers={"If-None-Match": w.headers["etag"]}).status_code == 304
+
+    base = f"/v1/images/{img['image_id']}/render"
+    native = client.get(base)
+    assert native.status_code == 200 and native.headers["content-type"] == "image/png"
+    pixels = np.asarray(Image.open(io.BytesIO(native.content)), dtype=np.float32) / 255
+    assert pixels.shape == (64, 96, 3)
+    assert psnr(pixels, parrots) > img["psnr"] - 0.5  # 8-bit rounding costs a little
+
+    r = client.get(f"{base}?width=192")
+    assert r.status_code == 200 and r.headers["x-render-cache"] == "miss"
+    assert Image.open(io.BytesIO(r.content)).size == (192, 128)
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    etag = r.headers["etag"]
+    again = client.get(f"{base}?width=192")
+    assert again.headers["x-render-cache"] == "hit" and again.content == r.content and again.headers["etag"] == etag
+    nm = client.get(f"{base}?width=192", headers={"If-None-Match": etag})
+    assert nm.status_code == 304 and not nm.content
+    assert client.get(f"{base}?height=128").headers["etag"] == etag  # the same canonical render
+    assert client.get(f"{base}?width=192&format=webp").headers["etag"] != etag
+
+    assert Image.open(io.BytesIO(client.get(f"{base}?width=100&height=100").content)).size == (100, 67)
+    assert Image.open(io.BytesIO(client.get(f"{base}?width=100&height=100&fit=cover").content)).size == (100, 100)
+    assert Image.open(io.BytesIO(client.get(f"{base}?width=100&height=100&fit=fill").content)).size == (100, 100)
+    crop = client.get(f"{base}?crop=0,0,0.5,0.5&format=jpeg&quality=70")
+    assert crop.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(crop.content)).size == (48, 32)
+    assert Image.open(io.BytesIO(client.get(f"{base}?width=50&format=avif").content)).format == "AVIF"
+
+    _problem(client.get(f"{base}?width=1001"), 422)
+    _problem(client.get(f"{base}?width=900&height=900&fit=fill"), 422)  # area cap
+    _problem(client.get(f"{base}?width=0"), 422)
+    _problem(client.get(f"{base}?format=gif"), 422)
+    _problem(client.get(f"{base}?crop=0.5,0,0.2,1"), 422)
+    _problem(client.get(f"{base}?crop=nope"), 422)
+
+    assert client.delete(f"/v1/images/{img['image_id']}").status_code == 204
+    _problem(client.get(f"/v1/images/{img['image_id']}"), 404)
+    _problem(client.get(f"{base}?width=192"), 404)
+
+
+def test_render_overload_is_429(client: TestClient, blob: bytes) -> None:
+    image_id = client.post("/v1/blobs", content=blob, headers={"content-type": "application/octet-stream"}).json()[
+        "image_id"]
+    slots = client.app.state.renderer._slots
+    for _ in range(client.app.state.settings.render_concurrency):
+        slots.acquire()
+    try:
+        r = client.get(f"/v1/images/{image_id}/render?width=33")
+        _problem(r, 429)
+        assert r.headers["retry-after"] == "1"
+    finally:
+        for _ in range(client.app.state.settings.render_concurrency):
+            slots.release()
+    assert client.get(f"/v1/images/{image_id}/render?width=33").status_code == 200
+
+
+def test_bad_blobs_are_422(client: TestClient, blob: bytes) -> None:
+    _problem(client.post("/v1/blobs", content=b"garbage" * 10, headers={"content-type": "application/octet-stream"}),
+             422)
+    _problem(client.post("/v1/blobs", content=blob[: len(blob) // 2],
+                         headers={"content-type": "application/octet-stream"}), 422)
+    _problem(client.post("/v1/blobs", content=blob, headers={"content-type": "image/png"}), 415)
+
+
+def test_broker_down_is_503(tmp_path: Path, parrots_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/readyz")
+        body = _problem(r, 503)
+        assert body["checks"]["broker"].startswith("error") and body["checks"]["storage"] == "ok"
+        r = c.post("/v1/images?steps=30", content=parrots_path.read_bytes(), headers={"content-type": "image/png"})
+        _problem(r, 503)
