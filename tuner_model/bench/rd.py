@@ -1,9 +1,298 @@
-"""`tuner bench rd`: rate–distortion against JPEG, WebP and AVIF (issue 3)."""
+"""`tuner bench rd`: rate–distortion of our codec against JPEG, WebP and AVIF (Pillow), and
+`tuner bench rc-fit`: refit the rate-control table (tuner_model/ratecontrol_table.json) by measurement.
+
+rd: for each image and each target bpp, encode with the real encoder, decode the blob, and measure
+PSNR/SSIM of what decoding gives at the bpp actually written; each classical codec is run over a
+quality sweep on the same image and its PSNR/SSIM interpolated (linear in log bpp) at our bpp.
+Writes a JSON report and a PNG plot with COIN's and Strümpler et al.'s published Kodak points.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ConfigError, ImageError
+from ..image_io import load_image, to_pil
+from ..metrics import psnr, ssim
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Published Kodak points (CODEC_ANCHORS.md): COIN results.json; Strümpler et al. basic 8-bit.
+COIN = [(0.0368, 22.41), (0.0736, 23.21), (0.1604, 24.64), (0.3074, 26.41), (0.6109, 28.41), (1.209, 30.64)]
+STRUMPLER = [(0.0996, 25.64), (0.1879, 27.15), (0.2994, 28.41), (0.9463, 32.27)]
+QUALITIES = (2, 5, 8, 12, 16, 20, 25, 30, 40, 50, 60, 70, 80, 88, 94)
+
+
+def list_images(directory: Path, limit: int | None = None) -> list[Path]:
+    if not directory.is_dir():
+        raise ImageError(f"{directory}: not a directory")
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ImageError(f"{directory}: no images")
+    return paths[:limit] if limit else paths
+
+
+def load_sized(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    img = load_image(path)
+    if size is None:
+        return img
+    w, h = size
+    if img.shape[0] > img.shape[1] and w > h:  # keep portrait images portrait
+        w, h = h, w
+    pil = to_pil(img).resize((w, h), Image.Resampling.LANCZOS)
+    return np.asarray(pil, dtype=np.float32) / 255.0
+
+
+def classical_curve(image: np.ndarray, fmt: str) -> list[tuple[float, float, float]]:
+    """(bpp, psnr, ssim) of a Pillow codec over QUALITIES, sorted by bpp."""
+    pil = to_pil(image)
+    pts = []
+    for q in QUALITIES:
+        buf = io.BytesIO()
+        if fmt == "JPEG":
+            pil.save(buf, "JPEG", quality=q, subsampling=2, optimize=True)
+        elif fmt == "WEBP":
+            pil.save(buf, "WEBP", quality=q, method=6)
+        else:
+            pil.save(buf, "AVIF", quality=q, speed=4)
+        data = buf.getvalue()
+        dec = np.asarray(Image.open(io.BytesIO(data)).convert(pil.mode), dtype=np.float32) / 255.0
+        if dec.ndim == 2:
+            dec = dec[..., None]
+        pts.append((8 * len(data) / (image.shape[0] * image.shape[1]), psnr(dec, image), ssim(dec, image)))
+    return sorted(pts)
+
+
+def interpolate(curve: list[tuple[float, ...]], bpp: float) -> tuple[float | None, ...]:
+    """Values at `bpp`, linear in log(bpp) between the nearest points; None outside the curve."""
+    xs = [p[0] for p in curve]
+    if not curve or bpp < xs[0] or bpp > xs[-1]:
+        return tuple(None for _ in curve[0][1:]) if curve else (None, None)
+    for a, b in zip(curve[:-1], curve[1:], strict=True):
+        if a[0] <= bpp <= b[0]:
+            t = 0.0 if b[0] == a[0] else (math.log(bpp) - math.log(a[0])) / (math.log(b[0]) - math.log(a[0]))
+            return tuple(x + t * (y - x) for x, y in zip(a[1:], b[1:], strict=True))
+    return tuple(curve[-1][1:])
+
+
+def run_rd(images: Path, bpps: list[float], steps: int, device: str = "auto", limit: int | None = None,
+           size: tuple[int, int] | None = None, log: TextIO | None = None) -> dict:
+    from ..codec import decode_blob
+    from ..encoder import EncodeSettings, encode
+
+    per_image = []
+    for path in list_images(images, limit):
+        img = load_sized(path, size)
+        curves = {fmt.lower(): classical_curve(img, fmt) for fmt in ("JPEG", "WEBP", "AVIF")}
+        rows = []
+        for bpp in bpps:
+            t = time.perf_counter()
+            _, blob = encode(img, EncodeSettings(bpp=bpp, steps=steps, device=device))
+            dec = decode_blob(blob).render()
+            row = {"target_bpp": bpp, "bpp": 8 * len(blob) / (img.shape[0] * img.shape[1]),
+                   "psnr": psnr(dec, img), "ssim": ssim(dec, img), "seconds": time.perf_counter() - t}
+            for name, curve in curves.items():
+                p, s = interpolate(curve, row["bpp"])
+                row[f"{name}_psnr"], row[f"{name}_ssim"] = p, s
+            rows.append(row)
+            if log:
+                log.write(f"{path.name} {bpp}: {row['bpp']:.3f} bpp {row['psnr']:.2f} dB "
+                          f"(jpeg {_fmt(row['jpeg_psnr'])}, webp {_fmt(row['webp_psnr'])}, "
+                          f"avif {_fmt(row['avif_psnr'])}) {row['seconds']:.0f}s\n")
+                log.flush()
+        per_image.append({"image": path.name, "width": img.shape[1], "height": img.shape[0], "rows": rows})
+    mean = []
+    for i, bpp in enumerate(bpps):
+        entry: dict = {"target_bpp": bpp}
+        for key in per_image[0]["rows"][i]:
+            if key == "target_bpp":
+                continue
+            vals = [im["rows"][i][key] for im in per_image if im["rows"][i][key] is not None]
+            entry[key] = float(np.mean(vals)) if vals else None
+        mean.append(entry)
+    return {"steps": steps, "size": list(size) if size else None, "images": per_image, "mean": mean,
+            "published": {"coin": COIN, "strumpler_basic_8bit": STRUMPLER}}
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    mean = report["mean"]
+    ax.plot([m["bpp"] for m in mean], [m["psnr"] for m in mean], "o-", label="TUNER codec (ours)", lw=2)
+    for name in ("jpeg", "webp", "avif"):
+        pts = [(m["bpp"], m[f"{name}_psnr"]) for m in mean if m.get(f"{name}_psnr") is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), "s--", label=f"{name.upper()} (Pillow, same images)")
+    ax.plot(*zip(*COIN, strict=True), "x:", label="COIN (Kodak, published)")
+    ax.plot(*zip(*STRUMPLER, strict=True), "d:", label="Strümpler et al. 8-bit (Kodak, published)")
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("RGB PSNR (dB)")
+    size = report.get("size")
+    ax.set_title(f"Rate–distortion ({_size_text(size)}, {report['steps']} steps)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- rate-control table ---------------------------------------------------------------------------
+
+
+def fit_table(images: Path, bpps: list[float], steps: int, device: str = "auto", limit: int | None = None,
+              size: tuple[int, int] | None = None, bits_guesses: tuple[float, ...] = (2.5, 3.5, 5.0),
+              log: TextIO | None = None) -> dict:
+    """For each rate, try networks sized for a few bits-per-parameter guesses (the encoder's byte-budget
+    search then finds Q); keep the size with the best mean PSNR and record its Q and measured bits per
+    parameter and PSNR."""
+    from ..encoder import encode_at_rate
+    from ..ratecontrol import HEADER_BYTES, tuner_parameters, width_for_params
+
+    imgs = [load_sized(p, size) for p in list_images(images, limit)]
+    rows, trials = [], []
+    for bpp in bpps:
+        results = []
+        for guess in bits_guesses:
+            psnrs, levels, bpps_param = [], [], []
+            for img in imgs:
+                h, w, c = img.shape
+                budget = math.floor(bpp * w * h / 8)
+                width = width_for_params(max(0, budget - HEADER_BYTES) * 8 / guess, c)
+                try:
+                    fitted, blob = encode_at_rate(img, bpp, steps, device=device, net_width=width)
+                except ConfigError:
+                    continue
+                psnrs.append(fitted.meta["psnr"])
+                levels.append(_levels_of(blob))
+                bpps_param.append(8 * len(blob) / tuner_parameters(fitted.config.input_width, c))
+            if not psnrs:
+                continue
+            res = {"bpp": bpp, "guess": guess, "psnr": float(np.mean(psnrs)),
+                   "levels": int(round(float(np.median(levels)))), "bits_per_param": float(np.mean(bpps_param))}
+            results.append(res)
+            trials.append(res)
+            if log:
+                log.write(f"{bpp} bpp, {guess} bits/param guess: {res}\n")
+                log.flush()
+        if results:
+            best = max(results, key=lambda r: r["psnr"])
+            rows.append({k: round(best[k], 4) if isinstance(best[k], float) else best[k]
+                         for k in ("bpp", "levels", "bits_per_param", "psnr")})
+    return {"note": (f"fitted by `tuner bench rc-fit` on {len(imgs)} images at "
+                     f"{_size_text(size)}, {steps} steps, device {device}"),
+            "rows": rows, "trials": trials}
+
+
+def _levels_of(blob: bytes) -> int:
+    """Q of the first bounded tensor (the hidden weights) of a blob."""
+    from ..codec.blob import _parse, expected_shapes
+    from ..codec.quant import KIND_BOUNDED
+
+    info, r = _parse(blob)
+    for name, shape in expected_shapes(info.config).items():
+        byte = r.u8()
+        kind = byte & 0x0F
+        if name == "phase":
+            r.varint()
+            continue
+        if kind == KIND_BOUNDED:
+            return r.varint()
+        raise ConfigError(f"unexpected coding of {name} ({shape})")
+    return 0
+
+
+def _size_text(size: tuple[int, int] | list[int] | None) -> str:
+    return f"{size[0]}x{size[1]}" if size else "native size"
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def _bpp_list(s: str) -> list[float]:
+    try:
+        vals = [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {s!r}") from None
+    if not vals or not all(0.01 <= v <= 64 for v in vals):
+        raise argparse.ArgumentTypeError("bpp values must be in [0.01, 64]")
+    return vals
+
+
+def _size(s: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 192x128, got {s!r}") from None
+    if not (8 <= w <= 8192 and 8 <= h <= 8192):
+        raise argparse.ArgumentTypeError("size sides must be in 8..8192")
+    return w, h
+
+
+def _positive(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def cmd_rd(args: argparse.Namespace) -> int:
+    report = run_rd(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size, log=sys.stderr)
+    out = Path(args.json)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
+    plot(report, plot_path)
+    print(json.dumps({"mean": report["mean"], "plot": str(plot_path)}, indent=2))
+    return 0
+
+
+def cmd_rc_fit(args: argparse.Namespace) -> int:
+    table = fit_table(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size,
+                      log=sys.stderr)
+    Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
+    print(json.dumps(table["rows"], indent=2))
+    return 0
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
-    """Adds `tuner bench rd` (not implemented yet)."""
+    """Adds `tuner bench rd` and `tuner bench rc-fit`."""
+    p = bench_sub.add_parser("rd", help="rate–distortion against JPEG, WebP and AVIF, with a plot")
+    p.add_argument("--images", required=True)
+    p.add_argument("--bpp", type=_bpp_list, default=[0.25, 0.5, 1.0, 2.0], help="comma-separated targets")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--steps", type=_positive, default=1000)
+    p.add_argument("--limit", type=_positive, help="only the first N images")
+    p.add_argument("--size", type=_size, help="resize images to WxH first (quick CPU runs)")
+    p.add_argument("--json", required=True)
+    p.add_argument("--plot", help="PNG path (default: the JSON path with .png)")
+    p.set_defaults(func=cmd_rd)
+
+    f = bench_sub.add_parser("rc-fit", help="refit the rate-control table by measurement")
+    f.add_argument("--images", required=True)
+    f.add_argument("--bpp", type=_bpp_list, default=[0.25, 0.5, 1.0, 2.0])
+    f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    f.add_argument("--steps", type=_positive, default=1000)
+    f.add_argument("--limit", type=_positive)
+    f.add_argument("--size", type=_size)
+    f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/ratecontrol_table.json)")
+    f.set_defaults(func=cmd_rc_fit)
