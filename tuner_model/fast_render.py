@@ -1,0 +1,312 @@
+"""Fast rendering of TUNER networks on the CPU.
+
+Direct evaluation costs, per pixel, m input sines, an n×m matrix–vector product and n hidden sines.
+Two facts about TUNER make most of that avoidable:
+
+1. The input layer is separable on a pixel grid. With integer frequencies k_j = (kx_j, ky_j),
+       sin(ωx_j·x + ωy_j·y + φ_j) = sin(ωx_j·x)·cos(ωy_j·y + φ_j) + cos(ωx_j·x)·sin(ωy_j·y + φ_j),
+   and many columns share a kx (the low block has only L + 1 distinct values). Grouping the columns by
+   kx, the first hidden pre-activation on a grid is
+       z_i(x, y) = b_i + Σ_d [A_id(y)·sin(ω_d·x) + B_id(y)·cos(ω_d·x)],
+   with A and B computed once per row: one matrix product whose inner dimension is 2·#{kx} − 1 (31 for
+   the default 192-wide network) instead of m = 192, and O((W + H)·m) sines instead of W·H·m. The same
+   function, summed in another order: exact up to float32 rounding.
+
+2. The output is band-limited in practice (Theorem 1: a Fourier series on (2π/p)Z²; Theorem 2: the
+   harmonics of the bounded hidden layer decay like (c/2)^n/n!). An upscaled render therefore evaluates
+   the network on a grid that resolves HARMONICS × its input band limit, with margin, and resamples with
+   a Kaiser-windowed sinc. Because a blob's weights could in principle carry more harmonic energy than a
+   fitted image does, each network is first probed: resampled values are compared with exact ones at
+   scattered points, and resampling is used only when they agree to PROBE_DB (well above the 45 dB the
+   service promises); otherwise the render is evaluated exactly at every pixel.
+
+Networks other than TUNER, and devices other than the CPU, use direct evaluation (`render.render`).
+A fused polynomial sine compiled with torch.compile roughly halves the remaining time; it needs a C++
+compiler and some seconds to compile, so a long-running process opts in with `warm_up(compiled=True)`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import colour as colour_mod
+from .coords import FULL, Crop, axis_centres, extent
+from .render import output_size, render
+
+HARMONICS = 3.0  # the evaluation grid resolves this multiple of the largest input frequency...
+OVERSAMPLING = 1.25  # ...with this margin (measured: docs/PERFORMANCE.md, "Speed")
+TAPS = 12  # windowed-sinc taps
+KAISER_BETA = 8.0
+MIN_SAVING = 1.5  # resample only when the evaluation grid has this many times fewer points than the output
+PROBE_DB = 55.0  # resampled vs exact at the probe points, after the colour transform
+TILE_ELEMENTS = 1 << 21  # pre-activations per tile (8 MB of float32: stays in cache)
+
+
+def supports(model: nn.Module) -> bool:
+    """Whether `model` can take the fast path."""
+    from .models.tuner import TunerNet
+
+    return isinstance(model, TunerNet)
+
+
+@torch.no_grad()
+def render_fast(model: nn.Module, native: tuple[int, int], width: int | None = None, height: int | None = None,
+                crop: Crop = FULL, colour: str = "rgb", device: torch.device | str = "cpu",
+                resample: bool = True) -> np.ndarray:
+    """Same contract as `render.render`: an (H, W, C) float32 image in [0, 1], RGB or gray.
+    `resample=False` evaluates the network exactly at every output pixel (still separably)."""
+    if not supports(model) or torch.device(device).type != "cpu":
+        return render(model, native, width, height, crop, colour, device)
+    w, h = output_size(native, width, height, crop)
+    model = model.cpu().eval()
+    colour_mod.check(colour, model.config.channels)
+    sx, sy = extent(*native)
+    xs = axis_centres(w, sx, crop.left, crop.right).to(torch.float64)
+    ys = axis_centres(h, sy, crop.top, crop.bottom).to(torch.float64)
+    values = _resampled(model, native, xs, ys, colour) if resample else None
+    if values is None:
+        values = grid_values(model, xs, ys)
+    rgb = colour_mod.inverse(values, colour).clamp_(0.0, 1.0)
+    return rgb.numpy()
+
+
+# ------------------------------------------------------------------------------------------- exact on a grid
+
+
+def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Raw network outputs (len(ys), len(xs), C), float32, at every (x, y) of a separable grid."""
+    coef, e, bias = _first_layer(model, xs, ys)
+    n = coef.shape[1]
+    deeper = [(model.effective_weight(i).detach().float(),
+               (model.config.hidden_omega * model.hidden_bias[i].detach().float())[:, None])
+              for i in range(1, len(model.hidden))]
+    cw_t = model.out.weight.detach().float().T.contiguous()  # (n_last, C)
+    cb = model.out.bias.detach().float()
+    nx, ny = xs.numel(), ys.numel()
+    out = torch.empty((ny, nx, cw_t.shape[1]), dtype=torch.float32)
+    rows = max(1, TILE_ELEMENTS // max(1, n * nx))
+    sin_ = _sin_impl()
+    for lo in range(0, ny, rows):
+        hi = min(ny, lo + rows)
+        z = torch.matmul(coef[lo:hi], e)  # (t, n, W)
+        if bias is not None:
+            z += bias
+        y = sin_(z)
+        for wl, bl in deeper:
+            y = sin_(torch.matmul(wl, y).add_(bl))
+        # (t, W, n) @ (n, C): the output lands in (H, W, C) order with no extra pass.
+        torch.matmul(y.transpose(1, 2), cw_t, out=out[lo:hi])
+    out += cb
+    return out
+
+
+def _first_layer(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The separable factors of the first hidden pre-activation: z = coef (H, n, K) @ e (K, W) [+ bias]."""
+    cfg = model.config
+    k = model.k.to(torch.int64)
+    scale = 2 * math.pi / cfg.period
+    phase = model.phase.detach().to(torch.float64)
+    w0 = model.effective_weight(0).detach().to(torch.float64)  # (n, m)
+    b0 = cfg.hidden_omega * model.hidden_bias[0].detach().to(torch.float64)
+    n = w0.shape[0]
+    kxs, group = torch.unique(k[:, 0], return_inverse=True)
+    d = kxs.numel()
+    ax = (scale * kxs.to(torch.float64))[:, None] * xs[None, :]  # (D, W)
+    nonzero = kxs != 0
+    # Rows of e: sin(ω_d x) for kx_d != 0 (sin 0 = 0 adds nothing), then cos(ω_d x) for every d.
+    e = torch.cat((torch.sin(ax[nonzero]), torch.cos(ax)), dim=0).to(torch.float32)
+    by = ys[:, None] * (scale * k[:, 1].to(torch.float64))[None, :] + phase[None, :]  # (H, m)
+    sb, cb = torch.sin(by), torch.cos(by)
+    coef = torch.empty((ys.numel(), n, 2 * d), dtype=torch.float64)
+    for g in range(d):
+        cols = group == g
+        wg = w0[:, cols].T
+        coef[:, :, g] = cb[:, cols] @ wg
+        coef[:, :, d + g] = sb[:, cols] @ wg
+    bias = None
+    zero = (~nonzero).nonzero().flatten()
+    if zero.numel():
+        coef[:, :, d + int(zero[0])] += b0  # the bias rides on cos(0·x) = 1
+    else:
+        bias = b0.to(torch.float32)[:, None]
+    keep = torch.cat((nonzero, torch.ones(d, dtype=torch.bool)))
+    return coef[:, :, keep].to(torch.float32).contiguous(), e, bias
+
+
+# --------------------------------------------------------------------------------------------------- sines
+
+_compiled_sin: Callable[[torch.Tensor], torch.Tensor] | None = None
+_compile_lock = threading.Lock()
+# Odd least-squares polynomial for sin on [-π/2, π/2] (max error 3e-9 before float32 rounding).
+_SIN_COEF = (0.9999999765032261, -0.16666647586661038, 0.008332899106595845, -0.0001980085812855719,
+             2.590415483596333e-06)
+
+
+def poly_sin(z: torch.Tensor) -> torch.Tensor:
+    """sin(z) by reduction to [-π/2, π/2] and an odd polynomial: one fused loop once compiled."""
+    q = torch.round(z * (1.0 / math.pi))
+    r = z - q * math.pi
+    r2 = r * r
+    c0, c1, c2, c3, c4 = _SIN_COEF
+    p = (((c4 * r2 + c3) * r2 + c2) * r2 + c1) * r2 + c0
+    sign = 1.0 - 2.0 * (q - 2.0 * torch.floor(q * 0.5))  # (-1)^q
+    return p * r * sign
+
+
+def warm_up(compiled: bool = True) -> bool:
+    """Compile the fused sine (seconds, once per process; needs a C++ compiler). Returns whether the
+    compiled sine is in use; on any failure the renderer keeps torch.sin."""
+    global _compiled_sin
+    if not compiled:
+        _compiled_sin = None
+        return False
+    with _compile_lock:
+        if _compiled_sin is None:
+            try:
+                fn = torch.compile(poly_sin, dynamic=True)
+                probe = torch.linspace(-50, 50, 4099)
+                if float((fn(probe) - torch.sin(probe)).abs().max()) > 1e-5:
+                    return False
+                _compiled_sin = fn
+            except Exception:  # noqa: BLE001 - no compiler, unsupported platform: eager is still correct
+                return False
+    return True
+
+
+def _sin_impl() -> Callable[[torch.Tensor], torch.Tensor]:
+    fn = _compiled_sin
+    if fn is None:
+        return torch.sin_
+    return lambda z: fn(z.reshape(-1)).reshape(z.shape)
+
+
+# ----------------------------------------------------------------------------------------------- resampling
+
+
+def eval_spacing(model: nn.Module) -> float:
+    """The grid spacing (domain units) that resolves HARMONICS^depth × the largest input frequency."""
+    cfg = model.config
+    kmax = float(model.k.abs().max())
+    f_max = HARMONICS ** len(cfg.hidden) * kmax / cfg.period  # cycles per unit length
+    return 1.0 / (2.0 * f_max * OVERSAMPLING)
+
+
+def _eval_axis(out: torch.Tensor, h: float) -> torch.Tensor | None:
+    """A uniform grid of spacing h covering `out` with the kernel's reach to spare, or None when `out`
+    is no finer than h (that axis is then evaluated exactly at the output points)."""
+    if out.numel() < 2 or float(out[1] - out[0]) >= h:
+        return None
+    lo = float(out[0]) - (TAPS // 2 + 1) * h
+    count = int(math.ceil((float(out[-1]) - float(out[0])) / h)) + TAPS + 3
+    return lo + h * torch.arange(count, dtype=torch.float64)
+
+
+def _resampled(model: nn.Module, native: tuple[int, int], xs: torch.Tensor, ys: torch.Tensor,
+               colour: str) -> torch.Tensor | None:
+    """Values at (xs, ys) resampled from a coarser exact grid, or None when that would not save work or
+    the network failed its probe."""
+    h = eval_spacing(model)
+    gx, gy = _eval_axis(xs, h), _eval_axis(ys, h)
+    if gx is None and gy is None:
+        return None
+    ex = xs if gx is None else gx
+    ey = ys if gy is None else gy
+    if ex.numel() * ey.numel() * MIN_SAVING > xs.numel() * ys.numel():
+        return None
+    if not passes_probe(model, native, colour, h):
+        return None
+    return resample_grid(model, xs, ys, h, ex if gx is not None else None, ey if gy is not None else None)
+
+
+def resample_grid(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, h: float,
+                  gx: torch.Tensor | None, gy: torch.Tensor | None) -> torch.Tensor:
+    """Exact values on the grid (gx or xs) × (gy or ys), resampled along the axes that have a g."""
+    v = grid_values(model, xs if gx is None else gx, ys if gy is None else gy)  # (He, We, C)
+    if gx is not None:  # along x: rows of the transposed image, then back to (He, W, C)
+        v = _resample_rows(v.transpose(0, 1).contiguous(), gx, xs, h).transpose(0, 1).contiguous()
+    if gy is not None:
+        v = _resample_rows(v, gy, ys, h)
+    return v
+
+
+def _resample_rows(v: torch.Tensor, grid: torch.Tensor, out: torch.Tensor, h: float) -> torch.Tensor:
+    """Windowed-sinc interpolation along dim 0 of `v` from the uniform `grid` (spacing h) to `out`,
+    as dense products over blocks of the banded kernel matrix."""
+    t = (out - float(grid[0])) / h  # fractional grid index of each output point
+    idx = torch.floor(t).to(torch.int64)[:, None] - (TAPS // 2 - 1) + torch.arange(TAPS)[None, :]
+    u = t[:, None] - idx.to(torch.float64)
+    wts = torch.sinc(u) * _kaiser(u / (TAPS / 2))
+    wts = (wts / wts.sum(dim=1, keepdim=True)).to(torch.float32)  # exact on constants
+    flat = v.reshape(v.shape[0], -1)
+    n_out = out.numel()
+    res = torch.empty((n_out, flat.shape[1]), dtype=torch.float32)
+    step = float(out[1] - out[0]) if n_out > 1 else h
+    block = int(min(512, max(16, 2 * TAPS * h / step)))  # a block spans about 3·TAPS grid points
+    for lo in range(0, n_out, block):
+        hi = min(n_out, lo + block)
+        g0, g1 = int(idx[lo, 0]), int(idx[hi - 1, -1]) + 1
+        k = torch.zeros((hi - lo, g1 - g0), dtype=torch.float32)
+        k.scatter_(1, idx[lo:hi] - g0, wts[lo:hi])
+        torch.matmul(k, flat[g0:g1], out=res[lo:hi])
+    return res.reshape(n_out, *v.shape[1:])
+
+
+def _kaiser(r: torch.Tensor) -> torch.Tensor:
+    """The Kaiser window on r in [-1, 1] (zero outside)."""
+    arg = torch.clamp(1.0 - r * r, min=0.0)
+    return torch.special.i0(KAISER_BETA * torch.sqrt(arg)) / float(torch.special.i0(torch.tensor(KAISER_BETA)))
+
+
+# ------------------------------------------------------------------------------------------------- probing
+
+_probe_cache: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+_probe_lock = threading.Lock()
+PROBE_WINDOWS = 8
+PROBE_POINTS = 24  # per side of a window
+
+
+def passes_probe(model: nn.Module, native: tuple[int, int], colour: str, h: float) -> bool:
+    """Whether resampling from spacing h reproduces exact evaluation to PROBE_DB at scattered points of the
+    image (memoised per network, invalidated when its weights change in place)."""
+    version = tuple(p._version for p in model.parameters())
+    key = (version, native, colour, round(h, 12))
+    with _probe_lock:
+        cached = _probe_cache.get(model)
+        if cached is not None and key in cached:
+            return cached[key]
+    ok = probe_psnr(model, native, colour, h) >= PROBE_DB
+    with _probe_lock:
+        entry = _probe_cache.setdefault(model, {})
+        entry[key] = ok
+    return ok
+
+
+def probe_psnr(model: nn.Module, native: tuple[int, int], colour: str, h: float) -> float:
+    """PSNR (dB) of resampled against exact values in PROBE_WINDOWS small windows spread over the image,
+    sampled at a spacing incommensurate with h so that every kernel phase is exercised."""
+    sx, sy = extent(*native)
+    fine = h * 0.3819660112501051  # 1/φ²
+    half = fine * PROBE_POINTS / 2
+    sq = 0.0
+    count = 0
+    for i in range(PROBE_WINDOWS):
+        # A low-discrepancy (golden-ratio) sequence of window centres over the image domain.
+        cx = -sx + 2 * sx * ((0.5 + i * 0.6180339887498949) % 1.0)
+        cy = -sy + 2 * sy * ((0.5 + i * 0.7548776662466927) % 1.0)
+        px = cx - half + fine * torch.arange(PROBE_POINTS, dtype=torch.float64)
+        py = cy - half + fine * torch.arange(PROBE_POINTS, dtype=torch.float64)
+        exact = colour_mod.inverse(grid_values(model, px, py), colour).clamp_(0.0, 1.0)
+        approx = resample_grid(model, px, py, h, _eval_axis(px, h), _eval_axis(py, h))
+        approx = colour_mod.inverse(approx, colour).clamp_(0.0, 1.0)
+        sq += float(((exact.double() - approx.double()) ** 2).sum())
+        count += exact.numel()
+    mse = sq / max(1, count)
+    return float("inf") if mse <= 0 else 10 * math.log10(1.0 / mse)
