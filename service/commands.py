@@ -26,12 +26,34 @@ def _settings(**overrides: object):  # noqa: ANN202
 
 
 def _run_api(settings, host: str, port: int) -> int:  # noqa: ANN001
+    import contextlib
+
     import uvicorn
 
     from .api.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # noqa: ANN202
+            # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill us before
+            # `serve` stops its worker; a plain return lets the caller's cleanup run.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.handle_exit)
+            yield
+
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    _Server(config).run()
     return 0
+
+
+def _die_with_parent() -> None:
+    """In the `serve` worker before exec: Linux sends it SIGTERM if `serve` itself is killed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -64,14 +86,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         env["TUNER_BROKER_URL"] = args.broker
     settings = _settings(data_dir=data_dir)
     settings = Settings(**{**settings.model_dump(), "broker_url": args.broker})
+    # Its own session, so a Ctrl-C in the terminal reaches only `serve`, which then stops it in order.
     worker = subprocess.Popen([sys.executable, "-m", "tuner_model.cli", "worker", "--loglevel", args.loglevel],
-                              env=env, start_new_session=True)
+                              env=env, start_new_session=True, preexec_fn=_die_with_parent)
     try:
         return _run_api(settings, args.host, args.port)
     finally:
         if worker.poll() is None:
-            # Warm shutdown: the worker finishes or requeues its fit, then exits.
-            os.killpg(worker.pid, signal.SIGTERM)
+            # Warm shutdown of the worker's main process; it stops its pool children itself.
+            worker.terminate()
             try:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:

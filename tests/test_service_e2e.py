@@ -1,0 +1,199 @@
+"""End to end over HTTP with real parts: `tuner api` + `tuner worker` subprocesses on real Redis, and
+`tuner serve` on its embedded broker. Upload the 96×64 sample, watch the job's progress, fetch the
+weights, render at 2×, check size and PSNR; cancel a running fit; restart and find the image again."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tuner_model.codec import decode_blob
+from tuner_model.metrics import psnr
+
+FAST = {  # short heartbeats so that progress, cancellation and recovery show within seconds
+    "TUNER_HEARTBEAT_S": "0.3",
+    "TUNER_STALE_AFTER_S": "3",
+    "TUNER_RECOVERY_INTERVAL_S": "1",
+    "TUNER_FIT_DEVICE": "cpu",
+    "CUDA_VISIBLE_DEVICES": "",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A `tuner ...` subprocess in its own process group (so its Celery children go with it)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.p = subprocess.Popen([sys.executable, "-m", "tuner_model.cli", *args], env={**os.environ, **env},
+                                  stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group: the worker and its fitting child die at once, acking nothing."""
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()  # the main process only: a Celery worker stops its pool children itself
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.p.wait(timeout=30)
+        if self.p.poll() is None:
+            self.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.p.pid, signal.SIGKILL)  # anything left in the group
+        self._fh.close()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def wait_ready(base: str, proc: Proc, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.p.poll() is not None:
+            pytest.fail(f"server exited with {proc.p.returncode}:\n{proc.tail()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"server not ready after {timeout}s:\n{proc.tail()}")
+
+
+def wait_job(base: str, job_id: str, timeout: float = 90, until: tuple[str, ...] = ("succeeded", "failed",
+                                                                                   "cancelled")) -> list[dict]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=5).json()
+        seen.append(job)
+        if job["status"] in until:
+            return seen
+        time.sleep(0.1)
+    pytest.fail(f"job {job_id} still {seen[-1]['status'] if seen else '?'} after {timeout}s")
+
+
+def encode_and_render(base: str, parrots_path: Path, parrots: np.ndarray, steps: int = 120) -> str:
+    """The README's flow: upload, watch, fetch the weights, render at 2×. Returns the image id."""
+    r = httpx.post(f"{base}/v1/images", params={"steps": steps}, timeout=30,
+                   files={"file": ("parrots.png", parrots_path.read_bytes(), "image/png")})
+    assert r.status_code == 202, r.text
+    job_id, image_id = r.json()["job_id"], r.json()["image_id"]
+    assert r.headers["location"] == f"/v1/jobs/{job_id}"
+    seen = wait_job(base, job_id)
+    final = seen[-1]
+    assert final["status"] == "succeeded", final
+    assert final["progress"] == 1.0 and final["psnr"] > 20 and final["attempts"] == 1
+    running = [j for j in seen if j["status"] == "running" and 0 < j["progress"] < 1]
+    assert running and running[-1]["psnr"] is not None, "no progress was reported while fitting"
+    progresses = [j["progress"] for j in running]
+    assert progresses == sorted(progresses)
+
+    info = httpx.get(f"{base}/v1/images/{image_id}", timeout=5).json()
+    assert (info["width"], info["height"], info["source"]) == (96, 64, "fit")
+    assert info["psnr"] == final["psnr"] and info["bpp"] > 0
+    w = httpx.get(f"{base}/v1/images/{image_id}/weights", timeout=5)
+    assert w.status_code == 200 and len(w.content) == info["bytes"]
+    fitted = decode_blob(w.content)
+    assert (fitted.width, fitted.height) == (96, 64)
+
+    big = httpx.get(f"{base}/v1/images/{image_id}/render", params={"width": 192}, timeout=60)
+    assert big.status_code == 200, big.text
+    assert Image.open(io.BytesIO(big.content)).size == (192, 128)
+    native = httpx.get(f"{base}/v1/images/{image_id}/render", timeout=60)
+    pixels = np.asarray(Image.open(io.BytesIO(native.content)), dtype=np.float32) / 255
+    assert abs(psnr(pixels, parrots) - info["psnr"]) < 0.5
+    # 2× is smooth upsampling of the same picture: shrunk back, it is close to the original.
+    half = np.asarray(Image.open(io.BytesIO(big.content)).resize((96, 64), Image.BOX), dtype=np.float32) / 255
+    assert psnr(half, parrots) > info["psnr"] - 3
+    return image_id
+
+
+@pytest.fixture(scope="module")
+def redis_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory):
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()  # the tests' own database number
+    tmp = tmp_path_factory.mktemp("redis-stack")
+    env = {**FAST, "TUNER_BROKER_URL": redis_url, "TUNER_DATA_DIR": str(tmp / "data")}
+    port = free_port()
+    api = Proc(["api", "--port", str(port)], env, tmp / "api.log")
+    worker = Proc(["worker", "--concurrency", "1"], env, tmp / "worker.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, api)
+        yield base
+    finally:
+        api.stop()
+        worker.stop()
+
+
+def test_redis_api_and_worker(redis_stack: str, parrots_path: Path, parrots: np.ndarray) -> None:
+    image_id = encode_and_render(redis_stack, parrots_path, parrots)
+    # The same upload again is not fitted again.
+    r = httpx.post(f"{redis_stack}/v1/images", params={"steps": 120}, timeout=30,
+                   files={"file": ("p.png", parrots_path.read_bytes(), "image/png")})
+    assert r.status_code == 202 and r.json()["deduplicated"] and r.json()["image_id"] == image_id
+    metrics = httpx.get(f"{redis_stack}/metrics").text
+    assert 'tuner_jobs{state="succeeded"} 1.0' in metrics and "tuner_fit_seconds_count 1.0" in metrics
+
+
+def test_cancel_running_fit(redis_stack: str, parrots_path: Path) -> None:
+    r = httpx.post(f"{redis_stack}/v1/images", params={"steps": 20000}, timeout=30,
+                   files={"file": ("p.png", parrots_path.read_bytes(), "image/png")})
+    job_id = r.json()["job_id"]
+    seen = wait_job(redis_stack, job_id, timeout=60, until=("running",))
+    while seen[-1]["step"] == 0:
+        seen = wait_job(redis_stack, job_id, timeout=30, until=("running",))
+    t0 = time.monotonic()
+    d = httpx.delete(f"{redis_stack}/v1/jobs/{job_id}")
+    assert d.status_code == 202
+    final = wait_job(redis_stack, job_id, timeout=30)[-1]
+    assert final["status"] == "cancelled" and final["error"] == "cancelled"
+    assert time.monotonic() - t0 < 10 and final["step"] < 20000
+    assert httpx.get(f"{redis_stack}/v1/images/{final['image_id']}").status_code == 404
+
+
+def test_serve_embedded_default_and_restart(tmp_path: Path, parrots_path: Path, parrots: np.ndarray) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in FAST.items()}
+    env["TUNER_BROKER_URL"] = ""  # `tuner serve` needs no Redis: its embedded broker is the default
+    serve = Proc(["serve", "--port", str(port), "--data-dir", str(tmp_path / "data")], env, tmp_path / "serve.log")
+    try:
+        wait_ready(base, serve)
+        image_id = encode_and_render(base, parrots_path, parrots, steps=60)
+    finally:
+        serve.stop()
+    assert serve.p.returncode is not None
+    # A restart on the same data dir still has the finished image.
+    serve = Proc(["serve", "--port", str(port), "--data-dir", str(tmp_path / "data")], env, tmp_path / "serve2.log")
+    try:
+        wait_ready(base, serve)
+        assert httpx.get(f"{base}/v1/images/{image_id}").json()["width"] == 96
+        r = httpx.get(f"{base}/v1/images/{image_id}/render", params={"height": 128}, timeout=60)
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (192, 128)
+    finally:
+        serve.stop()
