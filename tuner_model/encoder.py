@@ -31,6 +31,7 @@ DEFAULT_BPP = 1.0  # neither --bpp nor --psnr: a rate where we beat COIN and JPE
 QAT_FRACTION = 0.2  # fine-tuning steps as a share of the fit's
 MAX_QAT_STEPS = 500
 PSNR_ATTEMPTS = 3
+MIN_PSNR_MODE_BYTES = 160  # header + a network of a few dozen parameters
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,9 @@ def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
 
     # Quality target: each attempt gets a slice of the progress bar; later ones are rarely needed.
     slices = [(0.0, 0.7), (0.7, 0.9), (0.9, 1.0)]
-    bpp = ratecontrol.bpp_for_psnr(settings.psnr)
+    h, w = image.shape[:2]
+    # The table's rates are for Kodak-sized images: on a tiny image the header alone can exceed them.
+    bpp = max(ratecontrol.bpp_for_psnr(settings.psnr), 8 * MIN_PSNR_MODE_BYTES / (w * h))
     best: tuple[FittedImage, bytes] | None = None
     for lo, hi in slices[:PSNR_ATTEMPTS]:
         fitted, blob = encode_at_rate(

@@ -1,0 +1,85 @@
+"""Rate control: the table, network sizing, and the encoder meeting a byte budget exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tuner_model import ratecontrol
+from tuner_model.codec import decode_blob, read_info
+from tuner_model.encoder import EncodeSettings, encode
+from tuner_model.errors import FitCancelled
+
+
+def test_shipped_table_loads_and_is_monotonic() -> None:
+    rows = ratecontrol.load_table()
+    assert len(rows) >= 3
+    assert all(a.bpp < b.bpp for a, b in zip(rows, rows[1:], strict=False))
+    assert all(r.levels >= 1 and 0.5 < r.bits_per_param < 16 for r in rows)
+
+
+def test_plans_grow_with_the_rate() -> None:
+    widths = [ratecontrol.plan_for_bpp(b, 768, 512).width for b in (0.25, 0.5, 1.0, 2.0)]
+    assert widths == sorted(widths) and widths[0] < widths[-1]
+    p = ratecontrol.plan_for_bpp(0.25, 768, 512)
+    assert p.target_bytes == math.floor(0.25 * 768 * 512 / 8)
+    # The planned parameters at the table's bits/param fill (not exceed) the budget.
+    assert ratecontrol.tuner_parameters(p.width) * p.bits_per_param <= 8 * p.target_bytes
+
+
+def test_width_for_params_inverts_the_count() -> None:
+    for n in (8, 40, 100, 300):
+        assert ratecontrol.width_for_params(ratecontrol.tuner_parameters(n)) == n
+
+
+def test_bpp_for_psnr_is_increasing() -> None:
+    rows = ratecontrol.load_table()
+    targets = [rows[0].psnr - 1, rows[0].psnr + 0.5, rows[-1].psnr, rows[-1].psnr + 3]
+    rates = [ratecontrol.bpp_for_psnr(t) for t in targets]
+    assert rates == sorted(rates) and rates[-1] > rows[-1].bpp
+
+
+@pytest.fixture(scope="module")
+def small(parrots: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(parrots[:32, :48])
+
+
+@pytest.mark.parametrize("bpp", [1.0, 3.0])
+def test_encode_stays_at_or_just_under_the_budget(small: np.ndarray, bpp: float) -> None:
+    seen = []
+    fitted, blob = encode(small, EncodeSettings(bpp=bpp, steps=30, device="cpu"), progress=seen.append)
+    budget = math.floor(bpp * 48 * 32 / 8)
+    assert len(blob) <= budget
+    assert len(blob) >= 0.85 * budget  # the level search fills the budget
+    # Progress covers fit + fine-tuning, monotonic, ending at 1.
+    fracs = [p.step / p.steps for p in seen]
+    assert fracs == sorted(fracs) and fracs[-1] == 1.0 and len(set(fracs)) == len(fracs)
+    # The PSNR stored is exactly that of what decoding gives.
+    decoded = decode_blob(blob)
+    assert read_info(blob).meta["psnr"] == pytest.approx(decoded.measure_psnr(small), abs=1e-4)
+    assert fitted.meta["psnr"] == read_info(blob).meta["psnr"]
+
+
+def test_higher_rate_gives_higher_quality(small: np.ndarray) -> None:
+    lo = encode(small, EncodeSettings(bpp=0.5, steps=60, device="cpu"))[0].meta["psnr"]
+    hi = encode(small, EncodeSettings(bpp=4.0, steps=60, device="cpu"))[0].meta["psnr"]
+    assert hi > lo + 1.0
+
+
+def test_psnr_target_mode_returns_a_blob(small: np.ndarray) -> None:
+    fitted, blob = encode(small, EncodeSettings(psnr=14.0, steps=60, device="cpu"))
+    assert fitted.meta["psnr"] >= 14.0  # an easy target is met at the first try
+    assert read_info(blob).bytes == len(blob)
+
+
+def test_cancel_still_works(small: np.ndarray) -> None:
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 5
+
+    with pytest.raises(FitCancelled):
+        encode(small, EncodeSettings(bpp=1.0, steps=50, device="cpu"), should_cancel=cancel)
