@@ -109,7 +109,7 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
 
     report = run_paper_bench(Path(args.images), epochs=args.epochs, width=args.width, device=args.device,
                              methods=args.methods, limit=args.limit, log=sys.stderr, schedule=args.schedule,
-                             tuner_overrides=_overrides(args.tuner))
+                             tuner_overrides=_overrides(args.tuner), size=args.size)
     _write(Path(args.json), (json.dumps(report, indent=2) + "\n").encode())
     print(json.dumps(report["mean"], indent=2))
     return 0
@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     bp.add_argument("--methods", default="tuner,siren,ffm")
     bp.add_argument("--limit", type=_positive_int, help="only the first N images")
+    bp.add_argument("--size", type=_positive_int, default=512,
+                    help="square size the images are resized to (the paper: 512; smaller for quick CPU runs)")
     bp.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
                     help="learning-rate schedule (the paper: constant)")
     bp.add_argument("--tuner", action="append", metavar="KEY=VALUE",

@@ -54,10 +54,10 @@ def paper_methods(width: int) -> list[Method]:
     ]
 
 
-def load_square(path: Path) -> np.ndarray:
+def load_square(path: Path, size: int = SIZE) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB").resize((SIZE, SIZE), Image.BICUBIC)
+            im = im.convert("RGB").resize((size, size), Image.BICUBIC)
             return np.asarray(im, dtype=np.float32) / 255.0
     except (OSError, ValueError) as e:
         raise ImageError(f"{path}: cannot read ({e})") from None
@@ -91,24 +91,26 @@ def gradient_magnitude(model: torch.nn.Module, coords: torch.Tensor, chunk: int 
 
 def run_one(method: Method, image: np.ndarray, epochs: int, device: torch.device,
             schedule: str = "constant") -> dict:
-    n = SIZE * SIZE
+    size = image.shape[0]
+    n = size * size
     mask = holdout_mask(n)
-    steps_per_epoch = math.ceil(int(mask.sum()) / BATCH)
+    batch = BATCH * n // (SIZE * SIZE)  # the same 4 batches per epoch at any size
+    steps_per_epoch = math.ceil(int(mask.sum()) / batch)
     opts = FitOptions(steps=epochs * steps_per_epoch, lr=method.lr, schedule=schedule,
                       warmup=0 if schedule == "constant" else 50,
-                      batch_pixels=BATCH, seed=SEED, device=str(device), progress_every=10**9)
+                      batch_pixels=batch, seed=SEED, device=str(device), progress_every=10**9)
     model = build_model(method.config, seed=SEED)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    fit(model, image, opts, train_mask=mask.reshape(SIZE, SIZE))
+    fit(model, image, opts, train_mask=mask.reshape(size, size))
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     coords, values = image_targets(image, device)
     pred = predict(model, coords)
     keep = torch.as_tensor(mask, device=device)
-    grad = gradient_magnitude(model, coords).reshape(SIZE, SIZE).cpu().numpy()
+    grad = gradient_magnitude(model, coords).reshape(size, size).cpu().numpy()
     return {
         "train_psnr": round(psnr(pred[keep], values[keep]), 3),
         "heldout_psnr": round(psnr(pred[~keep], values[~keep]), 3),
@@ -121,9 +123,10 @@ def run_one(method: Method, image: np.ndarray, epochs: int, device: torch.device
 def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: str = "auto",
                     methods: str = "tuner,siren,ffm", limit: int | None = None,
                     log: TextIO | None = None, schedule: str = "constant",
-                    tuner_overrides: dict | None = None) -> dict:
+                    tuner_overrides: dict | None = None, size: int = SIZE) -> dict:
     """The paper's protocol. `schedule` and `tuner_overrides` (ModelConfig fields and/or "lr") exist to
-    explore what the protocol leaves open; the defaults are the official final config."""
+    explore what the protocol leaves open; the defaults are the official final config. `size` below 512
+    gives a scaled-down protocol (batch scaled with the pixel count) for quick CPU exploration."""
     if not images.is_dir():
         raise ImageError(f"{images}: not a directory")
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
@@ -142,7 +145,7 @@ def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: 
     dev = resolve_device(device)
     per_image: dict[str, dict] = {}
     for path in paths:
-        image = load_square(path)
+        image = load_square(path, size)
         per_image[path.name] = {}
         for name in wanted:
             r = run_one(table[name], image, epochs, dev, schedule)
@@ -154,7 +157,7 @@ def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: 
     mean = {name: {k: round(float(np.mean([per_image[p][name][k] for p in per_image])), 3) for k in keys}
             for name in wanted}
     return {
-        "protocol": {"size": SIZE, "holdout": HOLDOUT, "batch": BATCH, "epochs": epochs, "width": width,
+        "protocol": {"size": size, "holdout": HOLDOUT, "batch": BATCH, "epochs": epochs, "width": width,
                      "schedule": schedule,
                      "seed": SEED, "methods": {n: {"lr": table[n].lr, "model": table[n].config.to_dict()}
                                                for n in wanted}},
