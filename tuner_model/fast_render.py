@@ -44,7 +44,6 @@ HARMONICS = 3.0  # the evaluation grid resolves this multiple of the largest inp
 OVERSAMPLING = 1.25  # ...with this margin (measured: docs/PERFORMANCE.md, "Speed")
 TAPS = 12  # windowed-sinc taps
 KAISER_BETA = 8.0
-MIN_SAVING = 1.5  # resample only when the evaluation grid has this many times fewer points than the output
 PROBE_DB = 55.0  # resampled vs exact at the probe points, after the colour transform
 TILE_ELEMENTS = 1 << 21  # pre-activations per tile (8 MB of float32: stays in cache)
 
@@ -70,7 +69,8 @@ def render_fast(model: nn.Module, native: tuple[int, int], width: int | None = N
     sx, sy = extent(*native)
     xs = axis_centres(w, sx, crop.left, crop.right).to(torch.float64)
     ys = axis_centres(h, sy, crop.top, crop.bottom).to(torch.float64)
-    values = _resampled(model, native, xs, ys, colour) if resample else None
+    steps = (2 * sx * (crop.right - crop.left) / w, 2 * sy * (crop.bottom - crop.top) / h)
+    values = _resampled(model, native, xs, ys, steps, colour) if resample else None
     if values is None:
         values = grid_values(model, xs, ys)
     rgb = colour_mod.inverse(values, colour).clamp_(0.0, 1.0)
@@ -199,31 +199,28 @@ def eval_spacing(model: nn.Module) -> float:
     return 1.0 / (2.0 * f_max * OVERSAMPLING)
 
 
-def _eval_axis(out: torch.Tensor, h: float) -> torch.Tensor | None:
-    """A uniform grid of spacing h covering `out` with the kernel's reach to spare, or None when `out`
-    is no finer than h (that axis is then evaluated exactly at the output points)."""
-    if out.numel() < 2 or float(out[1] - out[0]) >= h:
+def _eval_axis(out: torch.Tensor, step: float, h: float) -> torch.Tensor | None:
+    """The points of the global lattice hZ (anchored at 0, whatever the crop, so that a tile of a render
+    is the same pixels as the render's region) that the kernel needs around `out`, or None when the
+    output's pixel `step` is no finer than h (that axis is then evaluated exactly at the output points)."""
+    if step >= h:
         return None
-    lo = float(out[0]) - (TAPS // 2 + 1) * h
-    count = int(math.ceil((float(out[-1]) - float(out[0])) / h)) + TAPS + 3
-    return lo + h * torch.arange(count, dtype=torch.float64)
+    first = math.floor(float(out[0]) / h) - TAPS // 2
+    last = math.floor(float(out[-1]) / h) + TAPS // 2 + 1
+    return h * torch.arange(first, last + 1, dtype=torch.float64)
 
 
 def _resampled(model: nn.Module, native: tuple[int, int], xs: torch.Tensor, ys: torch.Tensor,
-               colour: str) -> torch.Tensor | None:
-    """Values at (xs, ys) resampled from a coarser exact grid, or None when that would not save work or
-    the network failed its probe."""
+               steps: tuple[float, float], colour: str) -> torch.Tensor | None:
+    """Values at (xs, ys) resampled from an exact grid on the lattice hZ², or None when the output is no
+    denser than the lattice or the network failed its probe."""
     h = eval_spacing(model)
-    gx, gy = _eval_axis(xs, h), _eval_axis(ys, h)
+    gx, gy = _eval_axis(xs, steps[0], h), _eval_axis(ys, steps[1], h)
     if gx is None and gy is None:
-        return None
-    ex = xs if gx is None else gx
-    ey = ys if gy is None else gy
-    if ex.numel() * ey.numel() * MIN_SAVING > xs.numel() * ys.numel():
         return None
     if not passes_probe(model, native, colour, h):
         return None
-    return resample_grid(model, xs, ys, h, ex if gx is not None else None, ey if gy is not None else None)
+    return resample_grid(model, xs, ys, h, gx, gy)
 
 
 def resample_grid(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, h: float,
@@ -240,9 +237,12 @@ def resample_grid(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, h: float
 def _resample_rows(v: torch.Tensor, grid: torch.Tensor, out: torch.Tensor, h: float) -> torch.Tensor:
     """Windowed-sinc interpolation along dim 0 of `v` from the uniform `grid` (spacing h) to `out`,
     as dense products over blocks of the banded kernel matrix."""
-    t = (out - float(grid[0])) / h  # fractional grid index of each output point
-    idx = torch.floor(t).to(torch.int64)[:, None] - (TAPS // 2 - 1) + torch.arange(TAPS)[None, :]
-    u = t[:, None] - idx.to(torch.float64)
+    origin = round(float(grid[0]) / h)  # grid[i] = (origin + i)·h
+    t = out / h  # position in lattice units
+    cell = torch.floor(t).to(torch.int64)
+    lattice = cell[:, None] - (TAPS // 2 - 1) + torch.arange(TAPS)[None, :]
+    u = t[:, None] - lattice.to(torch.float64)
+    idx = lattice - origin
     wts = torch.sinc(u) * _kaiser(u / (TAPS / 2))
     wts = (wts / wts.sum(dim=1, keepdim=True)).to(torch.float32)  # exact on constants
     flat = v.reshape(v.shape[0], -1)
@@ -304,7 +304,7 @@ def probe_psnr(model: nn.Module, native: tuple[int, int], colour: str, h: float)
         px = cx - half + fine * torch.arange(PROBE_POINTS, dtype=torch.float64)
         py = cy - half + fine * torch.arange(PROBE_POINTS, dtype=torch.float64)
         exact = colour_mod.inverse(grid_values(model, px, py), colour).clamp_(0.0, 1.0)
-        approx = resample_grid(model, px, py, h, _eval_axis(px, h), _eval_axis(py, h))
+        approx = resample_grid(model, px, py, h, _eval_axis(px, fine, h), _eval_axis(py, fine, h))
         approx = colour_mod.inverse(approx, colour).clamp_(0.0, 1.0)
         sq += float(((exact.double() - approx.double()) ** 2).sum())
         count += exact.numel()

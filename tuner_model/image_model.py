@@ -11,10 +11,10 @@ from torch import nn
 
 from . import colour as colour_mod
 from .coords import FULL, Crop
+from .fast_render import render_fast
 from .fit import FitOptions, FitProgress, fit
 from .metrics import psnr
 from .models import ModelConfig, build_model
-from .render import render
 
 
 @dataclass
@@ -32,7 +32,8 @@ class FittedImage:
 
     def render(self, width: int | None = None, height: int | None = None, crop: Crop = FULL,
                device: torch.device | str = "cpu") -> np.ndarray:
-        return render(self.model, self.native, width, height, crop, self.colour, device)
+        # TUNER networks on the CPU take the fast path (faithful to direct evaluation: fast_render.py).
+        return render_fast(self.model, self.native, width, height, crop, self.colour, device)
 
     def measure_psnr(self, image: np.ndarray, device: torch.device | str = "cpu") -> float:
         """PSNR of the native-size render (clamped to [0, 1]) against the original pixels."""
