@@ -181,6 +181,8 @@ class Database:
                 return "missing", None
             if job.status not in ACTIVE:
                 return "done", job
+            if job.status == RUNNING and (job.heartbeat_at or 0) >= now - stale_after:
+                return "busy", job  # a live worker has it (a duplicate delivery)
             if job.attempts >= max_attempts:
                 s.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE)).values(
                     status=FAILED, finished_at=now,
