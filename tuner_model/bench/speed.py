@@ -1,9 +1,436 @@
-"""`tuner bench speed`: fitting and rendering speed (issue 5)."""
+"""`tuner bench speed`: fitting and rendering speed (issue 5).
+
+Every speed-up is a ratio measured side by side in the same run, on the same device:
+- fitting: ms per full-image step of the network rate control uses at each width, for a plain fp32 eager
+  baseline (TunerNet + MSE + Adam + clamp, nothing else) and for the faster variants (bf16 autocast,
+  torch.compile, both: CUDA only; recorded as skipped elsewhere), the PSNR each reaches after the same
+  steps, an estimate of seconds per image to the encoder's stopping point, and peak GPU memory;
+- batched fitting (`batched.fit_batch`): images per second for K images at once against one at a time;
+- rendering: the fast CPU renderer against direct evaluation (`render.render`) at 768×512, 1920×1080 and
+  3840×2160, with its fidelity (PSNR against direct evaluation, or against exact evaluation where the
+  direct render was not timed), and direct evaluation on the GPU when there is one.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+RENDER_SIZES = "768x512,1920x1080,3840x2160"
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size WxH: {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return w, h
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    return [_size(t) for t in text.split(",") if t.strip()] if text else []
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
+    return vals
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
-    """Adds `tuner bench speed` (not implemented yet)."""
+    """Adds `tuner bench speed`."""
+    from ..cli import _positive_int
+
+    p = bench_sub.add_parser("speed", help="fitting and rendering speed against a plain fp32 baseline")
+    p.add_argument("--images", required=True, help="directory of images (the first --limit are used)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", required=True, help="where to write the report")
+    p.add_argument("--widths", type=_ints, default=[64, 128, 192, 256], help="network widths m = n to time")
+    p.add_argument("--steps", type=_positive_int, help="timed steps per variant (default 200 on CUDA, 5 on CPU)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
+    p.add_argument("--limit", type=_positive_int, default=4, help="images to use (batched fitting uses them all)")
+    p.add_argument("--fit-size", type=_size, help="resize images to WxH for fitting (default: native)")
+    p.add_argument("--variants", default="fp32-eager,bf16-autocast,compiled,bf16-compiled",
+                   help="fitting variants; fp32-eager is always run as the baseline")
+    p.add_argument("--batch", type=_positive_int, default=4, help="K for batched fitting (--skip batch skips it)")
+    p.add_argument("--sizes", type=_sizes, default=_sizes(RENDER_SIZES), help="render sizes WxH,WxH,...")
+    p.add_argument("--direct-sizes", type=_sizes, help="sizes at which direct CPU evaluation is timed too "
+                   "(default: all; it is slow on a small CPU)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="render timings keep the fastest of these")
+    p.add_argument("--blob", help="render this blob (default: encode the first image at the default setting)")
+    p.add_argument("--render-steps", type=_positive_int, default=100,
+                   help="fit steps for the blob rendered when no --blob is given")
+    p.add_argument("--compile-render", action="store_true", help="also time the fast renderer's compiled sine")
+    p.add_argument("--full-encode", action="store_true",
+                   help="time the real encoder at its default setting on the first image (slow on CPU)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: fit,batch,render")
+    p.set_defaults(func=cmd_bench_speed)
+
+
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from ..cli import _write
+
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - {"fit", "batch", "render"}
+    if unknown:
+        raise ConfigError(f"unknown --skip parts: {', '.join(sorted(unknown))}")
+    report = run_speed_bench(Path(args.images), device=args.device, widths=args.widths, steps=args.steps,
+                             warmup=args.warmup, limit=args.limit, fit_size=args.fit_size,
+                             variants=[v.strip() for v in args.variants.split(",") if v.strip()],
+                             batch=args.batch, sizes=args.sizes, direct_sizes=args.direct_sizes,
+                             repeats=args.repeats, blob=args.blob, render_steps=args.render_steps,
+                             compile_render=args.compile_render, full_encode=args.full_encode,
+                             threads=args.threads, skip=skip, log=sys.stderr)
+    _write(Path(args.json), (json.dumps(report, indent=2) + "\n").encode())
+    print(json.dumps(report["summary"], indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+VARIANTS = ("fp32-eager", "bf16-autocast", "compiled", "bf16-compiled")
+
+
+def run_speed_bench(images_dir: Path, device: str = "auto", widths: list[int] | None = None,
+                    steps: int | None = None, warmup: int = 3, limit: int = 4,
+                    fit_size: tuple[int, int] | None = None, variants: list[str] | None = None, batch: int = 4,
+                    sizes: list[tuple[int, int]] | None = None,
+                    direct_sizes: list[tuple[int, int]] | None = None, repeats: int = 3, blob: str | None = None,
+                    render_steps: int = 100, compile_render: bool = False, full_encode: bool = False,
+                    threads: int | None = None, skip: set[str] | None = None,
+                    log: TextIO | None = None) -> dict[str, Any]:
+    from ..bench.rd import list_images, load_sized
+    from ..device import resolve_device
+
+    skip = skip or set()
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    steps = steps or (200 if cuda else 5)
+    variants = variants or list(VARIANTS)
+    bad = set(variants) - set(VARIANTS)
+    if bad:
+        raise ConfigError(f"unknown variants: {', '.join(sorted(bad))}; choose from {', '.join(VARIANTS)}")
+    widths = widths or [64, 128, 192, 256]
+    sizes = _sizes(RENDER_SIZES) if sizes is None else sizes
+    direct_sizes = sizes if direct_sizes is None else direct_sizes
+    paths = list_images(images_dir, limit)
+    images = [load_sized(p, fit_size) for p in paths]
+
+    def say(msg: str) -> None:
+        if log is not None:
+            log.write(f"[speed] {msg}\n")
+            log.flush()
+
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": _machine(dev),
+        "settings": {"device": str(dev), "widths": widths, "steps": steps, "warmup": warmup,
+                     "images": [p.name for p in paths], "fit_size": list(images[0].shape[1::-1]),
+                     "batch": batch, "render_sizes": [f"{w}x{h}" for w, h in sizes]},
+        "skipped": [],
+    }
+    if "fit" not in skip:
+        report["fit"] = bench_fit(images[0], widths, variants, steps, warmup, dev, report["skipped"], say)
+        if full_encode:
+            report["full_encode"] = bench_full_encode(images[0], str(dev), say)
+    if "batch" not in skip and batch > 1:
+        group = [im for im in images if im.shape == images[0].shape][:batch]
+        if len(group) < 2:
+            report["skipped"].append({"what": "batched fitting", "why": "fewer than 2 images of one size"})
+        else:
+            report["batched"] = bench_batched(group, widths[len(widths) // 2], steps, warmup, dev, say)
+    if "render" not in skip:
+        report["render"] = bench_render(paths[0], blob, sizes, direct_sizes, repeats, render_steps, dev,
+                                        compile_render, report["skipped"], say)
+    report["summary"] = _summary(report)
+    return report
+
+
+def _machine(dev: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+                            "cpu_count": os.cpu_count(), "cpu": _cpu_name()}
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+# -------------------------------------------------------------------------------------------------- fitting
+
+
+def _variant_unavailable(variant: str, dev: torch.device) -> str | None:
+    if variant == "fp32-eager":
+        return None
+    if dev.type != "cuda":
+        return ("CUDA only: on the CPU bf16 matmuls and inductor's compile time (tens of seconds per shape) "
+                "do not pay for a fit; the service fits on GPUs")
+    if "bf16" in variant and not torch.cuda.is_bf16_supported():
+        return "this GPU has no bf16"
+    return None
+
+
+def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: int, warmup: int,
+              dev: torch.device, skipped: list[dict], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """ms per full-image step (and PSNR after `steps`) per width and variant; fp32-eager is the baseline."""
+    from ..encoder import DEFAULT_STEPS, MAX_QAT_STEPS, QAT_FRACTION, default_config
+
+    h, w, c = image.shape
+    encoder_steps = DEFAULT_STEPS + min(MAX_QAT_STEPS, max(10, int(DEFAULT_STEPS * QAT_FRACTION)))
+    rows = []
+    run = ["fp32-eager"] + [v for v in variants if v != "fp32-eager"]
+    for width in widths:
+        config = default_config(w, h, c, width)
+        base_ms = None
+        for variant in run:
+            why = _variant_unavailable(variant, dev)
+            if why is not None:
+                if width == widths[0]:
+                    skipped.append({"what": f"fit variant {variant}", "why": why})
+                continue
+            try:
+                ms, psnr_db, peak = time_fit_steps(config, image, variant, steps, warmup, dev)
+            except Exception as e:  # noqa: BLE001 - a variant that cannot run here is a finding, not a crash
+                skipped.append({"what": f"fit variant {variant} at width {width}", "why": f"failed: {e}"[:300]})
+                continue
+            if variant == "fp32-eager":
+                base_ms = ms
+            row = {"width": width, "variant": variant, "ms_per_step": round(ms, 3), "psnr": round(psnr_db, 3),
+                   "steps": steps, "pixels": w * h,
+                   "speedup_vs_fp32_eager": round(base_ms / ms, 3) if base_ms else None,
+                   "seconds_to_encoder_stop_estimate": round(ms * encoder_steps / 1000, 2),
+                   "encoder_steps": encoder_steps}
+            if peak is not None:
+                row["peak_gpu_mib"] = round(peak / 2**20, 1)
+            rows.append(row)
+            say(f"fit width {width} {variant}: {ms:.2f} ms/step, {psnr_db:.2f} dB after {steps} steps")
+    return rows
+
+
+def time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup: int,
+                   dev: torch.device) -> tuple[float, float, int | None]:
+    """(ms per step, PSNR after warmup + steps, peak GPU bytes) of full-batch Adam steps with the clamp."""
+    from ..fit import image_targets
+    from ..metrics import mse_to_psnr
+    from ..models import build_model
+
+    model = build_model(config, seed=0).to(dev).train()
+    coords, values = image_targets(image, dev)
+    with torch.no_grad():
+        model.out.bias.copy_(values.mean(dim=0))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    if "compiled" in variant:
+        forward = torch.compile(model)
+    use_bf16 = "bf16" in variant
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+            pred = forward(coords)
+        loss = ((pred.float() - values) ** 2).mean()
+        loss.backward()
+        opt.step()
+        model.project()
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    ms = (time.perf_counter() - start) * 1000 / steps
+    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+    with torch.no_grad():  # quality of what those steps learned, always measured in fp32
+        mse = float(((model.eval()(coords) - values) ** 2).mean())
+    return ms, mse_to_psnr(mse), peak
+
+
+def bench_full_encode(image: np.ndarray, device: str, say: Callable[[str], None]) -> dict[str, Any]:
+    from ..encoder import EncodeSettings, encode
+
+    start = time.perf_counter()
+    fitted, blob = encode(image, EncodeSettings(device=device))
+    seconds = time.perf_counter() - start
+    say(f"full encode: {seconds:.1f} s, {fitted.meta['psnr']} dB, {len(blob)} bytes")
+    return {"seconds": round(seconds, 2), "psnr": fitted.meta["psnr"], "bytes": len(blob),
+            "width": fitted.config.input_width, "bpp": round(8 * len(blob) / (image.shape[0] * image.shape[1]), 4)}
+
+
+def bench_batched(images: list[np.ndarray], width: int, steps: int, warmup: int, dev: torch.device,
+                  say: Callable[[str], None]) -> dict[str, Any]:
+    """Images per second fitting K images at once against one after another (same steps)."""
+    from ..batched import fit_batch
+    from ..encoder import default_config
+    from ..fit import FitOptions
+    from ..image_model import fit_image
+
+    h, w, c = images[0].shape
+    config = default_config(w, h, c, width)
+    total = steps + warmup
+    opts = FitOptions(steps=total, device=str(dev), progress_every=total)
+    fit_batch(images[:2], config, FitOptions(steps=1, device=str(dev)))  # warm caches and kernels
+    _sync(dev)
+    t0 = time.perf_counter()
+    together = fit_batch(images, config, opts)
+    _sync(dev)
+    t_batch = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    alone = [fit_image(im, config, opts) for im in images]
+    _sync(dev)
+    t_alone = time.perf_counter() - t0
+    gap = max(abs(a.meta["psnr"] - b.meta["psnr"]) for a, b in zip(together, alone, strict=True))
+    k = len(images)
+    say(f"batched K={k} width {width}: {k / t_batch:.3f} img/s vs {k / t_alone:.3f} img/s one at a time")
+    return {"k": k, "width": width, "steps": total, "seconds_batched": round(t_batch, 3),
+            "seconds_one_at_a_time": round(t_alone, 3), "images_per_s_batched": round(k / t_batch, 4),
+            "images_per_s_one_at_a_time": round(k / t_alone, 4), "speedup": round(t_alone / t_batch, 3),
+            "max_psnr_gap_db": round(gap, 4)}
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def _best_time(fn: Callable[[], Any], repeats: int, dev: torch.device | None = None) -> tuple[float, Any]:
+    best, out = math.inf, None
+    for _ in range(repeats):
+        if dev is not None:
+            _sync(dev)
+        t0 = time.perf_counter()
+        out = fn()
+        if dev is not None:
+            _sync(dev)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def bench_render(first: Path, blob: str | None, sizes: list[tuple[int, int]], direct_sizes: list[tuple[int, int]],
+                 repeats: int, render_steps: int, dev: torch.device, compile_render: bool, skipped: list[dict],
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    from .. import fast_render
+    from ..codec import decode_blob
+    from ..encoder import EncodeSettings, encode
+    from ..image_io import load_image
+    from ..metrics import psnr
+    from ..models import build_model
+    from ..render import render
+
+    if blob:
+        data = Path(blob).read_bytes()
+        source = {"blob": str(blob)}
+    else:
+        image = load_image(first)
+        _, data = encode(image, EncodeSettings(steps=render_steps, device=str(dev)))
+        source = {"encoded_from": first.name, "steps": render_steps}
+    fitted = decode_blob(data)
+    model, native, colour = fitted.model, fitted.native, fitted.colour
+    source.update(bytes=len(data), bpp=round(8 * len(data) / (native[0] * native[1]), 4),
+                  width=fitted.config.input_width, native=f"{native[0]}x{native[1]}", arch=fitted.config.arch)
+    compiled = False
+    if compile_render:
+        compiled = fast_render.warm_up(True)
+        if not compiled:
+            skipped.append({"what": "compiled render sine", "why": "torch.compile unavailable here"})
+    rows = []
+    for w, h in sizes:
+        row: dict[str, Any] = {"size": f"{w}x{h}", "cpu_threads": torch.get_num_threads()}
+        if compiled:
+            fast_render.warm_up(False)
+        t_fast, fast = _best_time(lambda w=w, h=h: fast_render.render_fast(model, native, w, h, colour=colour),
+                                  repeats)
+        row["cpu_fast_ms"] = round(t_fast * 1000, 1)
+        row["path"] = "resampled" if _resamples(model, native, w, h, colour) else "exact"
+        if compiled:
+            fast_render.warm_up(True)
+            t_c, _ = _best_time(lambda w=w, h=h: fast_render.render_fast(model, native, w, h, colour=colour),
+                                repeats)
+            row["cpu_fast_compiled_ms"] = round(t_c * 1000, 1)
+        if (w, h) in direct_sizes:
+            reps = max(1, min(repeats, 2 if w * h <= 1 << 21 else 1))
+            t_direct, ref = _best_time(lambda w=w, h=h: render(model, native, w, h, colour=colour), reps)
+            row["cpu_direct_ms"] = round(t_direct * 1000, 1)
+            row["cpu_speedup"] = round(t_direct / t_fast, 2)
+            row["psnr_vs_direct"] = round(psnr(fast, ref), 2)
+        else:
+            ref = fast_render.render_fast(model, native, w, h, colour=colour, resample=False)
+            row["psnr_vs_exact"] = round(psnr(fast, ref), 2)
+        if dev.type == "cuda":
+            gpu_model = build_model(fitted.config)
+            gpu_model.load_state_dict(model.state_dict())
+            gpu_model.to(dev)
+            render(gpu_model, native, w, h, colour=colour, device=dev)  # warm-up
+            t_gpu, _ = _best_time(lambda w=w, h=h, g=gpu_model: render(g, native, w, h, colour=colour, device=dev),
+                                  repeats, dev)
+            row["gpu_direct_ms"] = round(t_gpu * 1000, 1)
+        rows.append(row)
+        say(f"render {w}x{h}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "size"))
+    if compiled:
+        fast_render.warm_up(False)
+    if dev.type != "cuda":
+        skipped.append({"what": "GPU render timings", "why": "no CUDA device in this run"})
+    return {"source": source, "rows": rows}
+
+
+def _resamples(model, native: tuple[int, int], w: int, h: int, colour: str) -> bool:
+    from .. import fast_render
+    from ..coords import extent
+
+    if not fast_render.supports(model):
+        return False
+    sx, sy = extent(*native)
+    hh = fast_render.eval_spacing(model)
+    dense = 2 * sx / w < hh or 2 * sy / h < hh
+    return dense and fast_render.passes_probe(model, native, colour, hh)
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"device": report["settings"]["device"]}
+    if "fit" in report:
+        out["fit_ms_per_step"] = {f"{r['width']}/{r['variant']}": r["ms_per_step"] for r in report["fit"]}
+    if "batched" in report:
+        out["batched_speedup"] = report["batched"]["speedup"]
+    if "render" in report:
+        out["render"] = {r["size"]: {k: v for k, v in r.items() if k.endswith("_ms") or k.startswith("psnr")}
+                         for r in report["render"]["rows"]}
+    out["skipped"] = [s["what"] for s in report["skipped"]]
+    return out

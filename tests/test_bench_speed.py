@@ -1,0 +1,59 @@
+"""`tuner bench speed` end to end on the CPU with tiny settings: the report has every part, the baseline
+is measured beside the fast paths, what cannot run here is recorded as skipped, bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from tuner_model.cli import main
+
+
+def sample_path(name: str) -> Path:
+    return Path(str(resources.files("tuner_model") / "samples" / name))
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for name in ("parrots-96x64.png", "caps-96x64.png"):
+        shutil.copy(sample_path(name), d / name)
+    return d
+
+
+def test_speed_bench_cpu_report(image_dir, tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    rc = main(["bench", "speed", "--images", str(image_dir), "--device", "cpu", "--json", str(out),
+               "--widths", "8,16", "--steps", "2", "--warmup", "1", "--sizes", "48x32,300x200",
+               "--direct-sizes", "300x200", "--render-steps", "3", "--batch", "2", "--repeats", "1"])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out)["device"] == "cpu"
+    fit = report["fit"]
+    assert [(r["width"], r["variant"]) for r in fit] == [(8, "fp32-eager"), (16, "fp32-eager")]
+    assert all(r["ms_per_step"] > 0 and r["speedup_vs_fp32_eager"] == 1.0 for r in fit)
+    skipped = {s["what"] for s in report["skipped"]}
+    assert {"fit variant bf16-autocast", "fit variant compiled", "GPU render timings"} <= skipped
+    batched = report["batched"]
+    assert batched["k"] == 2 and batched["images_per_s_batched"] > 0 and batched["max_psnr_gap_db"] < 0.1
+    rows = {r["size"]: r for r in report["render"]["rows"]}
+    assert set(rows) == {"48x32", "300x200"}
+    assert "cpu_direct_ms" not in rows["48x32"] and rows["48x32"]["psnr_vs_exact"] >= 45
+    big = rows["300x200"]
+    assert big["psnr_vs_direct"] >= 45
+    assert big["cpu_speedup"] == pytest.approx(big["cpu_direct_ms"] / big["cpu_fast_ms"], rel=0.05)
+
+
+def test_speed_bench_bad_input_is_one_line(tmp_path, capsys):
+    rc = main(["bench", "speed", "--images", str(tmp_path / "missing"), "--json", str(tmp_path / "o.json")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tuner: error:") and err.count("\n") == 1
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "speed", "--images", str(tmp_path), "--json", "x", "--sizes", "12xq"])
+    assert e.value.code == 2
