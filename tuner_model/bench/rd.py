@@ -268,7 +268,7 @@ def cmd_rd(args: argparse.Namespace) -> int:
 
 def cmd_rc_fit(args: argparse.Namespace) -> int:
     table = fit_table(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size,
-                      log=sys.stderr)
+                      bits_guesses=tuple(args.guesses), log=sys.stderr)
     Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
     print(json.dumps(table["rows"], indent=2))
     return 0
@@ -294,5 +294,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     f.add_argument("--steps", type=_positive, default=1000)
     f.add_argument("--limit", type=_positive)
     f.add_argument("--size", type=_size)
+    f.add_argument("--guesses", type=_bpp_list, default=[2.5, 3.5, 5.0],
+                   help="bits-per-parameter guesses that size the candidate networks")
     f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/ratecontrol_table.json)")
     f.set_defaults(func=cmd_rc_fit)

@@ -39,7 +39,7 @@ class QuantSpec:
     max|C| / (out_ratio·Q)."""
 
     levels: int = 16
-    phase_ratio: float = 8.0
+    phase_ratio: float = 16.0
     out_ratio: float = 2.0
 
     def __post_init__(self) -> None:
