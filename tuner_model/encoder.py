@@ -175,7 +175,9 @@ def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
     reporter = _Progress(progress, steps + n_qat)
     kw = dict(steps=steps, device=settings.device, seed=settings.seed, should_cancel=should_cancel)
     if settings.psnr is None:
-        bpp = settings.bpp or DEFAULT_BPP
+        h, w = image.shape[:2]
+        # No target given: the default rate, but never below a header's worth on a tiny image.
+        bpp = settings.bpp or max(DEFAULT_BPP, 8 * MIN_PSNR_MODE_BYTES / (w * h))
         return encode_at_rate(image, bpp, progress=reporter.report, **kw)
 
     # Quality target: each attempt gets a slice of the progress bar; later ones are rarely needed.
