@@ -1,0 +1,29 @@
+# One image for the API and the worker. The default torch is the CPU build; the GPU worker is built
+# with TORCH_INDEX_URL pointing at a CUDA wheel index (see docker-compose.yml).
+FROM python:3.11-slim
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TUNER_DATA_DIR=/data
+
+WORKDIR /app
+RUN useradd --create-home --uid 1000 tuner && mkdir /data && chown tuner /data
+
+# torch first, from the chosen index, so the project install below keeps it.
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch>=2.3,<2.15"
+COPY pyproject.toml README.md ./
+COPY tuner_model ./tuner_model
+COPY service ./service
+COPY worker ./worker
+RUN pip install ".[s3]"
+
+USER tuner
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"
+# Without arguments: everything in one container, no Redis needed.
+CMD ["tuner", "serve", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]
