@@ -22,7 +22,9 @@ def _settings(**overrides: object):  # noqa: ANN202
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
         err = e.errors()[0]
-        raise TunerError(f"bad setting {'.'.join(str(p) for p in err['loc']) or ''}: {err['msg']}") from None
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise TunerError(f"bad setting {where}: {msg}" if where else f"bad settings: {msg}") from None
 
 
 def _run_api(settings, host: str, port: int) -> int:  # noqa: ANN001

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -169,6 +170,10 @@ def register(app: Celery) -> None:
 
     @worker_ready.connect(weak=False)
     def _start_recovery(sender: Any = None, **_: Any) -> None:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            # Forked children would inherit a CUDA context they cannot use (SERVICE_NOTES §2.1).
+            log.error("CUDA was initialised in the worker's main process; fits in forked children will fail")
         recovery["thread"] = _Recovery(app)
         recovery["thread"].start()
 
