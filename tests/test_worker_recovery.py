@@ -5,6 +5,8 @@ and a job whose workers keep dying is failed after its attempts run out."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -102,3 +104,25 @@ def test_attempts_run_out(tmp_path: Path) -> None:
     state, job = db.claim_job("job_x", "w3", stale_after=0.0, max_attempts=2)
     assert state == "exhausted" and job.status == "failed" and "interrupted 2 times" in job.error
     assert db.heartbeat("job_x", "w2") == "lost"
+
+
+def test_killed_fit_child_is_retried_by_the_same_worker(stack, parrots_path: Path) -> None:
+    """The OOM-killer case: only the prefork child dies; the worker's main process lives on, and the job is
+    fitted again (reject_on_worker_lost, then the stale-heartbeat scan) and succeeds."""
+    base, start, _ = stack
+    start("worker", name="worker")
+    r = httpx.post(f"{base}/v1/images", params={"steps": 200}, timeout=30,
+                   files={"file": ("p.png", parrots_path.read_bytes(), "image/png")})
+    job_id = r.json()["job_id"]
+    seen = wait_job(base, job_id, timeout=60, until=("running",))
+    while seen[-1]["step"] == 0:
+        seen = wait_job(base, job_id, timeout=30, until=("running",))
+    db = Database(f"sqlite:///{_data_dir(stack) / 'tuner.sqlite'}")
+    child_pid = int(db.get_job(job_id).worker.split(":")[1])  # host:pid:delivery of the fitting child
+    os.kill(child_pid, signal.SIGKILL)
+    final = wait_job(base, job_id, timeout=120)[-1]
+    assert final["status"] == "succeeded" and final["attempts"] == 2, final
+
+
+def _data_dir(stack) -> Path:  # noqa: ANN001
+    return stack[2].data_dir
