@@ -84,3 +84,27 @@ def test_s3_unreachable_fails_ping(tmp_path: Path) -> None:
                         aws_access_key_id="x", aws_secret_access_key="y")
     with pytest.raises(Exception, match="not reachable"):
         store.ping()
+
+
+def test_api_on_s3_storage(moto_endpoint: str, tmp_path: Path, parrots) -> None:  # noqa: ANN001
+    """The API with blobs in S3: upload a blob, render at 2×, and the render lands in the S3 render cache."""
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from service.api.app import create_app
+    from tuner_model.encoder import EncodeSettings, encode
+
+    _, blob = encode(parrots, EncodeSettings(steps=30, device="cpu"))
+    settings = Settings(data_dir=tmp_path, storage="s3", s3_bucket="tuner-api", s3_endpoint_url=moto_endpoint,
+                        s3_access_key_id="test", s3_secret_access_key="test")
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/readyz").json()["checks"]["storage"] == "ok"
+        img = c.post("/v1/blobs", content=blob, headers={"content-type": "application/octet-stream"}).json()
+        r = c.get(f"/v1/images/{img['image_id']}/render?width=192")
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (192, 128)
+        assert c.get(f"/v1/images/{img['image_id']}/weights").content == blob
+        store = c.app.state.store
+        keys = {o["Key"].split("/")[0] for o in store.client.list_objects_v2(Bucket="tuner-api")["Contents"]}
+        assert keys == {"blobs", "renders"}
