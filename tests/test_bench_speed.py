@@ -57,3 +57,18 @@ def test_speed_bench_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "speed", "--images", str(tmp_path), "--json", "x", "--sizes", "12xq"])
     assert e.value.code == 2
+
+
+def test_mixed_precision_variant_runs_and_reports_quality(parrots):
+    """The bf16 path is CUDA-only in the bench, but its code runs under CPU autocast too: check it trains."""
+    import torch
+
+    from tuner_model.bench.speed import time_fit_steps
+    from tuner_model.encoder import default_config
+
+    img = parrots[:32, :48]
+    cfg = default_config(48, 32, 3, 16)
+    ms32, p32, peak = time_fit_steps(cfg, img, "fp32-eager", 15, 1, torch.device("cpu"))
+    ms16, p16, _ = time_fit_steps(cfg, img, "bf16-autocast", 15, 1, torch.device("cpu"))
+    assert peak is None and ms32 > 0 and ms16 > 0
+    assert p16 > 10 and abs(p16 - p32) < 3  # bf16 hidden products cost little quality on this net

@@ -87,10 +87,10 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
     deeper = [(model.effective_weight(i).detach().float(),
                (model.config.hidden_omega * model.hidden_bias[i].detach().float())[:, None])
               for i in range(1, len(model.hidden))]
-    cw_t = model.out.weight.detach().float().T.contiguous()  # (n_last, C)
-    cb = model.out.bias.detach().float()
+    cw = model.out.weight.detach().float()  # (C, n_last)
+    cb = model.out.bias.detach().float()[:, None]
     nx, ny = xs.numel(), ys.numel()
-    out = torch.empty((ny, nx, cw_t.shape[1]), dtype=torch.float32)
+    out = torch.empty((ny, cw.shape[0], nx), dtype=torch.float32)
     rows = max(1, TILE_ELEMENTS // max(1, n * nx))
     sin_ = _sin_impl()
     for lo in range(0, ny, rows):
@@ -101,10 +101,10 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
         y = sin_(z)
         for wl, bl in deeper:
             y = sin_(torch.matmul(wl, y).add_(bl))
-        # (t, W, n) @ (n, C): the output lands in (H, W, C) order with no extra pass.
-        torch.matmul(y.transpose(1, 2), cw_t, out=out[lo:hi])
+        # (C, n) @ (t, n, W): a wide product; (t, W, n) @ (n, C) has a 3-column output that BLAS runs slowly.
+        torch.matmul(cw, y, out=out[lo:hi])
     out += cb
-    return out
+    return out.permute(0, 2, 1).contiguous()
 
 
 def _first_layer(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor
@@ -118,6 +118,9 @@ def _first_layer(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor
     b0 = cfg.hidden_omega * model.hidden_bias[0].detach().to(torch.float64)
     n = w0.shape[0]
     kxs, group = torch.unique(k[:, 0], return_inverse=True)
+    order = torch.argsort(group, stable=True)  # columns sorted by kx group: each group is one slice
+    k, phase, w0, group = k[order], phase[order], w0[:, order], group[order]
+    bounds = torch.searchsorted(group, torch.arange(kxs.numel() + 1))
     d = kxs.numel()
     ax = (scale * kxs.to(torch.float64))[:, None] * xs[None, :]  # (D, W)
     nonzero = kxs != 0
@@ -127,10 +130,10 @@ def _first_layer(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor
     sb, cb = torch.sin(by), torch.cos(by)
     coef = torch.empty((ys.numel(), n, 2 * d), dtype=torch.float64)
     for g in range(d):
-        cols = group == g
-        wg = w0[:, cols].T
-        coef[:, :, g] = cb[:, cols] @ wg
-        coef[:, :, d + g] = sb[:, cols] @ wg
+        a, b = int(bounds[g]), int(bounds[g + 1])
+        wg = w0[:, a:b].T
+        coef[:, :, g] = cb[:, a:b] @ wg
+        coef[:, :, d + g] = sb[:, a:b] @ wg
     bias = None
     zero = (~nonzero).nonzero().flatten()
     if zero.numel():
