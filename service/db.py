@@ -10,9 +10,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, Text, create_engine, event, func, select, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -41,6 +55,9 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # When the job's message was last sent to the broker (set when the job is accepted, just before the
+    # first send). A queued job whose last send is old may have lost its message; it is sent again.
+    sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     fit_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -75,9 +92,32 @@ def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
 
+# Columns added after the first release: (table, column, SQL type). `ensure_schema` adds any that an older
+# database lacks, so existing data dirs keep working.
+_ADDED_COLUMNS = (("jobs", "sent_at", "DOUBLE PRECISION"),)
+_SCHEMA_LOCK = 0x7475_6E65  # a PostgreSQL advisory lock id: serialises schema setup between processes
+
+
+def ensure_schema(conn: Connection) -> None:
+    """Creates missing tables and adds missing columns. On PostgreSQL several API and worker processes may
+    start at once; an advisory lock in the (transactional) DDL's transaction lets one at a time do this."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+    Base.metadata.create_all(conn)
+    for table, column, sql_type in _ADDED_COLUMNS:
+        present = {c["name"] for c in inspect(conn).get_columns(table)}
+        if column in present:
+            continue
+        try:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+        except (OperationalError, ProgrammingError) as e:  # another process added it meanwhile (SQLite)
+            if "duplicate column" not in str(e).lower():
+                raise
+
+
 class Database:
     """Engine and sessions, created per process: a forked Celery child must not reuse its parent's
-    SQLite connections."""
+    connections (SQLite file handles, PostgreSQL sockets)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -88,13 +128,18 @@ class Database:
     @property
     def engine(self) -> Engine:
         if self._engine is None or self._pid != os.getpid():
+            if self._engine is not None:
+                # In a forked child: forget the parent's pooled connections without closing them, which
+                # would end the parent's PostgreSQL sessions.
+                self._engine.dispose(close=False)
             kwargs: dict[str, Any] = {"pool_pre_ping": True}
             if self.url.startswith("sqlite"):
                 kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
             engine = create_engine(self.url, **kwargs)
             if self.url.startswith("sqlite"):
                 event.listen(engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(engine)
+            with engine.begin() as conn:
+                ensure_schema(conn)
             self._engine, self._pid = engine, os.getpid()
             self._sessions = sessionmaker(engine, expire_on_commit=False)
         return self._engine
@@ -197,6 +242,26 @@ class Database:
                 return "busy", job
             return "claimed", s.get(Job, job_id)
 
+    def resend_due(self, older_than: float, limit: int = 500) -> list[str]:
+        """Queued jobs whose message was last sent more than `older_than` seconds ago: the message may be
+        lost (a broker restarted without persistence, an API that died between saving the job and sending
+        it). Each is stamped sent now by a conditional update, so of several scanning workers exactly one
+        re-sends it, and each waiting job is re-sent at most once per `older_than`. A duplicate message is
+        harmless: the claim runs a job once."""
+        now = time.time()
+        cutoff = now - older_than
+        last_sent = func.coalesce(Job.sent_at, Job.created_at)  # rows from before the column existed
+        with self.session() as s:
+            ids = list(s.scalars(select(Job.id).where(Job.status == QUEUED, last_sent < cutoff)
+                                 .order_by(Job.created_at).limit(limit)))
+            due = []
+            for job_id in ids:
+                res = s.execute(update(Job).where(Job.id == job_id, Job.status == QUEUED, last_sent < cutoff)
+                                .values(sent_at=now))
+                if res.rowcount == 1:
+                    due.append(job_id)
+        return due
+
     def heartbeat(self, job_id: str, worker: str, **values: Any) -> str:
         """Record liveness (and progress). Returns "ok", "cancel" (a cancel was requested) or "lost" (the
         job is no longer this worker's: it was re-queued as stale or finished elsewhere)."""
@@ -229,7 +294,7 @@ class Database:
             for job_id in ids:
                 res = s.execute(update(Job).where(Job.id == job_id, Job.status == RUNNING,
                                                   Job.heartbeat_at < cutoff)
-                                .values(status=QUEUED, worker=None, heartbeat_at=None))
+                                .values(status=QUEUED, worker=None, heartbeat_at=None, sent_at=time.time()))
                 if res.rowcount == 1:
                     done.append(job_id)
         return done

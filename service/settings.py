@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0)
     stale_after_s: float = Field(60.0, gt=0)  # a running job without heartbeat for this long is re-queued
     recovery_interval_s: float = Field(15.0, gt=0)
+    # A queued job whose message was last sent this long ago is sent again, in case the broker lost it
+    # (Redis restarted without persistence; the API died between saving the job and sending it). Longer
+    # than a send takes; a duplicate costs a worker one database read.
+    resend_queued_after_s: float = Field(300.0, gt=0)
     max_tasks_per_child: int = Field(20, ge=1)
     worker_concurrency: int = Field(1, ge=1)
 

@@ -131,7 +131,8 @@ def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
 
 class _Recovery(threading.Thread):
     """Runs in the worker's main process: puts running jobs whose worker stopped beating (SIGKILL, lost
-    machine) back on the queue, so they don't wait for the broker's long visibility timeout."""
+    machine) back on the queue, so they don't wait for the broker's long visibility timeout; and sends
+    again queued jobs whose message may have been lost, so no accepted job waits forever."""
 
     def __init__(self, app: Celery) -> None:
         super().__init__(daemon=True, name="tuner-recovery")
@@ -140,15 +141,21 @@ class _Recovery(threading.Thread):
         self.stopped = threading.Event()
 
     def scan(self) -> list[str]:
-        ids = self.ctx.db.requeue_stale(self.ctx.settings.stale_after_s)
-        for job_id in ids:
+        settings = self.ctx.settings
+        stale = self.ctx.db.requeue_stale(settings.stale_after_s)
+        for job_id in stale:
             log.warning("job %s: worker stopped beating; sending it again", job_id)
+        waiting = self.ctx.db.resend_due(settings.resend_queued_after_s)
+        for job_id in waiting:
+            log.warning("job %s: still queued %.0f s after its last send; sending it again", job_id,
+                        settings.resend_queued_after_s)
+        for job_id in stale + waiting:
             try:
                 self.app.send_task(FIT_TASK, args=[job_id], queue=FIT_QUEUE)
-            except Exception:  # noqa: BLE001 - the job stays queued in the table; the next scan can't see it
-                log.exception("could not re-send job %s", job_id)
-                self.ctx.db.fail_job(job_id, "the job could not be re-queued after its worker was lost")
-        return ids
+            except Exception:  # noqa: BLE001 - the job stays queued, stamped as sent; a later scan retries it
+                log.exception("could not send job %s; retrying in %.0f s", job_id,
+                              settings.resend_queued_after_s)
+        return stale + waiting
 
     def run(self) -> None:
         while not self.stopped.is_set():

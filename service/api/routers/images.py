@@ -125,10 +125,12 @@ async def upload_image(
 
     job = Job(id=new_job_id(), image_id=image_id, status="queued", progress=0.0, step=0,
               steps=params.steps or settings.default_steps, params=params.model_dump(), upload_digest=upload_digest,
-              attempts=0, cancel_requested=0, created_at=time.time())
+              attempts=0, cancel_requested=0, created_at=time.time(), sent_at=time.time())
     stored = await run_in_threadpool(db.add_job, job, idempotency_key, fingerprint)
     if stored.id != job.id:
         return accepted(stored, True)
+    # If this process dies before the message is sent, the job is still safe: it is queued with sent_at set,
+    # and a worker's recovery scan sends it once TUNER_RESEND_QUEUED_AFTER_S has passed.
     try:
         await run_in_threadpool(lambda: celery.send_task(FIT_TASK, args=[job.id], queue=FIT_QUEUE))
     except Exception:  # noqa: BLE001 - the broker is down: the job can't run; say so and don't keep it queued
