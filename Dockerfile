@@ -18,7 +18,7 @@ COPY pyproject.toml README.md ./
 COPY tuner_model ./tuner_model
 COPY service ./service
 COPY worker ./worker
-RUN pip install ".[s3]"
+RUN pip install ".[s3,postgres]"
 
 USER tuner
 VOLUME ["/data"]
