@@ -138,8 +138,16 @@ class Database:
             engine = create_engine(self.url, **kwargs)
             if self.url.startswith("sqlite"):
                 event.listen(engine, "connect", _sqlite_pragmas)
-            with engine.begin() as conn:
-                ensure_schema(conn)
+            for attempt in range(3):
+                try:
+                    with engine.begin() as conn:
+                        ensure_schema(conn)
+                    break
+                except (OperationalError, ProgrammingError) as e:
+                    # SQLite has no lock around create_all: an API and a worker starting together can both
+                    # try to create a table. The loser finds it there on the next try.
+                    if "already exists" not in str(e).lower() or attempt == 2:
+                        raise
             self._engine, self._pid = engine, os.getpid()
             self._sessions = sessionmaker(engine, expire_on_commit=False)
         return self._engine

@@ -109,3 +109,22 @@ def test_database_from_before_sent_at_gains_the_column(db_url: str) -> None:
     assert job_id in again.resend_due(50.0)  # judged by created_at
     assert again.get_job(job_id).sent_at is not None
     Database(db_url).ping()  # a third opening finds the column and changes nothing
+
+
+def test_processes_starting_together_create_the_schema_once(db_url: str) -> None:
+    """An API and several workers opening a fresh database at once: on PostgreSQL, concurrent CREATE TABLEs
+    collide (a unique violation in pg_type) unless schema setup takes turns, as it does here."""
+    errors = _race(6, lambda i: _open(db_url))
+    assert errors == [None] * 6
+    assert Database(db_url).count_jobs((QUEUED,)) == 0
+
+
+def _open(url: str) -> str | None:
+    db = Database(url)  # its own engine and connections, like another process
+    try:
+        db.ping()
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        return repr(e)
+    finally:
+        db.engine.dispose()
+    return None
