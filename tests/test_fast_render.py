@@ -73,8 +73,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("net", ["rgb_net", "ycc_net", "gray_net"])
-@pytest.mark.parametrize(("width", "height", "crop"), CASES)
+# Every geometry for RGB; the colour transforms on the geometries that exercise both paths.
+PARAMS = [("rgb_net", *c) for c in CASES] + [(n, *CASES[i]) for n in ("ycc_net", "gray_net") for i in (0, 2, 4)]
+
+
+@pytest.mark.parametrize(("net", "width", "height", "crop"), PARAMS)
 def test_fast_render_is_faithful(request, net, width, height, crop):
     model, native = request.getfixturevalue(net)
     colour = {"rgb_net": "rgb", "ycc_net": "ycbcr", "gray_net": "gray"}[net]

@@ -83,7 +83,7 @@ def render_fast(model: nn.Module, native: tuple[int, int], width: int | None = N
 def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     """Raw network outputs (len(ys), len(xs), C), float32, at every (x, y) of a separable grid."""
     coef, e, bias = _first_layer(model, xs, ys)
-    n = coef.shape[1]
+    n = coef.shape[2]
     deeper = [(model.effective_weight(i).detach().float(),
                (model.config.hidden_omega * model.hidden_bias[i].detach().float())[:, None])
               for i in range(1, len(model.hidden))]
@@ -93,9 +93,13 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
     out = torch.empty((ny, cw.shape[0], nx), dtype=torch.float32)
     rows = max(1, TILE_ELEMENTS // max(1, n * nx))
     sin_ = _sin_impl()
+    # One buffer for every tile: a fresh multi-megabyte tensor per tile costs page faults on every use.
+    zbuf = torch.empty((min(rows, ny), n, nx), dtype=torch.float32)
     for lo in range(0, ny, rows):
         hi = min(ny, lo + rows)
-        z = torch.matmul(coef[lo:hi], e)  # (t, n, W)
+        z = zbuf[: hi - lo]  # (t, n, W)
+        # (t·n, K) @ (K, W) with the left factor read transposed in place (no copy).
+        torch.mm(coef[:, lo:hi].reshape(coef.shape[0], -1).T, e, out=z.view(-1, nx))
         if bias is not None:
             z += bias
         y = sin_(z)
@@ -109,39 +113,38 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
 
 def _first_layer(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The separable factors of the first hidden pre-activation: z = coef (H, n, K) @ e (K, W) [+ bias]."""
+    """The separable factors of the first hidden pre-activation: z[y, i, x] = Σ_r coef[r, y, i]·e[r, x]
+    (+ bias[i] when no column has kx = 0). coef is (K, H, n) so each factor is written contiguously."""
     cfg = model.config
     k = model.k.to(torch.int64)
     scale = 2 * math.pi / cfg.period
     phase = model.phase.detach().to(torch.float64)
-    w0 = model.effective_weight(0).detach().to(torch.float64)  # (n, m)
-    b0 = cfg.hidden_omega * model.hidden_bias[0].detach().to(torch.float64)
+    w0 = model.effective_weight(0).detach().to(torch.float32)  # (n, m)
+    b0 = cfg.hidden_omega * model.hidden_bias[0].detach().to(torch.float32)
     n = w0.shape[0]
     kxs, group = torch.unique(k[:, 0], return_inverse=True)
     order = torch.argsort(group, stable=True)  # columns sorted by kx group: each group is one slice
     k, phase, w0, group = k[order], phase[order], w0[:, order], group[order]
-    bounds = torch.searchsorted(group, torch.arange(kxs.numel() + 1))
-    d = kxs.numel()
+    bounds = torch.searchsorted(group, torch.arange(kxs.numel() + 1)).tolist()
+    # Trig tables in float64 (arguments reach hundreds of radians), products in float32.
     ax = (scale * kxs.to(torch.float64))[:, None] * xs[None, :]  # (D, W)
-    nonzero = kxs != 0
-    # Rows of e: sin(ω_d x) for kx_d != 0 (sin 0 = 0 adds nothing), then cos(ω_d x) for every d.
-    e = torch.cat((torch.sin(ax[nonzero]), torch.cos(ax)), dim=0).to(torch.float32)
     by = ys[:, None] * (scale * k[:, 1].to(torch.float64))[None, :] + phase[None, :]  # (H, m)
-    sb, cb = torch.sin(by), torch.cos(by)
-    coef = torch.empty((ys.numel(), n, 2 * d), dtype=torch.float64)
-    for g in range(d):
-        a, b = int(bounds[g]), int(bounds[g + 1])
-        wg = w0[:, a:b].T
-        coef[:, :, g] = cb[:, a:b] @ wg
-        coef[:, :, d + g] = sb[:, a:b] @ wg
-    bias = None
-    zero = (~nonzero).nonzero().flatten()
-    if zero.numel():
-        coef[:, :, d + int(zero[0])] += b0  # the bias rides on cos(0·x) = 1
-    else:
-        bias = b0.to(torch.float32)[:, None]
-    keep = torch.cat((nonzero, torch.ones(d, dtype=torch.bool)))
-    return coef[:, :, keep].to(torch.float32).contiguous(), e, bias
+    sb, cb = torch.sin(by).to(torch.float32), torch.cos(by).to(torch.float32)
+    # Rows: cos(ω_d x) for every d, then sin(ω_d x) for kx_d != 0 (sin 0 = 0 adds nothing).
+    nonzero = [g for g in range(kxs.numel()) if int(kxs[g]) != 0]
+    e = torch.cat((torch.cos(ax), torch.sin(ax[nonzero]))).to(torch.float32)
+    coef = torch.empty((e.shape[0], ys.numel(), n), dtype=torch.float32)
+    for g in range(kxs.numel()):
+        a, b = bounds[g], bounds[g + 1]
+        torch.matmul(sb[:, a:b], w0[:, a:b].T, out=coef[g])  # sin(B) multiplies cos(ω_d x)
+    for r, g in enumerate(nonzero, start=kxs.numel()):
+        a, b = bounds[g], bounds[g + 1]
+        torch.matmul(cb[:, a:b], w0[:, a:b].T, out=coef[r])  # cos(B) multiplies sin(ω_d x)
+    zero = [g for g in range(kxs.numel()) if int(kxs[g]) == 0]
+    if zero:
+        coef[zero[0]] += b0  # the bias rides on cos(0·x) = 1
+        return coef, e, None
+    return coef, e, b0[:, None]
 
 
 # --------------------------------------------------------------------------------------------------- sines
