@@ -17,7 +17,7 @@ from .problems import ProblemError
 
 # Bump whenever the pixels a render produces change (decoder, colour, encoder settings): it is part of
 # every render ETag and cache key, so clients and caches never keep a stale rendering.
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "2"  # 2: fast separable renderer with windowed-sinc resampling for upscales
 
 Fit = Literal["contain", "cover", "fill"]
 Format = Literal["png", "webp", "jpeg", "avif"]

@@ -1,0 +1,65 @@
+"""Batched fitting must give what fitting each image alone gives (same seed, steps, schedule)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tuner_model.batched import fit_batch
+from tuner_model.errors import ConfigError
+from tuner_model.fit import FitOptions
+from tuner_model.image_model import fit_image
+from tuner_model.models import ModelConfig
+
+CFG = ModelConfig(arch="tuner", channels=3, input_width=24, hidden=(24,), bandlimit=16, block_limit=6)
+
+
+def _crops(parrots: np.ndarray) -> list[np.ndarray]:
+    return [np.ascontiguousarray(parrots[r : r + 16, c : c + 24]) for r, c in ((0, 0), (20, 30), (40, 60))]
+
+
+@pytest.mark.parametrize("batch_pixels", [None, 100])
+def test_batched_fit_matches_separate_fits(parrots, batch_pixels):
+    images = _crops(parrots)
+    opts = FitOptions(steps=60, lr=5e-3, warmup=5, seed=4, device="cpu", batch_pixels=batch_pixels)
+    together = fit_batch(images, CFG, opts)
+    alone = [fit_image(im, CFG, opts) for im in images]
+    assert len(together) == len(images)
+    for t, a in zip(together, alone, strict=True):
+        assert t.meta["batch"] == len(images)
+        assert abs(t.meta["psnr"] - a.meta["psnr"]) < 0.05
+        assert t.meta["psnr"] > 15.0  # it learned something
+        for pt, pa in zip(t.model.parameters(), a.model.parameters(), strict=True):
+            torch.testing.assert_close(pt, pa, atol=2e-3, rtol=1e-2)
+    # Different images give different networks: the batch did not share weights by mistake.
+    assert not torch.allclose(together[0].model.out.weight, together[1].model.out.weight)
+
+
+def test_bounds_hold_after_batched_fit(parrots):
+    cfg = ModelConfig(**{**CFG.to_dict(), "bound_low": 0.05, "bound_high": 0.03, "hidden": [24, 12]})
+    fitted = fit_batch(_crops(parrots)[:2], cfg, FitOptions(steps=20, lr=2e-2, device="cpu"))
+    for f in fitted:
+        for i in range(len(f.model.hidden)):
+            w = f.model.effective_weight(i).detach()
+            assert torch.all(w.abs() <= f.model.weight_bound(i) * (1 + 1e-6))
+        # The largest entries sit on the bound: the clamp was active, not vacuous.
+        assert torch.isclose(f.model.effective_weight(0).abs().max(), torch.tensor(0.05))
+
+
+def test_gray_and_fallback_architectures(parrots):
+    gray = [im.mean(axis=2, keepdims=True) for im in _crops(parrots)[:2]]
+    cfg = ModelConfig(**{**CFG.to_dict(), "channels": 1})
+    out = fit_batch(gray, cfg, FitOptions(steps=10, device="cpu"))
+    assert [f.colour for f in out] == ["gray", "gray"]
+    assert out[0].render().shape == (16, 24, 1)
+    siren = ModelConfig(arch="siren", channels=3, input_width=16, hidden=(16,))
+    out = fit_batch(_crops(parrots)[:2], siren, FitOptions(steps=5, device="cpu"))
+    assert len(out) == 2 and all(f.config.arch == "siren" for f in out)
+
+
+def test_mismatched_images_are_refused(parrots):
+    a, b = _crops(parrots)[0], parrots[:10, :10]
+    with pytest.raises(ConfigError):
+        fit_batch([a, b], CFG, FitOptions(steps=1, device="cpu"))
+    assert fit_batch([], CFG) == []

@@ -1,0 +1,160 @@
+"""Fitting several images at once: K TUNER networks held as batched weights (a leading K dimension,
+torch.bmm), so one worker drains its queue with a few large kernels instead of many small ones.
+
+The math mirrors `models.tuner.TunerNet` and `fit.fit` exactly: the same initial weights (each network
+is built from `options.seed`), the same frozen frequencies, the same loss (each network's mean squared
+error; the networks' losses are summed, and as their parameters are disjoint each gets exactly the
+gradient it would get alone), Adam (elementwise, so stacking changes nothing), the same learning-rate
+schedule, mini-batches and per-column clamp after every step. Only float rounding differs.
+
+Networks the batched path does not cover (SIREN, FFM, learned bounds) are fitted one after another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import colour as colour_mod
+from .coords import pixel_grid
+from .device import resolve_device
+from .errors import ConfigError, FitCancelled
+from .fit import FitOptions, FitProgress, lr_factor
+from .image_model import FittedImage, fit_image
+from .metrics import mse_to_psnr
+from .models import ModelConfig, build_model
+from .models.tuner import TunerNet
+
+
+class BatchedTuner(torch.nn.Module):
+    """K TUNER networks of one configuration: parameters stacked along a leading K dimension."""
+
+    def __init__(self, nets: Sequence[TunerNet]) -> None:
+        super().__init__()
+        first = nets[0]
+        self.config: ModelConfig = first.config
+        self.register_buffer("omega", first.omega.clone(), persistent=False)
+        self.phase = torch.nn.Parameter(torch.stack([n.phase.detach() for n in nets]))  # (K, m)
+        self.hidden = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.stack([n.hidden[i].detach() for n in nets])) for i in range(len(first.hidden))])
+        self.hidden_bias = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.stack([n.hidden_bias[i].detach() for n in nets]))
+             for i in range(len(first.hidden))])
+        self.out_weight = torch.nn.Parameter(torch.stack([n.out.weight.detach() for n in nets]))  # (K, C, n)
+        self.out_bias = torch.nn.Parameter(torch.stack([n.out.bias.detach() for n in nets]))  # (K, C)
+        # The clamp bound per entry of each hidden matrix; identical for every network of one config.
+        for i in range(len(first.hidden)):
+            bound = first.weight_bound(i).detach().clone() / self.config.hidden_omega
+            self.register_buffer(f"bound{i}", bound, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 2) shared coordinates → (K, N, C)."""
+        wh = self.config.hidden_omega
+        y = torch.sin((x @ self.omega.T)[None] + self.phase[:, None, :])  # (K, N, m)
+        for v, b in zip(self.hidden, self.hidden_bias, strict=True):
+            y = torch.sin(torch.baddbmm((wh * b)[:, None, :], y, (wh * v).transpose(1, 2)))
+        return torch.baddbmm(self.out_bias[:, None, :], y, self.out_weight.transpose(1, 2))
+
+    @torch.no_grad()
+    def project(self) -> None:
+        for i, v in enumerate(self.hidden):
+            bound = getattr(self, f"bound{i}")
+            torch.maximum(torch.minimum(v, bound), -bound, out=v)
+
+    def unstack(self, k: int, seed: int) -> TunerNet:
+        """Network k as a plain TunerNet on the CPU."""
+        net = build_model(self.config, seed=seed)
+        assert isinstance(net, TunerNet)
+        with torch.no_grad():
+            net.phase.copy_(self.phase[k])
+            for i in range(len(net.hidden)):
+                net.hidden[i].copy_(self.hidden[i][k])
+                net.hidden_bias[i].copy_(self.hidden_bias[i][k])
+            net.out.weight.copy_(self.out_weight[k])
+            net.out.bias.copy_(self.out_bias[k])
+        return net.eval()
+
+
+def batchable(config: ModelConfig) -> bool:
+    return config.arch == "tuner" and not config.learn_bounds
+
+
+def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOptions = FitOptions(),
+              progress: Callable[[FitProgress], None] | None = None, colour: str | None = None,
+              should_cancel: Callable[[], bool] | None = None) -> list[FittedImage]:
+    """Fit one network of `config` to each image (all the same (H, W, C) shape), all at once on one device.
+    Results match `image_model.fit_image` on each image with the same options up to float rounding."""
+    if not images:
+        return []
+    shape = images[0].shape
+    if any(im.shape != shape for im in images):
+        raise ConfigError("fit_batch needs images of one size and channel count")
+    h, w, c = shape
+    colour = colour or ("gray" if c == 1 else "rgb")
+    colour_mod.check(colour, c)
+    if config.channels != c:
+        raise ConfigError(f"the configuration has {config.channels} channels, the images {c}")
+    if not batchable(config):
+        return [fit_image(im, config, options, colour, progress, should_cancel) for im in images]
+
+    device = resolve_device(options.device)
+    torch.manual_seed(options.seed)
+    nets = [build_model(config, seed=options.seed) for _ in images]
+    model = BatchedTuner(nets).to(device).train()  # type: ignore[arg-type]
+    coords = pixel_grid(w, h, (w, h), device=device)
+    targets = torch.stack([torch.as_tensor(np.ascontiguousarray(colour_mod.forward(im, colour)), dtype=torch.float32)
+                           for im in images]).to(device).reshape(len(images), -1, c)
+    n = coords.shape[0]
+    k_count = len(images)
+    with torch.no_grad():  # fit._init_output_bias, per network
+        model.out_bias.copy_(targets.mean(dim=1))
+
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=options.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, options))
+    gen = torch.Generator(device=device).manual_seed(options.seed)
+    batch = n if options.batch_pixels is None else min(options.batch_pixels, n)
+    chunk = max(1024, options.chunk_pixels // k_count)  # the same activation memory as one network's chunk
+    perm, cursor = None, n
+    start = time.perf_counter()
+    per_net = torch.zeros(k_count, device=device)
+    for step in range(options.steps):
+        if should_cancel is not None and should_cancel():
+            raise FitCancelled(f"fit cancelled at step {step}")
+        if batch == n:
+            idx = None
+        else:
+            if cursor + batch > n:
+                perm, cursor = torch.randperm(n, generator=gen, device=device), 0
+            idx = perm[cursor : cursor + batch]
+            cursor += batch
+        opt.zero_grad(set_to_none=True)
+        per_net = torch.zeros(k_count, device=device)
+        for lo in range(0, batch, chunk):
+            hi = min(batch, lo + chunk)
+            sel = slice(lo, hi) if idx is None else idx[lo:hi]
+            pred = model(coords[sel])  # (K, chunk, C)
+            losses = ((pred - targets[:, sel]) ** 2).sum(dim=(1, 2)) / (batch * c)
+            losses.sum().backward()
+            per_net += losses.detach()
+        opt.step()
+        sched.step()
+        model.project()
+        if progress is not None and ((step + 1) % options.progress_every == 0 or step + 1 == options.steps):
+            mean = float(per_net.mean())
+            progress(FitProgress(step + 1, options.steps, mean, mse_to_psnr(mean)))
+    seconds = time.perf_counter() - start
+    model.eval()
+    results = []
+    for k, im in enumerate(images):
+        net = model.unstack(k, options.seed)
+        fitted = FittedImage(config, w, h, net, colour)
+        fitted.meta.update(steps=options.steps, seconds=round(seconds, 3), device=str(device), batch=k_count)
+        fitted.meta["psnr"] = round(fitted.measure_psnr(im), 4)
+        results.append(fitted)
+    return results
+
+
+__all__ = ["BatchedTuner", "batchable", "fit_batch"]
