@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from .errors import TunerError
+from .files import atomic_write
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -68,7 +68,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     image = load_image(args.input)
     settings = EncodeSettings(bpp=args.bpp, psnr=args.psnr, steps=args.steps, device=args.device, seed=args.seed)
     fitted, blob = encode(image, settings, progress=ProgressBar())
-    _write(Path(args.output), blob)
+    atomic_write(args.output, blob)
     h, w = image.shape[:2]
     print(json.dumps({"output": str(args.output), "width": w, "height": h, "bytes": len(blob),
                       "bpp": round(8 * len(blob) / (w * h), 4), "psnr": fitted.meta.get("psnr"),
@@ -110,7 +110,7 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
     report = run_paper_bench(Path(args.images), epochs=args.epochs, width=args.width, device=args.device,
                              methods=args.methods, limit=args.limit, log=sys.stderr, schedule=args.schedule,
                              tuner_overrides=_overrides(args.tuner), size=args.size)
-    _write(Path(args.json), (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
     print(json.dumps(report["mean"], indent=2))
     return 0
 
@@ -138,16 +138,6 @@ def _read(path: Path) -> bytes:
         raise TunerError(f"{path}: is a directory") from None
     except OSError as e:
         raise TunerError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise TunerError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .files import atomic_write
 
 # Formats we decode. Anything else (SVG, PDF, EPS, FITS...) is refused before a decoder runs.
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "PPM")
@@ -128,14 +129,4 @@ def encode_image(array: np.ndarray, fmt: str = "PNG", quality: int | None = None
 
 def save_image(array: np.ndarray, path: str | os.PathLike, quality: int | None = None) -> None:
     data = encode_image(array, format_for_path(path), quality)
-    _atomic_write(Path(path), data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
+    atomic_write(path, data)

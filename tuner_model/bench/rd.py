@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, ImageError
+from ..files import atomic_write
 from ..image_io import load_image, to_pil
 from ..metrics import psnr, ssim
 
@@ -246,20 +247,10 @@ def _size(s: str) -> tuple[int, int]:
     return w, h
 
 
-def _positive(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
-
-
 def cmd_rd(args: argparse.Namespace) -> int:
     report = run_rd(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size, log=sys.stderr)
     out = Path(args.json)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())
     plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
     plot(report, plot_path)
     print(json.dumps({"mean": report["mean"], "plot": str(plot_path)}, indent=2))
@@ -269,13 +260,14 @@ def cmd_rd(args: argparse.Namespace) -> int:
 def cmd_rc_fit(args: argparse.Namespace) -> int:
     table = fit_table(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size,
                       bits_guesses=tuple(args.guesses), log=sys.stderr)
-    Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
+    atomic_write(args.json, (json.dumps(table, indent=2) + "\n").encode())
     print(json.dumps(table["rows"], indent=2))
     return 0
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
     """Adds `tuner bench rd` and `tuner bench rc-fit`."""
+    from ..cli import _positive_int as _positive
     p = bench_sub.add_parser("rd", help="rate–distortion against JPEG, WebP and AVIF, with a plot")
     p.add_argument("--images", required=True)
     p.add_argument("--bpp", type=_bpp_list, default=[0.25, 0.5, 1.0, 2.0], help="comma-separated targets")

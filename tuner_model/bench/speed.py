@@ -90,7 +90,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
-    from ..cli import _write
+    from ..files import atomic_write
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - {"fit", "batch", "render"}
@@ -103,7 +103,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
                              repeats=args.repeats, blob=args.blob, render_steps=args.render_steps,
                              compile_render=args.compile_render, full_encode=args.full_encode,
                              threads=args.threads, skip=skip, log=sys.stderr)
-    _write(Path(args.json), (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
     print(json.dumps(report["summary"], indent=2))
     return 0
 
