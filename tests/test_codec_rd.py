@@ -32,3 +32,13 @@ def test_bench_rd_cli(tmp_path: Path, parrots: np.ndarray) -> None:
     assert row["webp_psnr"] is not None  # WebP's sweep covers 3 bpp even on a tiny image
     assert report["mean"][0]["psnr"] == pytest.approx(row["psnr"])
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_means_only_over_every_image() -> None:
+    from tuner_model.bench.rd import mean_rows
+
+    rows = [{"image": "a", "rows": [{"target_bpp": 0.5, "psnr": 20.0, "webp_psnr": None, "jpeg_psnr": 21.0}]},
+            {"image": "b", "rows": [{"target_bpp": 0.5, "psnr": 22.0, "webp_psnr": 30.0, "jpeg_psnr": 23.0}]}]
+    m = mean_rows(rows, [0.5])[0]
+    assert m["psnr"] == 21.0 and m["jpeg_psnr"] == 22.0
+    assert m["webp_psnr"] is None  # not 30.0: a mean over image b alone is not comparable with ours

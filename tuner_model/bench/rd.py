@@ -111,17 +111,25 @@ def run_rd(images: Path, bpps: list[float], steps: int, device: str = "auto", li
                           f"avif {_fmt(row['avif_psnr'])}) {row['seconds']:.0f}s\n")
                 log.flush()
         per_image.append({"image": path.name, "width": img.shape[1], "height": img.shape[0], "rows": rows})
+    mean = mean_rows(per_image, bpps)
+    return {"steps": steps, "size": list(size) if size else None, "images": per_image, "mean": mean,
+            "published": {"coin": COIN, "strumpler_basic_8bit": STRUMPLER}}
+
+
+def mean_rows(per_image: list[dict], bpps: list[float]) -> list[dict]:
+    """Per target rate, the mean of every measured field over the images."""
     mean = []
     for i, bpp in enumerate(bpps):
         entry: dict = {"target_bpp": bpp}
         for key in per_image[0]["rows"][i]:
             if key == "target_bpp":
                 continue
-            vals = [im["rows"][i][key] for im in per_image if im["rows"][i][key] is not None]
-            entry[key] = float(np.mean(vals)) if vals else None
+            vals = [im["rows"][i][key] for im in per_image]
+            # A mean over fewer images than ours would not be comparable with ours: when a codec cannot
+            # reach this rate on some image (outside its quality sweep), it has no mean here.
+            entry[key] = None if any(v is None for v in vals) else float(np.mean(vals))
         mean.append(entry)
-    return {"steps": steps, "size": list(size) if size else None, "images": per_image, "mean": mean,
-            "published": {"coin": COIN, "strumpler_basic_8bit": STRUMPLER}}
+    return mean
 
 
 def _fmt(v: float | None) -> str:
