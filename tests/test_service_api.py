@@ -5,6 +5,8 @@ answering with a problem document."""
 from __future__ import annotations
 
 import io
+import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +148,8 @@ def test_blob_upload_render_and_caching(client: TestClient, blob: bytes, parrots
     img = r.json()
     assert r.headers["location"] == f"/v1/images/{img['image_id']}"
     assert (img["width"], img["height"], img["bytes"], img["source"]) == (96, 64, len(blob), "upload")
+    created = datetime.fromisoformat(img["created_at"])  # RFC 3339 in UTC, not Unix seconds
+    assert created.tzinfo is not None and abs(created.timestamp() - time.time()) < 600
     assert client.post("/v1/blobs", files={"file": ("b.tnr", blob)}).json()["image_id"] == img["image_id"]
 
     w = client.get(f"/v1/images/{img['image_id']}/weights")

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def _from_unix(v: object) -> object:
+    return datetime.fromtimestamp(v, UTC) if isinstance(v, int | float) else v
+
+
+# Records keep Unix seconds; clients get RFC 3339 / ISO 8601 times in UTC.
+Timestamp = Annotated[datetime, BeforeValidator(_from_unix)]
 
 
 class Problem(BaseModel):
@@ -66,9 +75,9 @@ class JobOut(BaseModel):
     error: str | None
     attempts: int
     params: EncodeParams
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
     links: Links
 
 
@@ -85,7 +94,7 @@ class ImageOut(BaseModel):
     source: Literal["fit", "upload"]
     job_id: str | None
     blob_sha256: str
-    created_at: float
+    created_at: Timestamp
     links: Links
 
 
