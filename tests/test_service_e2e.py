@@ -106,6 +106,7 @@ def encode_and_render(base: str, parrots_path: Path, parrots: np.ndarray, steps:
     final = seen[-1]
     assert final["status"] == "succeeded", final
     assert final["progress"] == 1.0 and final["psnr"] > 20 and final["attempts"] == 1
+    assert final["steps"] and final["step"] == final["steps"]  # a finished record says how many steps ran
     running = [j for j in seen if j["status"] == "running" and 0 < j["progress"] < 1]
     assert running and running[-1]["psnr"] is not None, "no progress was reported while fitting"
     progresses = [j["progress"] for j in running]

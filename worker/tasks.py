@@ -81,11 +81,11 @@ def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
     hb = _Heartbeat(ctx, job_id, worker)
     hb.start()
     started = time.perf_counter()
-    best = {"progress": 0.0}
+    best: dict[str, Any] = {"progress": 0.0, "steps": None}
 
     def progress(p: Any) -> None:
         frac = min(0.99, max(best["progress"], p.step / max(1, p.steps)))
-        best["progress"] = frac
+        best["progress"], best["steps"] = frac, p.steps
         hb.report(progress=frac, step=p.step, steps=p.steps, psnr=round(float(p.psnr), 3))
 
     try:
@@ -106,7 +106,10 @@ def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
                            parameters=info.parameters, params=params, blob_digest=blob_digest, source="fit",
                            job_id=job_id, created_at=time.time()))
         seconds = round(time.perf_counter() - started, 3)
-        db.finish_job(job_id, worker, SUCCEEDED, progress=1.0, psnr=fitted.meta.get("psnr"), fit_seconds=seconds)
+        # A fit shorter than one heartbeat never wrote its steps: the record says how many ran.
+        done_steps = {"step": best["steps"], "steps": best["steps"]} if best["steps"] else {}
+        db.finish_job(job_id, worker, SUCCEEDED, progress=1.0, psnr=fitted.meta.get("psnr"), fit_seconds=seconds,
+                      **done_steps)
         log.info("job %s fitted in %.2fs: %d bytes, %.2f dB", job_id, seconds, len(blob), fitted.meta.get("psnr"))
         return {"job_id": job_id, "status": SUCCEEDED, "image_id": job.image_id, "blob": blob_digest}
     except FitCancelled:
