@@ -138,16 +138,8 @@ class Database:
             engine = create_engine(self.url, **kwargs)
             if self.url.startswith("sqlite"):
                 event.listen(engine, "connect", _sqlite_pragmas)
-            for attempt in range(3):
-                try:
-                    with engine.begin() as conn:
-                        ensure_schema(conn)
-                    break
-                except (OperationalError, ProgrammingError) as e:
-                    # SQLite has no lock around create_all: an API and a worker starting together can both
-                    # try to create a table. The loser finds it there on the next try.
-                    if "already exists" not in str(e).lower() or attempt == 2:
-                        raise
+            with _sqlite_schema_lock(engine), engine.begin() as conn:
+                ensure_schema(conn)
             self._engine, self._pid = engine, os.getpid()
             self._sessions = sessionmaker(engine, expire_on_commit=False)
         return self._engine
@@ -335,10 +327,31 @@ class Database:
             return s.scalar(select(func.count()).select_from(Image).where(Image.blob_digest == blob_digest)) > 0
 
 
+@contextmanager
+def _sqlite_schema_lock(engine: Engine) -> Iterator[None]:
+    """SQLite's counterpart of the PostgreSQL advisory lock: an API and workers opening a fresh database
+    together would otherwise collide in create_all (a read transaction upgraded to a write one fails with
+    "database is locked" at once, without waiting for the busy timeout). A lock file beside the database
+    lets one process at a time set the schema up."""
+    path = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}.schema-lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # WAL lets the API read while a worker writes progress; the busy timeout waits out short locks.
+    # WAL lets the API read while a worker writes progress; the busy timeout waits out short locks (set
+    # first, so that the switch to WAL waits too).
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
