@@ -95,6 +95,22 @@ def wait_job(base: str, job_id: str, timeout: float = 90, until: tuple[str, ...]
     pytest.fail(f"job {job_id} still {seen[-1]['status'] if seen else '?'} after {timeout}s")
 
 
+def submit(base: str, parrots_path: Path, steps: int) -> str:
+    """Uploads the sample for a fit of `steps` steps; returns the job id."""
+    r = httpx.post(f"{base}/v1/images", params={"steps": steps}, timeout=30,
+                   files={"file": ("p.png", parrots_path.read_bytes(), "image/png")})
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]
+
+
+def wait_fitting(base: str, job_id: str) -> list[dict]:
+    """Waits until the job is running and has reported a step: a worker is really fitting it."""
+    seen = wait_job(base, job_id, timeout=60, until=("running",))
+    while seen[-1]["step"] == 0:
+        seen = wait_job(base, job_id, timeout=30, until=("running",))
+    return seen
+
+
 def encode_and_render(base: str, parrots_path: Path, parrots: np.ndarray, steps: int = 120) -> str:
     """The README's flow: upload, watch, fetch the weights, render at 2×. Returns the image id."""
     r = httpx.post(f"{base}/v1/images", params={"steps": steps}, timeout=30,
@@ -162,12 +178,8 @@ def test_redis_api_and_worker(redis_stack: str, parrots_path: Path, parrots: np.
 
 
 def test_cancel_running_fit(redis_stack: str, parrots_path: Path) -> None:
-    r = httpx.post(f"{redis_stack}/v1/images", params={"steps": 20000}, timeout=30,
-                   files={"file": ("p.png", parrots_path.read_bytes(), "image/png")})
-    job_id = r.json()["job_id"]
-    seen = wait_job(redis_stack, job_id, timeout=60, until=("running",))
-    while seen[-1]["step"] == 0:
-        seen = wait_job(redis_stack, job_id, timeout=30, until=("running",))
+    job_id = submit(redis_stack, parrots_path, 20000)
+    wait_fitting(redis_stack, job_id)
     t0 = time.monotonic()
     d = httpx.delete(f"{redis_stack}/v1/jobs/{job_id}")
     assert d.status_code == 202

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_service_e2e import FAST, Proc, free_port, wait_job, wait_ready
+from test_service_e2e import FAST, Proc, free_port, submit, wait_fitting, wait_job, wait_ready
 
 from service.db import QUEUED, RUNNING, Database, Job
 from service.settings import Settings
@@ -50,12 +50,8 @@ def stack(redis_url: str, tmp_path: Path):
 def test_sigkilled_worker_job_is_picked_up_again(stack, parrots_path: Path) -> None:
     base, start, _ = stack
     first = start("worker", name="worker-a")
-    r = httpx.post(f"{base}/v1/images", params={"steps": 300}, timeout=30,
-                   files={"file": ("p.png", parrots_path.read_bytes(), "image/png")})
-    job_id = r.json()["job_id"]
-    seen = wait_job(base, job_id, timeout=60, until=("running",))
-    while seen[-1]["step"] == 0:  # it is really fitting
-        seen = wait_job(base, job_id, timeout=30, until=("running",))
+    job_id = submit(base, parrots_path, 300)
+    seen = wait_fitting(base, job_id)
     assert seen[-1]["attempts"] == 1
     first.kill()
     killed_at = time.monotonic()
@@ -75,9 +71,7 @@ def test_rerun_of_a_finished_job_is_a_no_op(stack, parrots_path: Path) -> None:
     """A second delivery of the same message (a visibility-timeout redelivery) must not fit again."""
     base, start, settings = stack
     worker = start("worker", name="worker")
-    r = httpx.post(f"{base}/v1/images", params={"steps": 30}, timeout=30,
-                   files={"file": ("p.png", parrots_path.read_bytes(), "image/png")})
-    job_id = r.json()["job_id"]
+    job_id = submit(base, parrots_path, 30)
     done = wait_job(base, job_id, timeout=90)[-1]
     assert done["status"] == "succeeded"
     app = create_celery(settings)
@@ -111,12 +105,8 @@ def test_killed_fit_child_is_retried_by_the_same_worker(stack, parrots_path: Pat
     fitted again (reject_on_worker_lost, then the stale-heartbeat scan) and succeeds."""
     base, start, _ = stack
     start("worker", name="worker")
-    r = httpx.post(f"{base}/v1/images", params={"steps": 200}, timeout=30,
-                   files={"file": ("p.png", parrots_path.read_bytes(), "image/png")})
-    job_id = r.json()["job_id"]
-    seen = wait_job(base, job_id, timeout=60, until=("running",))
-    while seen[-1]["step"] == 0:
-        seen = wait_job(base, job_id, timeout=30, until=("running",))
+    job_id = submit(base, parrots_path, 200)
+    wait_fitting(base, job_id)
     db = Database(f"sqlite:///{_data_dir(stack) / 'tuner.sqlite'}")
     child_pid = int(db.get_job(job_id).worker.split(":")[1])  # host:pid:delivery of the fitting child
     os.kill(child_pid, signal.SIGKILL)
