@@ -20,13 +20,6 @@ def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
     return mse_to_psnr(float(((a_t - b_t) ** 2).mean()))
 
 
-def psnr_8bit(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR after rounding both to 8 bits: what a user who opens the decoded PNG measures."""
-    qa = np.clip(np.rint(np.asarray(a) * 255), 0, 255)
-    qb = np.clip(np.rint(np.asarray(b) * 255), 0, 255)
-    return mse_to_psnr(float(((qa - qb) ** 2).mean()), 255.0)
-
-
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Mean SSIM (Wang et al. 2004: 11×11 Gaussian window σ=1.5, K1=0.01, K2=0.03, peak 1),
     averaged over channels; (H, W, C) float images in [0, 1]."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
@@ -61,8 +59,3 @@ def render(model: nn.Module, native: tuple[int, int], width: int | None = None, 
     v = render_values(model, native, w, h, crop, device, tile)
     rgb = colour_mod.inverse(v, colour).clamp_(0.0, 1.0)
     return rgb.cpu().numpy().astype(np.float32, copy=False)
-
-
-def scale_for(native: tuple[int, int], width: int, height: int) -> float:
-    """How much larger than native an output is (for logging and caps)."""
-    return math.sqrt(width * height / (native[0] * native[1]))

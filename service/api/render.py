@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from service.settings import Settings
 from service.storage import BlobStore
+from tuner_model.image_io import MEDIA_TYPES, OUTPUT_FORMATS
 
 from .problems import ProblemError
 
@@ -21,7 +22,8 @@ RENDERER_VERSION = "2"  # 2: fast separable renderer with windowed-sinc resampli
 
 Fit = Literal["contain", "cover", "fill"]
 Format = Literal["png", "webp", "jpeg", "avif"]
-MEDIA = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg", "avif": "image/avif"}
+# Media types come from the codec's own table, so the two can't drift apart.
+MEDIA = {name: MEDIA_TYPES[OUTPUT_FORMATS[name]] for name in ("png", "webp", "jpeg", "avif")}
 DEFAULT_QUALITY = {"png": None, "webp": 90, "jpeg": 90, "avif": 80}
 
 
