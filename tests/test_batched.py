@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tuner_model.batched import fit_batch
-from tuner_model.errors import ConfigError
+from tuner_model.errors import ConfigError, FitCancelled
 from tuner_model.fit import FitOptions
 from tuner_model.image_model import fit_image
 from tuner_model.models import ModelConfig
@@ -63,3 +63,39 @@ def test_mismatched_images_are_refused(parrots):
     with pytest.raises(ConfigError):
         fit_batch([a, b], CFG, FitOptions(steps=1, device="cpu"))
     assert fit_batch([], CFG) == []
+
+
+def test_dropping_a_member_leaves_the_others_as_fitted_alone(parrots):
+    """One image is cancelled mid-fit: it is dropped (None) and the survivors, whose stacked weights and Adam
+    moments were cut down to theirs, end where fitting each alone ends."""
+    images = _crops(parrots)
+    opts = FitOptions(steps=40, lr=5e-3, warmup=5, seed=2, device="cpu")
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+
+    def member_progress(k, p):
+        seen[k].append(p.step)
+
+    out = fit_batch(images, CFG, opts, member_cancelled=lambda k: k == 1 and len(seen[1]) >= 2,
+                    member_progress=member_progress)
+    assert out[1] is None and seen[1][-1] < 40
+    assert seen[0][-1] == seen[2][-1] == 40
+    for k in (0, 2):
+        alone = fit_image(images[k], CFG, opts)
+        assert abs(out[k].meta["psnr"] - alone.meta["psnr"]) < 0.05
+        for pt, pa in zip(out[k].model.parameters(), alone.model.parameters(), strict=True):
+            torch.testing.assert_close(pt, pa, atol=2e-3, rtol=1e-2)
+
+
+def test_cancelling_every_member_stops_the_fit(parrots):
+    calls = []
+
+    def cancelled(k):
+        calls.append(k)
+        return len(calls) > 6
+
+    with pytest.raises(FitCancelled):
+        fit_batch(_crops(parrots), CFG, FitOptions(steps=10_000, device="cpu"), member_cancelled=cancelled)
+    assert len(calls) < 20  # within a step or two, not 10,000
+    siren = ModelConfig(arch="siren", channels=3, input_width=16, hidden=(16,))
+    out = fit_batch(_crops(parrots)[:2], siren, FitOptions(steps=5, device="cpu"), member_cancelled=lambda k: k == 0)
+    assert out[0] is None and out[1] is not None  # the one-by-one path keeps the same contract

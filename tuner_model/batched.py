@@ -84,9 +84,16 @@ def batchable(config: ModelConfig) -> bool:
 
 def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOptions = FitOptions(),
               progress: Callable[[FitProgress], None] | None = None, colour: str | None = None,
-              should_cancel: Callable[[], bool] | None = None) -> list[FittedImage]:
+              should_cancel: Callable[[], bool] | None = None,
+              member_cancelled: Callable[[int], bool] | None = None,
+              member_progress: Callable[[int, FitProgress], None] | None = None) -> list[FittedImage | None]:
     """Fit one network of `config` to each image (all the same (H, W, C) shape), all at once on one device.
-    Results match `image_model.fit_image` on each image with the same options up to float rounding."""
+    Results match `image_model.fit_image` on each image with the same options up to float rounding.
+
+    `should_cancel` stops the whole batch (FitCancelled). `member_cancelled(k)`, polled every step for each
+    image k still fitting, drops that image alone: its result is None and the others go on exactly as
+    before; when every image is dropped the fit raises FitCancelled. `member_progress(k, p)` reports each
+    image's own loss alongside `progress`, which gets the mean."""
     if not images:
         return []
     shape = images[0].shape
@@ -98,7 +105,7 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
     if config.channels != c:
         raise ConfigError(f"the configuration has {config.channels} channels, the images {c}")
     if not batchable(config):
-        return [fit_image(im, config, options, colour, progress, should_cancel) for im in images]
+        return _fit_one_by_one(images, config, options, colour, progress, should_cancel, member_cancelled)
 
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)
@@ -120,9 +127,17 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
     perm, cursor = None, n
     start = time.perf_counter()
     per_net = torch.zeros(k_count, device=device)
+    live = list(range(k_count))  # the images still fitting, in the order of the stacked networks
     for step in range(options.steps):
         if should_cancel is not None and should_cancel():
             raise FitCancelled(f"fit cancelled at step {step}")
+        if member_cancelled is not None:
+            keep = [j for j, k in enumerate(live) if not member_cancelled(k)]
+            if not keep:
+                raise FitCancelled(f"every image of the batch was cancelled at step {step}")
+            if len(keep) < len(live):
+                targets = _drop_members(model, opt, targets, keep)
+                live = [live[j] for j in keep]
         if batch == n:
             idx = None
         else:
@@ -131,7 +146,7 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
             idx = perm[cursor : cursor + batch]
             cursor += batch
         opt.zero_grad(set_to_none=True)
-        per_net = torch.zeros(k_count, device=device)
+        per_net = torch.zeros(len(live), device=device)
         for lo in range(0, batch, chunk):
             hi = min(batch, lo + chunk)
             sel = slice(lo, hi) if idx is None else idx[lo:hi]
@@ -142,18 +157,67 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
         opt.step()
         sched.step()
         model.project()
-        if progress is not None and ((step + 1) % options.progress_every == 0 or step + 1 == options.steps):
-            mean = float(per_net.mean())
-            progress(FitProgress(step + 1, options.steps, mean, mse_to_psnr(mean)))
+        reporting = progress is not None or member_progress is not None
+        if reporting and ((step + 1) % options.progress_every == 0 or step + 1 == options.steps):
+            losses = per_net.tolist()
+            if progress is not None:
+                mean = sum(losses) / len(losses)
+                progress(FitProgress(step + 1, options.steps, mean, mse_to_psnr(mean)))
+            if member_progress is not None:
+                for k, loss in zip(live, losses, strict=True):
+                    member_progress(k, FitProgress(step + 1, options.steps, loss, mse_to_psnr(loss)))
     seconds = time.perf_counter() - start
     model.eval()
-    results = []
-    for k, im in enumerate(images):
-        net = model.unstack(k, options.seed)
+    results: list[FittedImage | None] = [None] * k_count
+    for j, k in enumerate(live):
+        net = model.unstack(j, options.seed)
         fitted = FittedImage(config, w, h, net, colour)
         fitted.meta.update(steps=options.steps, seconds=round(seconds, 3), device=str(device), batch=k_count)
-        fitted.meta["psnr"] = round(fitted.measure_psnr(im), 4)
-        results.append(fitted)
+        fitted.meta["psnr"] = round(fitted.measure_psnr(images[k]), 4)
+        results[k] = fitted
+    return results
+
+
+@torch.no_grad()
+def _drop_members(model: BatchedTuner, opt: torch.optim.Optimizer, targets: torch.Tensor,
+                  keep: list[int]) -> torch.Tensor:
+    """Keeps only the stacked networks at positions `keep`, with their Adam moments: the survivors go on
+    exactly as if the dropped ones had never been there (their parameters and gradients are disjoint).
+    New Parameter objects replace the old ones (autograd remembers a parameter's shape), in the model and in
+    the optimizer's groups, which the learning-rate schedule keeps using."""
+    idx = torch.tensor(keep, device=targets.device)
+    swaps: dict[torch.nn.Parameter, torch.nn.Parameter] = {}
+    for name, p in list(model.named_parameters()):
+        new = torch.nn.Parameter(p.detach().index_select(0, idx), requires_grad=p.requires_grad)
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attr, new)
+        swaps[p] = new
+        state = opt.state.pop(p, None)
+        if state:
+            opt.state[new] = {k: v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v
+                              for k, v in state.items()}
+    for group in opt.param_groups:
+        group["params"] = [swaps.get(p, p) for p in group["params"]]
+    return targets.index_select(0, idx)
+
+
+def _fit_one_by_one(images: Sequence[np.ndarray], config: ModelConfig, options: FitOptions, colour: str,
+                    progress: Callable[[FitProgress], None] | None, should_cancel: Callable[[], bool] | None,
+                    member_cancelled: Callable[[int], bool] | None) -> list[FittedImage | None]:
+    """Architectures without a batched form: one fit after another, with the same cancellation contract."""
+    results: list[FittedImage | None] = []
+    for k, im in enumerate(images):
+        def cancelled(k: int = k) -> bool:
+            return (should_cancel is not None and should_cancel()) or (
+                member_cancelled is not None and member_cancelled(k))
+        try:
+            results.append(fit_image(im, config, options, colour, progress, cancelled))
+        except FitCancelled:
+            if should_cancel is not None and should_cancel():
+                raise
+            results.append(None)
+    if results and all(r is None for r in results):
+        raise FitCancelled("every image of the batch was cancelled")
     return results
 
 

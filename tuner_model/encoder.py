@@ -8,11 +8,13 @@ again on the tuned weights → snap the weights to the grid → PSNR of exactly 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from . import colour as colour_mod
 from . import ratecontrol
@@ -20,7 +22,7 @@ from .codec import encode_blob
 from .codec.qat import qat_finetune
 from .codec.quant import QuantSpec, plan, snap
 from .device import resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, FitCancelled, TunerError
 from .fit import FitOptions, FitProgress, fit
 from .frequencies import cycles_to_k
 from .image_model import FittedImage
@@ -101,69 +103,188 @@ def _search_levels(fitted: FittedImage, spec: QuantSpec, budget: int, hi: int = 
     return lo
 
 
-def encode_at_rate(image: np.ndarray, bpp: float, steps: int, device: str = "auto", seed: int = 0,
-                   progress: Callable[[float, float, float], None] | None = None,
-                   should_cancel: Callable[[], bool] | None = None, levels: int | None = None,
-                   net_width: int | None = None, colour: str | None = None,
-                   qat_steps: int | None = None) -> tuple[FittedImage, bytes]:
-    """One encode at a byte budget of floor(bpp·W·H/8). `levels`/`net_width` override the table (the
-    table fitting uses them); `progress(frac, loss, psnr)` gets fractions 0..1 of this encode."""
-    h, w, c = image.shape
+@dataclass(frozen=True)
+class _RateSetup:
+    """Everything one encode at a byte budget decides before seeing the pixels: the same for every image
+    of one shape and request, which is what lets a batch share the float fit."""
+
+    width: int
+    height: int
+    channels: int
+    colour: str
+    bpp: float
+    budget: int  # bytes the blob may take
+    net_width: int  # the first attempt's network width
+    levels: int | None  # a fixed Q (the table fitting), or None to search it
+    q_plan: int
+    steps: int
+    n_qat: int
+    device: str
+    seed: int
+
+    @property
+    def total(self) -> int:
+        return self.steps + self.n_qat
+
+    def config(self, net_width: int) -> ModelConfig:
+        return default_config(self.width, self.height, self.channels, net_width)
+
+    def fit_options(self) -> FitOptions:
+        return FitOptions(steps=self.steps, device=self.device, seed=self.seed,
+                          progress_every=max(1, min(10, self.steps // 20)))
+
+    def unquantized(self, config: ModelConfig, model: torch.nn.Module) -> FittedImage:
+        # psnr is a fixed-size f32 in the header: a placeholder now makes the size search exact.
+        return FittedImage(config, self.width, self.height, model, self.colour, {"psnr": 0.0, "steps": self.total})
+
+
+def _rate_setup(shape: tuple[int, ...], bpp: float, steps: int, device: str = "auto", seed: int = 0,
+                levels: int | None = None, net_width: int | None = None, colour: str | None = None,
+                qat_steps: int | None = None) -> _RateSetup:
+    h, w, c = shape
     colour = colour or ("gray" if c == 1 else "rgb")
     colour_mod.check(colour, c)
     rc = ratecontrol.plan_for_bpp(bpp, w, h, c)
-    width = net_width or rc.width
-    budget = rc.target_bytes
-    q_plan = levels or rc.levels
     n_qat = qat_steps if qat_steps is not None else min(MAX_QAT_STEPS, max(10, int(steps * QAT_FRACTION)))
-    total = steps + n_qat
-    dev = str(resolve_device(device))
-    target = colour_mod.forward(image, colour)
-    for _attempt in range(4):
-        config = default_config(w, h, c, width)
-        model = build_model(config, seed=seed)
+    return _RateSetup(width=w, height=h, channels=c, colour=colour, bpp=bpp, budget=rc.target_bytes,
+                      net_width=net_width or rc.width, levels=levels, q_plan=levels or rc.levels, steps=steps,
+                      n_qat=n_qat, device=str(resolve_device(device)), seed=seed)
 
-        def fit_progress(p: FitProgress) -> None:
-            if progress is not None:
-                progress(p.step / total, p.loss, p.psnr)
 
-        opts = FitOptions(steps=steps, device=dev, seed=seed, progress_every=max(1, min(10, steps // 20)))
-        result = fit(model, target, opts, progress=fit_progress, should_cancel=should_cancel)
-        # psnr is a fixed-size f32 in the header: a placeholder now makes the size search exact.
-        fitted = FittedImage(config, w, h, result.model.cpu(), colour, {"psnr": 0.0, "steps": steps + n_qat})
-        spec = QuantSpec(q_plan)
-        q = q_plan if levels else _search_levels(fitted, spec, budget)
-        if q is None:  # the network was too big for the budget even at 3 levels: shrink and refit
-            width = max(ratecontrol.MIN_WIDTH, int(width * 0.75))
-            if width == ratecontrol.MIN_WIDTH and _attempt:
-                raise ConfigError(f"{bpp} bpp is too small a budget for a {w}x{h} image")
-            continue
-        spec = spec.with_levels(q)
-        if n_qat:
-            def qat_progress(i: int, loss: float) -> None:
-                if progress is not None:
-                    progress((steps + i) / total, loss, 10 * math.log10(1 / max(loss, 1e-12)))
+class _OverBudget(Exception):
+    """Even Q = 1 does not fit the budget: the network is too big and is refitted smaller."""
 
-            qat_finetune(fitted.model, target, plan(fitted.model, spec), n_qat, device=dev,
-                         progress=qat_progress, should_cancel=should_cancel)
-            fitted.model.cpu()
-        if not levels:
-            q2 = _search_levels(fitted, spec, budget, hi=max(q * 2, 4))
-            if q2 is None:
-                width = max(ratecontrol.MIN_WIDTH, int(width * 0.75))
-                continue
-            spec = spec.with_levels(q2)
-        quantizers = plan(fitted.model, spec)
-        snap(fitted.model, quantizers)
-        fitted.meta["psnr"] = round(fitted.measure_psnr(image), 4)
-        blob = encode_blob(fitted, quantizers=quantizers)
-        if len(blob) > budget:  # cannot happen while the header's fields keep their sizes; never lie
-            raise ConfigError(f"internal: blob of {len(blob)} bytes over the {budget}-byte budget")
-        fitted.meta["seconds"] = round(result.seconds, 3)  # reported, not stored: every byte counts
+    def __init__(self, after_qat: bool) -> None:
+        super().__init__("over budget")
+        self.after_qat = after_qat
+
+
+RateProgress = Callable[[float, float, float], None]  # (fraction 0..1 of this encode, loss, psnr)
+Cancel = Callable[[], bool]
+
+
+def _float_fit(setup: _RateSetup, target: np.ndarray, net_width: int, progress: RateProgress | None,
+               should_cancel: Cancel | None) -> tuple[FittedImage, float]:
+    """One network of `net_width` fitted to `target` (the image in the network's colour space)."""
+    config = setup.config(net_width)
+    model = build_model(config, seed=setup.seed)
+
+    def fit_progress(p: FitProgress) -> None:
         if progress is not None:
-            progress(1.0, float("nan"), fitted.meta["psnr"])
-        return fitted, blob
-    raise ConfigError(f"{bpp} bpp is too small a budget for a {w}x{h} image")
+            progress(p.step / setup.total, p.loss, p.psnr)
+
+    result = fit(model, target, setup.fit_options(), progress=fit_progress, should_cancel=should_cancel)
+    return setup.unquantized(config, result.model.cpu()), result.seconds
+
+
+def _quantize(setup: _RateSetup, image: np.ndarray, target: np.ndarray, fitted: FittedImage, seconds: float,
+              progress: RateProgress | None, should_cancel: Cancel | None) -> tuple[FittedImage, bytes]:
+    """The post-fit pipeline, on `fitted` in place: level search, QAT, search again, snap, PSNR of exactly
+    what decoding gives, blob. Raises _OverBudget when the network cannot fit the budget."""
+    spec = QuantSpec(setup.q_plan)
+    q = setup.q_plan if setup.levels else _search_levels(fitted, spec, setup.budget)
+    if q is None:
+        raise _OverBudget(after_qat=False)
+    spec = spec.with_levels(q)
+    if setup.n_qat:
+        def qat_progress(i: int, loss: float) -> None:
+            if progress is not None:
+                progress((setup.steps + i) / setup.total, loss, 10 * math.log10(1 / max(loss, 1e-12)))
+
+        qat_finetune(fitted.model, target, plan(fitted.model, spec), setup.n_qat, device=setup.device,
+                     progress=qat_progress, should_cancel=should_cancel)
+        fitted.model.cpu()
+    if not setup.levels:
+        q2 = _search_levels(fitted, spec, setup.budget, hi=max(q * 2, 4))
+        if q2 is None:
+            raise _OverBudget(after_qat=True)
+        spec = spec.with_levels(q2)
+    quantizers = plan(fitted.model, spec)
+    snap(fitted.model, quantizers)
+    fitted.meta["psnr"] = round(fitted.measure_psnr(image), 4)
+    blob = encode_blob(fitted, quantizers=quantizers)
+    if len(blob) > setup.budget:  # cannot happen while the header's fields keep their sizes; never lie
+        raise ConfigError(f"internal: blob of {len(blob)} bytes over the {setup.budget}-byte budget")
+    fitted.meta["seconds"] = round(seconds, 3)  # reported, not stored: every byte counts
+    if progress is not None:
+        progress(1.0, float("nan"), fitted.meta["psnr"])
+    return fitted, blob
+
+
+def _encode_rate(setup: _RateSetup, image: np.ndarray, progress: RateProgress | None,
+                 should_cancel: Cancel | None,
+                 first: tuple[FittedImage, float] | None = None) -> tuple[FittedImage, bytes]:
+    """Fit and quantize, shrinking the network and fitting again while it cannot fit the budget. `first`
+    is a float fit already made at `setup.net_width` (by a batch): the first attempt starts from it."""
+    target = colour_mod.forward(image, setup.colour)
+    net_width = setup.net_width
+    for attempt in range(4):
+        if attempt == 0 and first is not None:
+            fitted, seconds = first
+        else:
+            fitted, seconds = _float_fit(setup, target, net_width, progress, should_cancel)
+        try:
+            return _quantize(setup, image, target, fitted, seconds, progress, should_cancel)
+        except _OverBudget as e:  # too big for the budget even at the fewest levels: shrink and refit
+            net_width = max(ratecontrol.MIN_WIDTH, int(net_width * 0.75))
+            if not e.after_qat and net_width == ratecontrol.MIN_WIDTH and attempt:
+                break
+    raise ConfigError(f"{setup.bpp} bpp is too small a budget for a {setup.width}x{setup.height} image")
+
+
+def encode_at_rate(image: np.ndarray, bpp: float, steps: int, device: str = "auto", seed: int = 0,
+                   progress: RateProgress | None = None, should_cancel: Cancel | None = None,
+                   levels: int | None = None, net_width: int | None = None, colour: str | None = None,
+                   qat_steps: int | None = None) -> tuple[FittedImage, bytes]:
+    """One encode at a byte budget of floor(bpp·W·H/8). `levels`/`net_width` override the table (the
+    table fitting uses them); `progress(frac, loss, psnr)` gets fractions 0..1 of this encode."""
+    setup = _rate_setup(image.shape, bpp, steps, device, seed, levels, net_width, colour, qat_steps)
+    return _encode_rate(setup, image, progress, should_cancel)
+
+
+# A quality target's attempts, each with a slice of the progress bar; later ones are rarely needed.
+_PSNR_SLICES = ((0.0, 0.7), (0.7, 0.9), (0.9, 1.0))
+
+
+def _first_bpp(shape: tuple[int, ...], settings: EncodeSettings) -> float:
+    """The rate of the first (often the only) encode."""
+    h, w = shape[:2]
+    floor = 8 * MIN_PSNR_MODE_BYTES / (w * h)  # on a tiny image the header alone can exceed a table rate
+    if settings.psnr is None:
+        # No target given: the default rate, but never below a header's worth on a tiny image.
+        return settings.bpp or max(DEFAULT_BPP, floor)
+    # The table's rates are for Kodak-sized images.
+    return max(ratecontrol.bpp_for_psnr(settings.psnr), floor)
+
+
+def _first_slice(settings: EncodeSettings) -> tuple[float, float]:
+    return (0.0, 1.0) if settings.psnr is None else _PSNR_SLICES[0]
+
+
+def _sliced(reporter: _Progress, lo: float, hi: float) -> RateProgress:
+    return lambda f, loss, p: reporter.report(lo + f * (hi - lo), loss, p)
+
+
+def _reach_target(image: np.ndarray, settings: EncodeSettings, first: tuple[FittedImage, bytes], bpp: float,
+                  reporter: _Progress, should_cancel: Cancel | None) -> tuple[FittedImage, bytes]:
+    """After the first encode: with a quality target, encode again at a higher rate (up to PSNR_ATTEMPTS
+    encodes in all) while the measured PSNR falls short."""
+    best = first
+    if settings.psnr is not None:
+        for lo, hi in _PSNR_SLICES[1:PSNR_ATTEMPTS]:
+            miss = settings.psnr - best[0].meta["psnr"]
+            if miss <= 0 or bpp >= 32:
+                break
+            bpp = min(32.0, bpp * 2 ** (miss / ratecontrol.psnr_slope() + 0.1))
+            best = encode_at_rate(image, bpp, steps=settings.steps or DEFAULT_STEPS, device=settings.device,
+                                  seed=settings.seed, progress=_sliced(reporter, lo, hi), should_cancel=should_cancel)
+    reporter.report(1.0, float("nan"), best[0].meta["psnr"])
+    return best
+
+
+def _reporter(settings: EncodeSettings, sink: Callable[[FitProgress], None] | None) -> _Progress:
+    steps = settings.steps or DEFAULT_STEPS
+    return _Progress(sink, steps + min(MAX_QAT_STEPS, max(10, int(steps * QAT_FRACTION))))
 
 
 def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
@@ -172,31 +293,111 @@ def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
     """Fit, quantize and code `image` ((H, W, C) float in [0, 1]) as the settings ask: at most
     `bpp` bits per pixel, or the smallest table rate expected to reach `psnr` (re-encoding at a higher
     rate, up to PSNR_ATTEMPTS times, when the measured PSNR falls short), or DEFAULT_BPP."""
-    steps = settings.steps or DEFAULT_STEPS
-    n_qat = min(MAX_QAT_STEPS, max(10, int(steps * QAT_FRACTION)))
-    reporter = _Progress(progress, steps + n_qat)
-    kw = dict(steps=steps, device=settings.device, seed=settings.seed, should_cancel=should_cancel)
-    if settings.psnr is None:
-        h, w = image.shape[:2]
-        # No target given: the default rate, but never below a header's worth on a tiny image.
-        bpp = settings.bpp or max(DEFAULT_BPP, 8 * MIN_PSNR_MODE_BYTES / (w * h))
-        return encode_at_rate(image, bpp, progress=reporter.report, **kw)
+    reporter = _reporter(settings, progress)
+    bpp = _first_bpp(image.shape, settings)
+    first = encode_at_rate(image, bpp, steps=settings.steps or DEFAULT_STEPS, device=settings.device,
+                           seed=settings.seed, progress=_sliced(reporter, *_first_slice(settings)),
+                           should_cancel=should_cancel)
+    return _reach_target(image, settings, first, bpp, reporter, should_cancel)
 
-    # Quality target: each attempt gets a slice of the progress bar; later ones are rarely needed.
-    slices = [(0.0, 0.7), (0.7, 0.9), (0.9, 1.0)]
-    h, w = image.shape[:2]
-    # The table's rates are for Kodak-sized images: on a tiny image the header alone can exceed them.
-    bpp = max(ratecontrol.bpp_for_psnr(settings.psnr), 8 * MIN_PSNR_MODE_BYTES / (w * h))
-    best: tuple[FittedImage, bytes] | None = None
-    for lo, hi in slices[:PSNR_ATTEMPTS]:
-        fitted, blob = encode_at_rate(
-            image, bpp, progress=lambda f, loss, p, lo=lo, hi=hi: reporter.report(lo + f * (hi - lo), loss, p),
-            **kw)
-        best = (fitted, blob)
-        miss = settings.psnr - fitted.meta["psnr"]
-        if miss <= 0 or bpp >= 32:
-            break
-        bpp = min(32.0, bpp * 2 ** (miss / ratecontrol.psnr_slope() + 0.1))
-    assert best is not None
-    reporter.report(1.0, float("nan"), best[0].meta["psnr"])
-    return best
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of one image of `encode_batch`: its network and blob, or the error that stopped it
+    (FitCancelled when it was cancelled). `batch_size` is how many images shared the float fit that the
+    blob comes from: 1 when this image had to be fitted again on its own (a smaller network, a higher rate)."""
+
+    fitted: FittedImage | None = None
+    blob: bytes | None = None
+    error: TunerError | None = None
+    batch_size: int = 1
+
+    @property
+    def cancelled(self) -> bool:
+        return isinstance(self.error, FitCancelled)
+
+
+MemberCancel = Callable[[int], bool] | Sequence[Cancel | None] | None
+
+
+def _member_cancels(should_cancel: MemberCancel, n: int) -> list[Cancel | None]:
+    """One cancel callback per image, from a callable taking the image's index or from a list."""
+    if should_cancel is None:
+        return [None] * n
+    if callable(should_cancel):
+        return [lambda i=i: should_cancel(i) for i in range(n)]
+    cancels = list(should_cancel)
+    if len(cancels) != n:
+        raise ConfigError(f"{len(cancels)} cancel callbacks for {n} images")
+    return cancels
+
+
+def _is_cancelled(cancel: Cancel | None) -> bool:
+    return cancel is not None and cancel()
+
+
+def _batched_float_fit(setup: _RateSetup, images: Sequence[np.ndarray], progress: Sequence[RateProgress],
+                       cancels: Sequence[Cancel | None]) -> list[tuple[FittedImage, float] | None]:
+    """The first attempt's float fit of every image as one `fit_batch` (None for a cancelled image)."""
+    from .batched import fit_batch  # only batches pay for importing it
+
+    config = setup.config(setup.net_width)
+
+    def member_progress(k: int, p: FitProgress) -> None:
+        progress[k](p.step / setup.total, p.loss, p.psnr)
+
+    try:
+        fits = fit_batch(images, config, setup.fit_options(), colour=setup.colour,
+                         member_cancelled=lambda k: _is_cancelled(cancels[k]), member_progress=member_progress)
+    except FitCancelled:
+        return [None] * len(images)
+    return [None if f is None else (setup.unquantized(config, f.model), float(f.meta["seconds"])) for f in fits]
+
+
+def iter_encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = EncodeSettings(),
+                      progress: Callable[[int, FitProgress], None] | None = None,
+                      should_cancel: MemberCancel = None) -> Iterator[tuple[int, BatchOutcome]]:
+    """`encode_batch`, yielding (index, outcome) as each image's blob is ready: the float fit is shared,
+    the rest runs image after image, so a caller can store the first results while the others finish."""
+    if not images:
+        return
+    shape = images[0].shape
+    if any(im.shape != shape for im in images):
+        raise ConfigError("encode_batch needs images of one size and channel count")
+    cancels = _member_cancels(should_cancel, len(images))
+    bpp = _first_bpp(shape, settings)
+    setup = _rate_setup(shape, bpp, settings.steps or DEFAULT_STEPS, settings.device, settings.seed)
+    reporters = [_reporter(settings, None if progress is None else functools.partial(progress, i))
+                 for i in range(len(images))]
+    sliced = [_sliced(r, *_first_slice(settings)) for r in reporters]
+    firsts = _batched_float_fit(setup, images, sliced, cancels)
+    for i, image in enumerate(images):
+        first_fit = firsts[i]
+        if first_fit is None or _is_cancelled(cancels[i]):
+            yield i, BatchOutcome(error=FitCancelled("cancelled"), batch_size=len(images))
+            continue
+        try:
+            first = _encode_rate(setup, image, sliced[i], cancels[i], first=first_fit)
+            fitted, blob = _reach_target(image, settings, first, bpp, reporters[i], cancels[i])
+        except TunerError as e:  # this image's own trouble (cancelled, a budget too small): the others go on
+            yield i, BatchOutcome(error=e, batch_size=len(images))
+            continue
+        shared = fitted is first_fit[0]  # quantized in place: still the network from the batched fit
+        yield i, BatchOutcome(fitted, blob, batch_size=len(images) if shared else 1)
+
+
+def encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = EncodeSettings(),
+                 progress: Callable[[int, FitProgress], None] | None = None,
+                 should_cancel: MemberCancel = None) -> list[BatchOutcome]:
+    """`encode` of several images of one shape with one request, the float fits run as one `fit_batch`;
+    each image then goes through the same steps as `encode` alone (level search, QAT, search again, snap,
+    PSNR, blob; a smaller network or a higher rate when needed), so each result matches `encode` of that
+    image up to float rounding. `progress(index, p)` reports per image. `should_cancel` is a callable
+    taking an image's index, or one callable (or None) per image: a cancelled image's outcome is
+    FitCancelled while the others go on; when every image is cancelled this raises FitCancelled."""
+    outcomes: list[BatchOutcome] = [BatchOutcome()] * len(images)
+    for i, outcome in iter_encode_batch(images, settings, progress, should_cancel):
+        outcomes[i] = outcome
+    if outcomes and all(o.cancelled for o in outcomes):
+        raise FitCancelled("every image of the batch was cancelled")
+    return outcomes

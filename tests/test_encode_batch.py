@@ -1,0 +1,144 @@
+"""`encode_batch` shares the float fit of images of one shape and must give each image what `encode` of
+that image alone gives (same configuration, PSNR up to float rounding, blob within budget), in every mode
+the encoder has (a rate, the default, a quality target with its re-encodes, the shrink-and-refit case),
+with per-image cancellation that leaves the other images' results unchanged."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tuner_model import ratecontrol
+from tuner_model.codec import read_info
+from tuner_model.encoder import EncodeSettings, encode, encode_batch, iter_encode_batch
+from tuner_model.errors import ConfigError, FitCancelled
+from tuner_model.fit import FitProgress
+
+
+def _crops(parrots: np.ndarray) -> list[np.ndarray]:
+    return [np.ascontiguousarray(parrots[r : r + 32, c : c + 48]) for r, c in ((0, 0), (32, 0), (0, 48))]
+
+
+def _budget(settings: EncodeSettings, image: np.ndarray) -> int:
+    h, w = image.shape[:2]
+    bpp = settings.bpp or max(2.0, 8 * 160 / (w * h))
+    return math.floor(bpp * w * h / 8)
+
+
+def _assert_same(outcome, alone, budget: int | None) -> None:  # noqa: ANN001
+    fitted, blob = alone
+    assert outcome.error is None and outcome.fitted is not None and outcome.blob is not None
+    assert outcome.fitted.config == fitted.config
+    assert abs(outcome.fitted.meta["psnr"] - fitted.meta["psnr"]) < 0.05
+    assert read_info(outcome.blob).width == fitted.width
+    if budget is not None:
+        assert len(outcome.blob) <= budget
+
+
+@pytest.mark.parametrize("settings", [EncodeSettings(steps=40, device="cpu"),
+                                      EncodeSettings(bpp=1.0, steps=40, device="cpu", seed=3)])
+def test_batch_matches_encode_alone(parrots: np.ndarray, settings: EncodeSettings) -> None:
+    images = _crops(parrots)
+    outcomes = encode_batch(images, settings)
+    for image, outcome in zip(images, outcomes, strict=True):
+        _assert_same(outcome, encode(image, settings), _budget(settings, image))
+        assert outcome.batch_size == 3 and outcome.fitted.meta["psnr"] > 14
+    # Three images, three different networks: the batch did not mix them up.
+    assert len({o.blob for o in outcomes}) == 3
+
+
+def test_quality_target_matches_encode_alone(parrots: np.ndarray) -> None:
+    """A PSNR target: the first encode is batched, re-encodes at a higher rate run per image, as in encode."""
+    settings = EncodeSettings(psnr=27, steps=30, device="cpu")
+    images = _crops(parrots)
+    outcomes = encode_batch(images, settings)
+    for image, outcome in zip(images, outcomes, strict=True):
+        alone = encode(image, settings)
+        _assert_same(outcome, alone, None)
+        assert len(outcome.blob) == pytest.approx(len(alone[1]), rel=0.05)
+        # A blob from a re-encode was fitted alone; only a first encode's blob comes from the batch.
+        assert outcome.batch_size in (1, 3)
+
+
+def test_shrink_and_refit_matches_encode_alone(parrots: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table that sizes the network too big for the budget: each image is refitted smaller on its own,
+    with the same result as encode's own refit."""
+    real = ratecontrol.plan_for_bpp
+
+    def too_wide(bpp: float, width: int, height: int, channels: int = 3):  # noqa: ANN202
+        p = real(bpp, width, height, channels)
+        return ratecontrol.Plan(p.width * 3, p.levels, p.bits_per_param, p.target_bytes)
+
+    monkeypatch.setattr(ratecontrol, "plan_for_bpp", too_wide)
+    settings = EncodeSettings(bpp=1.2, steps=30, device="cpu")
+    images = _crops(parrots)[:2]
+    outcomes = encode_batch(images, settings)
+    for image, outcome in zip(images, outcomes, strict=True):
+        alone = encode(image, settings)
+        _assert_same(outcome, alone, _budget(settings, image))
+        assert outcome.batch_size == 1  # the blob's network was refitted alone
+        assert outcome.fitted.config.input_width < 3 * real(1.2, 48, 32).width
+
+
+def test_cancelling_one_image_leaves_the_others(parrots: np.ndarray) -> None:
+    settings = EncodeSettings(steps=40, device="cpu")
+    images = _crops(parrots)
+    seen: dict[int, list[FitProgress]] = {0: [], 1: [], 2: []}
+
+    def progress(i: int, p: FitProgress) -> None:
+        seen[i].append(p)
+
+    def cancel(i: int) -> bool:  # image 1 is cancelled once it has reported some progress mid-fit
+        return i == 1 and len(seen[1]) >= 3
+
+    outcomes = encode_batch(images, settings, progress=progress, should_cancel=cancel)
+    assert outcomes[1].cancelled and outcomes[1].blob is None
+    assert len(seen[1]) >= 3 and seen[1][-1].step < 40  # stopped during the shared 40-step fit
+    for i in (0, 2):
+        _assert_same(outcomes[i], encode(images[i], settings), _budget(settings, images[i]))
+        steps = [p.step for p in seen[i]]
+        assert steps == sorted(steps) and steps[-1] == seen[i][-1].steps  # each image's own bar reaches 100%
+
+
+def test_cancel_during_the_per_image_stage(parrots: np.ndarray) -> None:
+    """A list of callbacks; image 0 is cancelled after the shared fit, while its quantization runs."""
+    settings = EncodeSettings(steps=40, device="cpu")
+    images = _crops(parrots)[:2]
+    quantizing = {"on": False}
+
+    def progress(i: int, p: FitProgress) -> None:
+        if i == 0 and p.step > 40:  # past the float fit's 40 steps: fine-tuning
+            quantizing["on"] = True
+
+    outcomes = encode_batch(images, settings, progress=progress,
+                            should_cancel=[lambda: quantizing["on"], None])
+    assert quantizing["on"] and outcomes[0].cancelled
+    _assert_same(outcomes[1], encode(images[1], settings), _budget(settings, images[1]))
+
+
+def test_all_cancelled_stops(parrots: np.ndarray) -> None:
+    calls = {"n": 0}
+
+    def cancel(i: int) -> bool:
+        calls["n"] += 1
+        return calls["n"] > 10
+
+    with pytest.raises(FitCancelled):
+        encode_batch(_crops(parrots), EncodeSettings(steps=2000, device="cpu"), should_cancel=cancel)
+    assert calls["n"] < 100  # it stopped at once, not after 2000 steps
+
+
+def test_results_come_as_each_image_is_done(parrots: np.ndarray) -> None:
+    order = [i for i, _ in iter_encode_batch(_crops(parrots)[:2], EncodeSettings(steps=10, device="cpu"))]
+    assert order == [0, 1]
+
+
+def test_bad_batches_are_refused(parrots: np.ndarray) -> None:
+    a, b = _crops(parrots)[0], parrots[:16, :16]
+    with pytest.raises(ConfigError):
+        encode_batch([a, b], EncodeSettings(steps=5, device="cpu"))
+    with pytest.raises(ConfigError):
+        encode_batch([a, a], EncodeSettings(steps=5, device="cpu"), should_cancel=[None])
+    assert encode_batch([], EncodeSettings(steps=5)) == []
