@@ -185,6 +185,21 @@ def test_compiled_sine_matches_torch_sin():
     assert float((fr.poly_sin(z) - torch.sin(z)).abs().max()) < 1e-4
 
 
+def test_compiled_render_matches_eager(rgb_net):
+    """What the API runs after warm_up(): the compiled in-place sine, on tiles of every size (the last tile
+    of a render is shorter), gives the eager renderer's pixels."""
+    model, native = rgb_net
+    eager = [fr.render_fast(model, native), fr.render_fast(model, native, 333, 97)]
+    try:
+        if not fr.warm_up(True):
+            pytest.skip("torch.compile is unavailable here (no C++ compiler)")
+        compiled = [fr.render_fast(model, native), fr.render_fast(model, native, 333, 97)]
+    finally:
+        fr.warm_up(False)
+    for a, b in zip(eager, compiled, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_tiles_of_a_resampled_render_line_up(rgb_net, resample_calls):
     """The resampling lattice is anchored to the image, not to the crop: a tile is the same pixels as
     the region of the full render (no seams when a client assembles tiles)."""

@@ -167,6 +167,11 @@ def poly_sin(z: torch.Tensor) -> torch.Tensor:
     return p * r * sign
 
 
+def _poly_sin_(z: torch.Tensor) -> torch.Tensor:
+    """poly_sin written back into `z` (1-D): compiled, one pass that needs no fresh output buffer."""
+    return z.copy_(poly_sin(z))
+
+
 def warm_up(compiled: bool = True) -> bool:
     """Compile the fused sine (seconds, once per process; needs a C++ compiler). Returns whether the
     compiled sine is in use; on any failure the renderer keeps torch.sin."""
@@ -177,10 +182,13 @@ def warm_up(compiled: bool = True) -> bool:
     with _compile_lock:
         if _compiled_sin is None:
             try:
-                fn = torch.compile(poly_sin, dynamic=True)
-                probe = torch.linspace(-50, 50, 4099)
-                if float((fn(probe) - torch.sin(probe)).abs().max()) > 1e-5:
-                    return False
+                fn = torch.compile(_poly_sin_, dynamic=True)
+                # Lengths 2 and 4099 so that the one compiled graph is the dynamic-shape one (a first
+                # call of some length specialises on it) and a tile of any size reuses it.
+                for n in (4099, 2, 4099 * 3):
+                    probe = torch.linspace(-50, 50, n)
+                    if float((fn(probe.clone()) - torch.sin(probe)).abs().max()) > 1e-5:
+                        return False
                 _compiled_sin = fn
             except Exception:  # noqa: BLE001 - no compiler, unsupported platform: eager is still correct
                 return False
@@ -188,10 +196,11 @@ def warm_up(compiled: bool = True) -> bool:
 
 
 def _sin_impl() -> Callable[[torch.Tensor], torch.Tensor]:
+    """In-place sine of a contiguous tensor: torch.sin_, or the compiled polynomial once warmed up."""
     fn = _compiled_sin
     if fn is None:
         return torch.sin_
-    return lambda z: fn(z.reshape(-1)).reshape(z.shape)
+    return lambda z: fn(z.view(-1)).view(z.shape)
 
 
 # ----------------------------------------------------------------------------------------------- resampling
