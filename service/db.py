@@ -61,6 +61,11 @@ class Job(Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     fit_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Jobs with the same key can share one batched fit: the image's width x height x channels and the
+    # canonical fit parameters, set by the API at submission (None: never batched, e.g. older rows).
+    batch_key: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    # How many jobs shared the fit that made this job's blob (1: fitted alone); set when it succeeds.
+    batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Image(Base):
@@ -92,9 +97,13 @@ def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
 
-# Columns added after the first release: (table, column, SQL type). `ensure_schema` adds any that an older
-# database lacks, so existing data dirs keep working.
-_ADDED_COLUMNS = (("jobs", "sent_at", "DOUBLE PRECISION"),)
+# Columns added after the first release: (table, column, SQL type, index name or None). `ensure_schema`
+# adds any that an older database lacks (and its index), so existing data dirs keep working.
+_ADDED_COLUMNS = (
+    ("jobs", "sent_at", "DOUBLE PRECISION", None),
+    ("jobs", "batch_key", "VARCHAR(200)", "ix_jobs_batch_key"),
+    ("jobs", "batch_size", "INTEGER", None),
+)
 _SCHEMA_LOCK = 0x7475_6E65  # a PostgreSQL advisory lock id: serialises schema setup between processes
 
 
@@ -104,15 +113,16 @@ def ensure_schema(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
     Base.metadata.create_all(conn)
-    for table, column, sql_type in _ADDED_COLUMNS:
+    for table, column, sql_type, index in _ADDED_COLUMNS:
         present = {c["name"] for c in inspect(conn).get_columns(table)}
-        if column in present:
-            continue
-        try:
-            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
-        except (OperationalError, ProgrammingError) as e:  # another process added it meanwhile (SQLite)
-            if "duplicate column" not in str(e).lower():
-                raise
+        if column not in present:
+            try:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+            except (OperationalError, ProgrammingError) as e:  # another process added it meanwhile (SQLite)
+                if "duplicate column" not in str(e).lower():
+                    raise
+        if index is not None:  # create_all made it on a fresh table; an upgraded one needs it too
+            conn.execute(text(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({column})"))
 
 
 class Database:
@@ -241,6 +251,37 @@ class Database:
             if res.rowcount != 1:
                 return "busy", job
             return "claimed", s.get(Job, job_id)
+
+    def claim_batch(self, batch_key: str, worker: str, limit: int, max_attempts: int) -> list[Job]:
+        """Takes up to `limit` queued jobs with this batch key, oldest first, for `worker`, which has already
+        claimed one of them and fits them together. Each is taken with claim_job's conditional UPDATE in its
+        own transaction, so a job another worker claims meanwhile is skipped, never shared, and no lock is
+        held across rows. Jobs near their attempt limit are left to their own message (claim_job fails them)."""
+        claimed: list[Job] = []
+        tried: set[str] = set()
+        while len(claimed) < limit:
+            with self.session() as s:
+                query = select(Job.id).where(Job.batch_key == batch_key, Job.status == QUEUED,
+                                             Job.attempts < max_attempts)
+                if tried:
+                    query = query.where(Job.id.not_in(tried))
+                ids = list(s.scalars(query.order_by(Job.created_at).limit(limit - len(claimed))))
+            if not ids:
+                break
+            for job_id in ids:
+                tried.add(job_id)
+                job = self._claim_queued(job_id, worker, max_attempts)
+                if job is not None:
+                    claimed.append(job)
+        return claimed
+
+    def _claim_queued(self, job_id: str, worker: str, max_attempts: int) -> Job | None:
+        now = time.time()
+        with self.session() as s:
+            res = s.execute(update(Job).where(Job.id == job_id, Job.status == QUEUED, Job.attempts < max_attempts)
+                            .values(status=RUNNING, worker=worker, heartbeat_at=now, attempts=Job.attempts + 1,
+                                    started_at=now, progress=0.0, step=0))
+            return s.get(Job, job_id) if res.rowcount == 1 else None
 
     def resend_due(self, older_than: float, limit: int = 500) -> list[str]:
         """Queued jobs whose message was last sent more than `older_than` seconds ago: the message may be

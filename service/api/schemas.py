@@ -78,6 +78,8 @@ class JobOut(BaseModel):
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
+    batch_size: int | None = Field(None, description="how many jobs shared the fit of this one's image "
+                                                     "(1: fitted alone); set when the job succeeds")
     links: Links
 
 

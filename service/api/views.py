@@ -18,7 +18,7 @@ def job_out(job: Job) -> JobOut:
     return JobOut(job_id=job.id, image_id=job.image_id, status=job.status, progress=round(job.progress or 0, 4),
                   step=job.step or 0, steps=job.steps, psnr=job.psnr, error=job.error, attempts=job.attempts or 0,
                   params=EncodeParams(**(job.params or {})), created_at=job.created_at, started_at=job.started_at,
-                  finished_at=job.finished_at, links=links)
+                  finished_at=job.finished_at, batch_size=job.batch_size, links=links)
 
 
 def image_out(img: Image) -> ImageOut:

@@ -38,8 +38,9 @@ _BODY = {"requestBody": {"required": True, "content": {
 _ERRORS = {code: {"model": Problem} for code in (400, 404, 413, 415, 422, 429, 503)}
 
 
-def _sniff(data: bytes, max_pixels: int) -> tuple[int, int]:
-    """Refuses what is not an image of an accepted kind (415) or can't be decoded or is too large (422)."""
+def _sniff(data: bytes, max_pixels: int) -> tuple[int, int, int]:
+    """Refuses what is not an image of an accepted kind (415) or can't be decoded or is too large (422).
+    Returns the decoded image's width, height and channels."""
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
@@ -57,7 +58,12 @@ def _sniff(data: bytes, max_pixels: int) -> tuple[int, int]:
         pixels = load_image(data, max_pixels)
     except ImageError as e:
         raise ProblemError(422, str(e)) from None
-    return pixels.shape[1], pixels.shape[0]
+    return pixels.shape[1], pixels.shape[0], pixels.shape[2]
+
+
+def batch_key(width: int, height: int, channels: int, canonical_params: str) -> str:
+    """Jobs that may share one batched fit: images of one shape fitted with the same parameters."""
+    return f"{width}x{height}x{channels}|{canonical_params}"
 
 
 def _params(bpp: float | None, psnr: float | None, steps: int | None, fields: dict[str, str],
@@ -90,7 +96,7 @@ async def upload_image(
     if not data:
         raise ProblemError(400, "empty upload")
     params = _params(bpp, psnr, steps, fields, settings.max_steps)
-    width, height = await run_in_threadpool(_sniff, data, settings.max_image_pixels)
+    width, height, channels = await run_in_threadpool(_sniff, data, settings.max_image_pixels)
     upload_digest = await run_in_threadpool(put_content, store, "uploads", data)
     canonical = json.dumps(params.canonical(), sort_keys=True)
     fingerprint = hashlib.sha256(f"{upload_digest}|{canonical}".encode()).hexdigest()
@@ -125,7 +131,8 @@ async def upload_image(
 
     job = Job(id=new_job_id(), image_id=image_id, status="queued", progress=0.0, step=0,
               steps=params.steps or settings.default_steps, params=params.model_dump(), upload_digest=upload_digest,
-              attempts=0, cancel_requested=0, created_at=time.time(), sent_at=time.time())
+              attempts=0, cancel_requested=0, created_at=time.time(), sent_at=time.time(),
+              batch_key=batch_key(width, height, channels, canonical))
     stored = await run_in_threadpool(db.add_job, job, idempotency_key, fingerprint)
     if stored.id != job.id:
         return accepted(stored, True)
