@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     default_steps: int | None = Field(None, ge=1)
     max_pending_jobs: int = Field(1000, ge=1)  # queued + running; above it uploads get 429
     fit_device: str = "auto"
+    # A worker that takes a job also takes up to fit_batch_max - 1 queued jobs of the same shape and
+    # parameters and fits them together (one batched fit, docs/SERVICE.md). Off on the CPU by default:
+    # there one network already keeps every core busy and batching measured slower (docs/PERFORMANCE.md).
+    fit_batch_max: int = Field(8, ge=1)
+    fit_batch_on_cpu: bool = False
 
     # Rendering
     max_render_width: int = Field(8192, ge=1)

@@ -10,46 +10,66 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
-from service.db import CANCELLED, FAILED, SUCCEEDED, Image
+from service.db import CANCELLED, FAILED, SUCCEEDED, Image, Job
+from service.settings import Settings
 from service.storage import BlobNotFound, put_content
 
 from .app import FIT_QUEUE, FIT_TASK, WorkerContext, torch_threads_per_child
+
+if TYPE_CHECKING:  # torch and the library are imported in the child that fits, not here
+    import numpy as np
+
+    from tuner_model.encoder import EncodeSettings
+    from tuner_model.image_model import FittedImage
 
 log = logging.getLogger("tuner.worker")
 
 
 class _Heartbeat(threading.Thread):
-    """Writes liveness and the latest progress to the job row every few seconds, and reads back whether the
-    job was cancelled or taken away: the fit loop only polls the resulting flag (no database per step)."""
+    """Writes liveness and the latest progress of each job a task holds to its row every few seconds, and
+    reads back whether each was cancelled or taken away: the fit loop only polls the resulting flags (no
+    database per step). One thread serves every job of a batch."""
 
-    def __init__(self, ctx: WorkerContext, job_id: str, worker: str) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
-        self.ctx, self.job_id, self.worker = ctx, job_id, worker
-        self.values: dict[str, Any] = {}
-        self.stop_reason: str | None = None  # "cancel" or "lost"
+    def __init__(self, ctx: WorkerContext, job_ids: list[str], worker: str) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_ids[0]}")
+        self.ctx, self.worker = ctx, worker
+        self._jobs = list(job_ids)  # those still held: a settled job is released
+        self._values: dict[str, dict[str, Any]] = {}
+        self._reasons: dict[str, str] = {}  # job id -> "cancel" or "lost"
         self._done = threading.Event()
         self._lock = threading.Lock()
 
-    def report(self, **values: Any) -> None:
+    def report(self, job_id: str, **values: Any) -> None:
         with self._lock:
-            self.values.update(values)
+            self._values.setdefault(job_id, {}).update(values)
+
+    def stop_reason(self, job_id: str) -> str | None:
+        return self._reasons.get(job_id)
+
+    def release(self, job_id: str) -> None:
+        with self._lock:
+            if job_id in self._jobs:
+                self._jobs.remove(job_id)
+            self._values.pop(job_id, None)
 
     def beat(self) -> None:
         with self._lock:
-            values, self.values = self.values, {}
-        try:
-            state = self.ctx.db.heartbeat(self.job_id, self.worker, **values)
-        except Exception:  # noqa: BLE001 - a missed beat is retried; the fit goes on
-            log.exception("heartbeat failed for %s", self.job_id)
-            return
-        if state != "ok":
-            self.stop_reason = state
+            jobs, values, self._values = list(self._jobs), self._values, {}
+        for job_id in jobs:
+            try:
+                state = self.ctx.db.heartbeat(job_id, self.worker, **values.get(job_id, {}))
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the fit goes on
+                log.exception("heartbeat failed for %s", job_id)
+                continue
+            if state != "ok":
+                self._reasons[job_id] = state
 
     def run(self) -> None:
         while not self._done.wait(self.ctx.settings.heartbeat_s):
@@ -60,8 +80,93 @@ class _Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
+class _JobProgress:
+    """One job's progress as its heartbeat reports it: monotonic, and below 1 until the job is recorded."""
+
+    def __init__(self, hb: _Heartbeat, job_id: str) -> None:
+        self.hb, self.job_id = hb, job_id
+        self.frac, self.steps = 0.0, None
+
+    def __call__(self, p: Any) -> None:
+        self.frac = min(0.99, max(self.frac, p.step / max(1, p.steps)))
+        self.steps = p.steps
+        self.hb.report(self.job_id, progress=self.frac, step=p.step, steps=p.steps, psnr=round(float(p.psnr), 3))
+
+
+class _Run:
+    """The jobs one task holds (its own and, batched, the ones it took with it) and how each one ended.
+    Every job is settled exactly once: recorded as succeeded, failed or cancelled, or left alone when lost."""
+
+    def __init__(self, ctx: WorkerContext, worker: str, jobs: list[Job]) -> None:
+        self.ctx, self.worker, self.jobs = ctx, worker, jobs
+        self.hb = _Heartbeat(ctx, [j.id for j in jobs], worker)
+        self.started = time.perf_counter()
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def unsettled(self) -> list[Job]:
+        return [j for j in self.jobs if j.id not in self.results]
+
+    def settle(self, job: Job, status: str, **values: Any) -> dict[str, Any]:
+        if job.id in self.results:
+            return self.results[job.id]
+        self.hb.release(job.id)
+        if status == "lost":  # the job is another worker's now: nothing of ours to record
+            result: dict[str, Any] = {"job_id": job.id, "status": "lost"}
+        else:
+            self.ctx.db.finish_job(job.id, self.worker, status, **values)
+            result = {"job_id": job.id, "status": status, **({"image_id": job.image_id} if status == SUCCEEDED
+                                                              else {})}
+        self.results[job.id] = result
+        return result
+
+    def fail(self, job: Job, error: str) -> dict[str, Any]:
+        return self.settle(job, FAILED, error=error)
+
+    def cancel_check(self, job: Job) -> Callable[[], bool]:
+        """The fit's should_cancel for `job`. The first time it answers yes, the job is recorded cancelled
+        at once: in a batch the other fits go on, and the client still sees the cancel within a heartbeat."""
+        def check() -> bool:
+            reason = self.hb.stop_reason(job.id)
+            if reason is None:
+                return False
+            self.settle(job, "lost" if reason == "lost" else CANCELLED, error="cancelled")
+            return True
+
+        return check
+
+    def settle_error(self, job: Job, error: Exception) -> dict[str, Any]:
+        from tuner_model.errors import FitCancelled, TunerError
+
+        if isinstance(error, FitCancelled):
+            return self.settle(job, "lost" if self.hb.stop_reason(job.id) == "lost" else CANCELLED, error="cancelled")
+        if isinstance(error, TunerError):
+            return self.fail(job, str(error))
+        log.error("job %s failed", job.id, exc_info=error)
+        return self.fail(job, f"internal error ({type(error).__name__})")
+
+    def store(self, job: Job, fitted: FittedImage, blob: bytes, batch_size: int,
+              progress: _JobProgress) -> dict[str, Any]:
+        """Writes the blob and the image row, and records the job as succeeded."""
+        from tuner_model.codec import read_info
+
+        blob_digest = put_content(self.ctx.store, "blobs", blob)
+        info = read_info(blob)
+        params = job.params or {}
+        self.ctx.db.add_image(Image(id=job.image_id, width=info.width, height=info.height, channels=info.channels,
+                                    bytes=len(blob), bpp=round(info.bpp, 5), psnr=fitted.meta.get("psnr"),
+                                    parameters=info.parameters, params=params, blob_digest=blob_digest,
+                                    source="fit", job_id=job.id, created_at=time.time()))
+        seconds = round(time.perf_counter() - self.started, 3)
+        # A fit shorter than one heartbeat never wrote its steps: the record says how many ran.
+        done_steps = {"step": progress.steps, "steps": progress.steps} if progress.steps else {}
+        log.info("job %s fitted in %.2fs (batch of %d): %d bytes, %.2f dB", job.id, seconds, batch_size, len(blob),
+                 fitted.meta.get("psnr"))
+        return {**self.settle(job, SUCCEEDED, progress=1.0, psnr=fitted.meta.get("psnr"), fit_seconds=seconds,
+                              batch_size=batch_size, **done_steps), "blob": blob_digest}
+
+
 def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
-    settings, db, store = ctx.settings, ctx.db, ctx.store
+    settings, db = ctx.settings, ctx.db
     worker = f"{socket.gethostname()}:{os.getpid()}:{delivery}"
     state, job = db.claim_job(job_id, worker, settings.stale_after_s, settings.max_attempts)
     if state != "claimed" or job is None:
@@ -72,64 +177,148 @@ def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
         db.finish_job(job_id, worker, SUCCEEDED, progress=1.0)
         return {"job_id": job_id, "status": SUCCEEDED, "image_id": job.image_id}
 
-    # Imported here so that torch, and CUDA, are only ever initialised in the child that fits.
-    from tuner_model.codec import read_info
-    from tuner_model.encoder import EncodeSettings, encode
-    from tuner_model.errors import FitCancelled, TunerError
-    from tuner_model.image_io import load_image
+    run = _Run(ctx, worker, [job, *_claim_partners(ctx, job, worker)])
+    run.hb.start()
+    try:
+        _fit_jobs(run)
+    except SoftTimeLimitExceeded:
+        for j in run.unsettled():
+            run.fail(j, f"the fit exceeded its time limit of {settings.soft_time_limit_s} s")
+    except Exception as e:  # noqa: BLE001 - each job held gets a record, whatever went wrong
+        for j in run.unsettled():
+            run.settle_error(j, e)
+    finally:
+        run.hb.finish()
+    result = dict(run.results.get(job_id, {"job_id": job_id, "status": "unknown"}))
+    if len(run.jobs) > 1:
+        result["batch"] = [j.id for j in run.jobs]
+    return result
 
-    hb = _Heartbeat(ctx, job_id, worker)
-    hb.start()
-    started = time.perf_counter()
-    best: dict[str, Any] = {"progress": 0.0, "steps": None}
 
-    def progress(p: Any) -> None:
-        frac = min(0.99, max(best["progress"], p.step / max(1, p.steps)))
-        best["progress"], best["steps"] = frac, p.steps
-        hb.report(progress=frac, step=p.step, steps=p.steps, psnr=round(float(p.psnr), 3))
+def _claim_partners(ctx: WorkerContext, job: Job, worker: str) -> list[Job]:
+    """Queued jobs of the same shape and parameters that this worker takes to fit with `job`, when
+    batching pays here (a GPU, or TUNER_FIT_BATCH_ON_CPU)."""
+    settings = ctx.settings
+    if settings.fit_batch_max < 2 or not job.batch_key or not _batching_applies(settings):
+        return []
+    try:
+        partners = ctx.db.claim_batch(job.batch_key, worker, settings.fit_batch_max - 1, settings.max_attempts)
+    except Exception:  # noqa: BLE001 - fit this job alone; a partner claimed before the error goes stale and
+        log.exception("job %s: could not take queued jobs to batch with it", job.id)  # is sent again
+        return []
+    if partners:
+        log.info("job %s: fitting %d queued jobs of the same shape with it: %s", job.id, len(partners),
+                 ", ".join(p.id for p in partners))
+    return partners
+
+
+def _batching_applies(settings: Settings) -> bool:
+    if settings.fit_batch_on_cpu:
+        return True
+    # Imported here: torch, and CUDA, are only ever initialised in the child that fits.
+    from tuner_model.device import resolve_device
+    from tuner_model.errors import TunerError
 
     try:
-        try:
-            data = store.get(f"uploads/{job.upload_digest}")
-        except BlobNotFound:
-            db.finish_job(job_id, worker, FAILED, error="the uploaded image is missing from storage")
-            return {"job_id": job_id, "status": FAILED}
-        image = load_image(data, settings.max_image_pixels)
-        params = job.params or {}
-        es = EncodeSettings(bpp=params.get("bpp"), psnr=params.get("psnr"),
-                            steps=params.get("steps") or settings.default_steps, device=settings.fit_device)
-        fitted, blob = encode(image, es, progress=progress, should_cancel=lambda: hb.stop_reason is not None)
-        blob_digest = put_content(store, "blobs", blob)
-        info = read_info(blob)
-        db.add_image(Image(id=job.image_id, width=info.width, height=info.height, channels=info.channels,
-                           bytes=len(blob), bpp=round(info.bpp, 5), psnr=fitted.meta.get("psnr"),
-                           parameters=info.parameters, params=params, blob_digest=blob_digest, source="fit",
-                           job_id=job_id, created_at=time.time()))
-        seconds = round(time.perf_counter() - started, 3)
-        # A fit shorter than one heartbeat never wrote its steps: the record says how many ran.
-        done_steps = {"step": best["steps"], "steps": best["steps"]} if best["steps"] else {}
-        db.finish_job(job_id, worker, SUCCEEDED, progress=1.0, psnr=fitted.meta.get("psnr"), fit_seconds=seconds,
-                      **done_steps)
-        log.info("job %s fitted in %.2fs: %d bytes, %.2f dB", job_id, seconds, len(blob), fitted.meta.get("psnr"))
-        return {"job_id": job_id, "status": SUCCEEDED, "image_id": job.image_id, "blob": blob_digest}
-    except FitCancelled:
-        if hb.stop_reason == "lost":
-            return {"job_id": job_id, "status": "lost"}
-        db.finish_job(job_id, worker, CANCELLED, error="cancelled")
-        return {"job_id": job_id, "status": CANCELLED}
+        return resolve_device(settings.fit_device).type == "cuda"
+    except TunerError:  # e.g. CUDA asked for and absent: each fit reports that itself
+        return False
+
+
+def _fit_jobs(run: _Run) -> None:
+    """Loads each job's upload (a job whose upload is missing or bad fails alone), then fits the jobs of the
+    first job's shape and parameters together and any others one at a time."""
+    loaded: list[tuple[Job, np.ndarray]] = []
+    for job in run.jobs:
+        if run.ctx.db.get_image(job.image_id) is not None:  # finished by an earlier run
+            run.settle(job, SUCCEEDED, progress=1.0)
+            continue
+        image = _load(run, job)
+        if image is not None:
+            loaded.append((job, image))
+    if not loaded:
+        return
+    lead_job, lead_image = loaded[0]
+    # The batch key makes these all alike; checked again on the decoded pixels, which the fit needs.
+    alike = [im.shape == lead_image.shape and j.params == lead_job.params for j, im in loaded]
+    if sum(alike) > 1:
+        _fit_together(run, [item for item, same in zip(loaded, alike, strict=True) if same])
+        loaded = [item for item, same in zip(loaded, alike, strict=True) if not same]
+    for job, image in loaded:
+        _fit_alone(run, job, image)
+
+
+def _load(run: _Run, job: Job) -> np.ndarray | None:
+    from tuner_model.image_io import load_image
+
+    try:
+        data = run.ctx.store.get(f"uploads/{job.upload_digest}")
+    except BlobNotFound:
+        run.fail(job, "the uploaded image is missing from storage")
+        return None
     except SoftTimeLimitExceeded:
-        db.finish_job(job_id, worker, FAILED, error=f"the fit exceeded its time limit of "
-                                                    f"{settings.soft_time_limit_s} s")
-        return {"job_id": job_id, "status": FAILED}
-    except TunerError as e:
-        db.finish_job(job_id, worker, FAILED, error=str(e))
-        return {"job_id": job_id, "status": FAILED}
-    except Exception as e:
-        log.exception("job %s failed", job_id)
-        db.finish_job(job_id, worker, FAILED, error=f"internal error ({type(e).__name__})")
-        return {"job_id": job_id, "status": FAILED}
-    finally:
-        hb.finish()
+        raise
+    except Exception as e:  # noqa: BLE001 - this job's trouble; the others are still fitted
+        run.settle_error(job, e)
+        return None
+    try:
+        return load_image(data, run.ctx.settings.max_image_pixels)
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as e:  # noqa: BLE001 - as above
+        run.settle_error(job, e)
+        return None
+
+
+def _encode_settings(settings: Settings, job: Job) -> EncodeSettings:
+    from tuner_model.encoder import EncodeSettings
+
+    params = job.params or {}
+    return EncodeSettings(bpp=params.get("bpp"), psnr=params.get("psnr"),
+                          steps=params.get("steps") or settings.default_steps, device=settings.fit_device)
+
+
+def _fit_alone(run: _Run, job: Job, image: np.ndarray, progress: _JobProgress | None = None) -> None:
+    from tuner_model.encoder import encode
+
+    progress = progress or _JobProgress(run.hb, job.id)
+    try:
+        fitted, blob = encode(image, _encode_settings(run.ctx.settings, job), progress=progress,
+                              should_cancel=run.cancel_check(job))
+        run.store(job, fitted, blob, 1, progress)
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded on the job (TunerError: as it is; others: internal)
+        run.settle_error(job, e)
+
+
+def _fit_together(run: _Run, items: list[tuple[Job, np.ndarray]]) -> None:
+    """One batched fit (`encode_batch`); each job is recorded as soon as its blob is ready. Should the batch
+    itself break, the jobs not yet recorded are fitted one at a time rather than all failed."""
+    from tuner_model.encoder import iter_encode_batch
+
+    jobs = [j for j, _ in items]
+    progress = [_JobProgress(run.hb, j.id) for j in jobs]
+    try:
+        for i, outcome in iter_encode_batch([im for _, im in items], _encode_settings(run.ctx.settings, jobs[0]),
+                                            progress=lambda i, p: progress[i](p),
+                                            should_cancel=[run.cancel_check(j) for j in jobs]):
+            if outcome.error is not None:
+                run.settle_error(jobs[i], outcome.error)
+                continue
+            try:
+                run.store(jobs[i], outcome.fitted, outcome.blob, outcome.batch_size, progress[i])
+            except SoftTimeLimitExceeded:
+                raise
+            except Exception as e:  # noqa: BLE001 - storing this one failed; the others go on
+                run.settle_error(jobs[i], e)
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception:  # noqa: BLE001 - a bug or a device error in the batched path: fit the rest alone
+        log.exception("batched fit of %d jobs failed; fitting them one at a time", len(jobs))
+        for (job, image), job_progress in zip(items, progress, strict=True):
+            if job.id not in run.results:
+                _fit_alone(run, job, image, job_progress)  # the same bar: it never goes backwards
 
 
 class _Recovery(threading.Thread):
