@@ -4,6 +4,7 @@ blob. This is the one entry point the CLI and the worker call; rate control live
 Pipeline (docs/CODEC.md): size the network from the rate-control table → float fit → search the
 quantization levels Q whose blob fits the budget → quantization-aware fine-tuning at that Q → search Q
 again on the tuned weights → snap the weights to the grid → PSNR of exactly what decoding gives → blob.
+`encode_batch` does the same for several images of one shape, their float fits run as one batched fit.
 """
 
 from __future__ import annotations
