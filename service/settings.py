@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     max_render_pixels: int = Field(16_777_216, ge=1)
     render_concurrency: int = Field(2, ge=1)  # simultaneous renders in one API process; more get 429
     decoded_cache_entries: int = Field(16, ge=0)
+    # Compile the renderer's fused sine in the background at start-up (seconds of CPU, needs a C++
+    # compiler; renders are eager until it is ready, and stay eager if it fails): ~0.65x the render time.
+    render_compile: bool = True
 
     # Worker: time limits, redelivery, recovery
     soft_time_limit_s: int = Field(3000, ge=1)

@@ -12,6 +12,9 @@ import pytest
 from tuner_model.image_io import load_image
 
 REDIS_URL = os.environ.get("TUNER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# API processes started by the tests render eagerly: compiling the fused sine costs seconds of CPU per
+# process (tests/test_service_api.py checks the warm-up once).
+os.environ.setdefault("TUNER_RENDER_COMPILE", "0")
 
 
 def sample_path(name: str) -> Path:

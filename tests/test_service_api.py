@@ -5,6 +5,7 @@ answering with a problem document."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -227,3 +228,35 @@ def test_broker_down_is_503(tmp_path: Path, parrots_path: Path) -> None:
         assert body["checks"]["broker"].startswith("error") and body["checks"]["storage"] == "ok"
         r = c.post("/v1/images?steps=30", content=parrots_path.read_bytes(), headers={"content-type": "image/png"})
         _problem(r, 503)
+
+
+def test_renderer_compiles_in_the_background(tmp_path: Path, blob: bytes) -> None:
+    """TUNER_RENDER_COMPILE: the API answers at once (eager renders) while the fused sine compiles, then
+    reports it in /metrics and renders the same image with it."""
+    from tuner_model import fast_render
+
+    fast_render.warm_up(False)
+    try:
+        with TestClient(create_app(Settings(data_dir=tmp_path, render_compile=True))) as c:
+            assert c.get("/healthz").status_code == 200
+            image_id = c.post("/v1/blobs", content=blob,
+                              headers={"content-type": "application/octet-stream"}).json()["image_id"]
+            deadline = time.time() + 180
+            while "tuner_render_compiled 1.0" not in c.get("/metrics").text:
+                if time.time() > deadline or not any(t.name == "render-warm-up" for t in threading.enumerate()) \
+                        and not fast_render.compiled_in_use():
+                    pytest.skip("torch.compile is unavailable here (no C++ compiler)")
+                time.sleep(0.2)
+            r = c.get(f"/v1/images/{image_id}/render?width=150&format=png")
+            assert r.status_code == 200
+            compiled = np.asarray(Image.open(io.BytesIO(r.content)), dtype=np.int16)
+        fast_render.warm_up(False)
+        with TestClient(create_app(Settings(data_dir=tmp_path / "eager", render_compile=False))) as c:
+            assert "tuner_render_compiled 0.0" in c.get("/metrics").text
+            image_id = c.post("/v1/blobs", content=blob,
+                              headers={"content-type": "application/octet-stream"}).json()["image_id"]
+            r = c.get(f"/v1/images/{image_id}/render?width=150&format=png")
+            eager = np.asarray(Image.open(io.BytesIO(r.content)), dtype=np.int16)
+        assert np.abs(compiled - eager).max() <= 1  # float rounding may move a pixel by one level
+    finally:
+        fast_render.warm_up(False)

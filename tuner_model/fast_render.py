@@ -195,6 +195,18 @@ def warm_up(compiled: bool = True) -> bool:
     return True
 
 
+def compiled_in_use() -> bool:
+    """Whether renders use the compiled sine (after a successful `warm_up`)."""
+    return _compiled_sin is not None
+
+
+def warm_up_in_background() -> threading.Thread:
+    """`warm_up()` on a daemon thread: a server starts answering at once, eager until the compile is done."""
+    t = threading.Thread(target=warm_up, name="render-warm-up", daemon=True)
+    t.start()
+    return t
+
+
 def _sin_impl() -> Callable[[torch.Tensor], torch.Tensor]:
     """In-place sine of a contiguous tensor: torch.sin_, or the compiled polynomial once warmed up."""
     fn = _compiled_sin

@@ -34,6 +34,10 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app.state.store = store
     app.state.celery = celery or create_celery(settings)
     app.state.renderer = Renderer(settings, store)
+    if settings.render_compile:
+        from tuner_model.fast_render import warm_up_in_background
+
+        warm_up_in_background()
     app.state.metrics = Metrics(db)
     problems.install(app)
     for r in (health.router, images.router, jobs.router, blobs.router):

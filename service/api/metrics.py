@@ -30,10 +30,19 @@ class _JobCollector(Collector):
                                     sum_value=sum(seconds))
 
 
+class _RendererCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        from tuner_model.fast_render import compiled_in_use
+
+        yield GaugeMetricFamily("tuner_render_compiled", "1 once renders use the compiled sine "
+                                "(TUNER_RENDER_COMPILE), 0 while eager", value=int(compiled_in_use()))
+
+
 class Metrics:
     def __init__(self, db: Database) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_JobCollector(db))
+        self.registry.register(_RendererCollector())
         self.render_seconds = Histogram("tuner_render_seconds", "Render latency (cache misses included)",
                                         ["cache"], registry=self.registry,
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
