@@ -210,3 +210,26 @@ def test_tiles_of_a_resampled_render_line_up(rgb_net, resample_calls):
     assert len(resample_calls) == 3
     np.testing.assert_allclose(tile, full[160:, 240:], atol=1e-5)
     np.testing.assert_allclose(tile2, full[:80, 120:240], atol=1e-5)
+
+
+@pytest.mark.parametrize("nx", [96, 97, 8])
+def test_mirror_symmetric_grids_take_the_half_width_path_exactly(rgb_net, monkeypatch, nx):
+    """A full-width grid is its own mirror image: the renderer evaluates half the columns with the cosine
+    and sine rows apart (C + S at x, C − S at −x). Same sums, so it matches the general path to float
+    rounding, for even and odd widths and for a deeper network."""
+    deep = build_model(ModelConfig.from_dict({**rgb_net[0].config.to_dict(), "hidden": [24, 16],
+                                              "input_width": 40, "block_limit": 3}), seed=3).eval()
+    xs = torch.linspace(-1, 1, nx + 2, dtype=torch.float64)[1:-1]
+    ys = torch.linspace(-0.6, 0.7, 13, dtype=torch.float64)
+    for model in (rgb_net[0], deep):
+        assert fr._symmetric(xs)
+        taken = []
+        real_fold = fr._fold_impl
+        monkeypatch.setattr(fr, "_fold_impl", lambda taken=taken, real_fold=real_fold: taken.append(1) or real_fold())
+        half = fr.grid_values(model, xs, ys)
+        assert taken
+        monkeypatch.setattr(fr, "_symmetric", lambda _xs: False)
+        whole = fr.grid_values(model, xs, ys)
+        monkeypatch.undo()
+        np.testing.assert_allclose(half.numpy(), whole.numpy(), atol=2e-5)
+    assert not fr._symmetric(xs[1:])  # a crop's grid is not: the general path

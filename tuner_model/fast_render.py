@@ -82,7 +82,7 @@ def render_fast(model: nn.Module, native: tuple[int, int], width: int | None = N
 
 def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     """Raw network outputs (len(ys), len(xs), C), float32, at every (x, y) of a separable grid."""
-    coef, e, bias = _first_layer(model, xs, ys)
+    coef, e, bias, n_cos = _first_layer(model, xs, ys)
     n = coef.shape[2]
     deeper = [(model.effective_weight(i).detach().float(),
                (model.config.hidden_omega * model.hidden_bias[i].detach().float())[:, None])
@@ -92,29 +92,68 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
     nx, ny = xs.numel(), ys.numel()
     out = torch.empty((ny, cw.shape[0], nx), dtype=torch.float32)
     rows = max(1, TILE_ELEMENTS // max(1, n * nx))
+    t_max = min(rows, ny)
     sin_ = _sin_impl()
-    # One buffer for every tile: a fresh multi-megabyte tensor per tile costs page faults on every use.
-    zbuf = torch.empty((min(rows, ny), n, nx), dtype=torch.float32)
-    for lo in range(0, ny, rows):
-        hi = min(ny, lo + rows)
-        z = zbuf[: hi - lo]  # (t, n, W)
+
+    def first(lo: int, hi: int, e_part: torch.Tensor, r: slice, dest: torch.Tensor) -> None:
         # (t·n, K) @ (K, W) with the left factor read transposed in place (no copy).
-        torch.mm(coef[:, lo:hi].reshape(coef.shape[0], -1).T, e, out=z.view(-1, nx))
-        if bias is not None:
-            z += bias
-        y = sin_(z)
+        k = e_part.shape[0]
+        torch.mm(coef[r, lo:hi].reshape(k, -1).T, e_part, out=dest.view(-1, e_part.shape[1]))
+        if bias is not None and r.start in (None, 0):
+            dest += bias
+
+    def finish(y: torch.Tensor, dest: torch.Tensor) -> None:
         for wl, bl in deeper:
             y = sin_(torch.matmul(wl, y).add_(bl))
         # (C, n) @ (t, n, W): a wide product; (t, W, n) @ (n, C) has a 3-column output that BLAS runs slowly.
-        torch.matmul(cw, y, out=out[lo:hi])
+        torch.matmul(cw, y, out=dest)
+
+    if _symmetric(xs) and n_cos < e.shape[0]:
+        # cos(ω x) is even and sin(ω x) odd: with C = the cosine rows' sum and S = the sine rows', the
+        # pre-activation is C + S at x and C − S at −x. Half the columns, the rows split in two products:
+        # half the multiply-adds of the whole product, the same sums.
+        mid = nx // 2
+        right = e[:, mid:]  # x >= 0 (the middle column x = 0 belongs to the right half when nx is odd)
+        hr = right.shape[1]
+        e_cos, e_sin = right[:n_cos].contiguous(), right[n_cos:].contiguous()
+        pbuf, qbuf = torch.empty((t_max, n, hr)), torch.empty((t_max, n, hr))
+        left = torch.empty((t_max, cw.shape[0], hr))
+        fold = _fold_impl()
+        for lo in range(0, ny, rows):
+            hi = min(ny, lo + rows)
+            p, q = pbuf[: hi - lo], qbuf[: hi - lo]
+            first(lo, hi, e_cos, slice(0, n_cos), p)
+            first(lo, hi, e_sin, slice(n_cos, None), q)
+            fold(p, q)  # p <- sin(C + S), q <- sin(C − S)
+            finish(p, out[lo:hi, :, mid:])
+            lv = left[: hi - lo]
+            finish(q, lv)
+            out[lo:hi, :, :mid] = lv[:, :, nx % 2:].flip(-1)
+    else:
+        # One buffer for every tile: a fresh multi-megabyte tensor per tile costs page faults on every use.
+        zbuf = torch.empty((t_max, n, nx), dtype=torch.float32)
+        for lo in range(0, ny, rows):
+            hi = min(ny, lo + rows)
+            z = zbuf[: hi - lo]  # (t, n, W)
+            first(lo, hi, e, slice(None), z)
+            finish(sin_(z), out[lo:hi])
     out += cb
     return out.permute(0, 2, 1).contiguous()
 
 
+def _symmetric(xs: torch.Tensor) -> bool:
+    """Whether the grid is its own mirror image about x = 0 (any full-width render, not most crops)."""
+    if xs.numel() < 8:
+        return False
+    scale = float(xs.abs().max())
+    return bool(torch.allclose(xs, -xs.flip(0), rtol=0.0, atol=1e-12 * max(scale, 1.0)))
+
+
 def _first_layer(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
     """The separable factors of the first hidden pre-activation: z[y, i, x] = Σ_r coef[r, y, i]·e[r, x]
-    (+ bias[i] when no column has kx = 0). coef is (K, H, n) so each factor is written contiguously."""
+    (+ bias[i] when no column has kx = 0). coef is (K, H, n) so each factor is written contiguously.
+    The first `n_cos` rows of e are cosines of x (even), the rest sines (odd)."""
     cfg = model.config
     k = model.k.to(torch.int64)
     scale = 2 * math.pi / cfg.period
@@ -143,13 +182,14 @@ def _first_layer(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor
     zero = [g for g in range(kxs.numel()) if int(kxs[g]) == 0]
     if zero:
         coef[zero[0]] += b0  # the bias rides on cos(0·x) = 1
-        return coef, e, None
-    return coef, e, b0[:, None]
+        return coef, e, None, kxs.numel()
+    return coef, e, b0[:, None], kxs.numel()
 
 
 # --------------------------------------------------------------------------------------------------- sines
 
 _compiled_sin: Callable[[torch.Tensor], torch.Tensor] | None = None
+_compiled_fold: Callable[[torch.Tensor, torch.Tensor], None] | None = None
 _compile_lock = threading.Lock()
 # Odd least-squares polynomial for sin on [-π/2, π/2] (max error 3e-9 before float32 rounding).
 _SIN_COEF = (0.9999999765032261, -0.16666647586661038, 0.008332899106595845, -0.0001980085812855719,
@@ -173,26 +213,54 @@ def _poly_sin_(z: torch.Tensor) -> torch.Tensor:
 
 
 def warm_up(compiled: bool = True) -> bool:
-    """Compile the fused sine (seconds, once per process; needs a C++ compiler). Returns whether the
-    compiled sine is in use; on any failure the renderer keeps torch.sin."""
-    global _compiled_sin
+    """Compile the fused sines (seconds, once per process; needs a C++ compiler). Returns whether the
+    compiled sines are in use; on any failure the renderer keeps torch.sin."""
+    global _compiled_sin, _compiled_fold
     if not compiled:
-        _compiled_sin = None
+        _compiled_sin = _compiled_fold = None
         return False
     with _compile_lock:
         if _compiled_sin is None:
             try:
                 fn = torch.compile(_poly_sin_, dynamic=True)
-                # Lengths 2 and 4099 so that the one compiled graph is the dynamic-shape one (a first
-                # call of some length specialises on it) and a tile of any size reuses it.
+                fold = torch.compile(_fold_sin, dynamic=True)
+                # Several lengths, 2 among them, so that the graphs in use are the dynamic-shape ones (a
+                # first call of some length specialises on it) and a tile of any size reuses them.
                 for n in (4099, 2, 4099 * 3):
                     probe = torch.linspace(-50, 50, n)
-                    if float((fn(probe.clone()) - torch.sin(probe)).abs().max()) > 1e-5:
+                    other = torch.linspace(3, -7, n)
+                    p, q = probe.clone(), other.clone()
+                    fold(p, q)
+                    err = max(float((fn(probe.clone()) - torch.sin(probe)).abs().max()),
+                              float((p - torch.sin(probe + other)).abs().max()),
+                              float((q - torch.sin(probe - other)).abs().max()))
+                    if err > 1e-5:
                         return False
-                _compiled_sin = fn
+                _compiled_sin, _compiled_fold = fn, fold
             except Exception:  # noqa: BLE001 - no compiler, unsupported platform: eager is still correct
                 return False
     return True
+
+
+def _fold_sin(p: torch.Tensor, q: torch.Tensor) -> None:
+    """p, q <- sin(p + q), sin(p − q) in one pass (1-D views; compiled by warm_up)."""
+    s, d = p + q, p - q
+    p.copy_(poly_sin(s))
+    q.copy_(poly_sin(d))
+
+
+def _fold_eager(p: torch.Tensor, q: torch.Tensor) -> None:
+    p.add_(q)
+    torch.add(p, q, alpha=-2.0, out=q)  # (C + S) − 2S = C − S
+    torch.sin_(p)
+    torch.sin_(q)
+
+
+def _fold_impl() -> Callable[[torch.Tensor, torch.Tensor], None]:
+    fn = _compiled_fold
+    if fn is None:
+        return _fold_eager
+    return lambda p, q: fn(p.view(-1), q.view(-1))
 
 
 def compiled_in_use() -> bool:
@@ -234,6 +302,8 @@ def _eval_axis(out: torch.Tensor, step: float, h: float) -> torch.Tensor | None:
         return None
     first = math.floor(float(out[0]) / h) - TAPS // 2
     last = math.floor(float(out[-1]) / h) + TAPS // 2 + 1
+    if _symmetric(out):  # a mirror-symmetric lattice takes grid_values' half-width path
+        first, last = -max(-first, last), max(-first, last)
     return h * torch.arange(first, last + 1, dtype=torch.float64)
 
 
