@@ -189,3 +189,18 @@ def test_decode_of_a_copy_does_not_share_state() -> None:
     with torch.no_grad():
         h.model.phase.add_(1)
     assert not torch.equal(g.model.phase, h.model.phase)
+
+
+def test_a_tensor_of_zeros_round_trips() -> None:
+    """A step tensor whose symbols are all 0 has the one-symbol range 0..0: it takes no room in the
+    stream (constriction has no one-symbol model; encoding it used to crash the coder)."""
+    f = _fitted(TUNER)
+    with torch.no_grad():
+        f.model.out.weight.zero_()
+    qs = plan(f.model, QuantSpec(8))
+    snap(f.model, qs)
+    blob = encode_blob(f, quantizers=qs)
+    g = decode_blob(blob)
+    for k, v in f.model.state_dict().items():
+        assert torch.equal(v, g.model.state_dict()[k]), k
+    assert not g.model.out.weight.any()
