@@ -1,20 +1,26 @@
-"""`encode_batch` shares the float fit of images of one shape and must give each image what `encode` of
-that image alone gives (same configuration, PSNR up to float rounding, blob within budget), in every mode
-the encoder has (a rate, the default, a quality target with its re-encodes, the shrink-and-refit case),
-with per-image cancellation that leaves the other images' results unchanged."""
+"""`encode_batch` shares the float fit and the fine-tuning of images of one shape and must give each image
+what `encode` of that image alone gives (same configuration, PSNR up to float rounding, blob within
+budget), in every mode the encoder has (a rate, the default, a quality target with its re-encodes, the
+shrink-and-refit case), with per-image cancellation that leaves the other images' results unchanged."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 import pytest
+import torch
 
-from tuner_model import ratecontrol
-from tuner_model.codec import read_info
-from tuner_model.encoder import EncodeSettings, encode, encode_batch, iter_encode_batch
+from tuner_model import encoder, ratecontrol
+from tuner_model.batched import fit_batch
+from tuner_model.codec import QuantSpec, read_info
+from tuner_model.codec.qat import qat_finetune, qat_finetune_batch
+from tuner_model.codec.quant import plan
+from tuner_model.encoder import EncodeSettings, default_config, encode, encode_batch, iter_encode_batch
 from tuner_model.errors import ConfigError, FitCancelled
-from tuner_model.fit import FitProgress
+from tuner_model.fit import FitOptions, FitProgress
+from tuner_model.models import ModelConfig, build_model
 
 
 def _crops(parrots: np.ndarray) -> list[np.ndarray]:
@@ -142,3 +148,90 @@ def test_bad_batches_are_refused(parrots: np.ndarray) -> None:
     with pytest.raises(ConfigError):
         encode_batch([a, a], EncodeSettings(steps=5, device="cpu"), should_cancel=[None])
     assert encode_batch([], EncodeSettings(steps=5)) == []
+
+
+# --- batched fine-tuning -----------------------------------------------------------------------------
+
+
+def _nets_and_quantizers(parrots: np.ndarray, levels: tuple[int, ...] = (3, 5, 9)):  # noqa: ANN202
+    """Three float fits of the crops and, per network, its own quantizers at its own Q."""
+    images = _crops(parrots)
+    fits = fit_batch(images, default_config(48, 32, 3, 24), FitOptions(steps=40, device="cpu"))
+    models = [f.model for f in fits]
+    return images, models, [plan(m, QuantSpec(q)) for m, q in zip(models, levels, strict=True)]
+
+
+def _assert_same_params(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa.detach(), pb.detach(), atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_batched_fine_tuning_matches_each_alone(parrots: np.ndarray) -> None:
+    images, models, quantizers = _nets_and_quantizers(parrots)
+    alone = [copy.deepcopy(m) for m in models]
+    losses_alone = [qat_finetune(m, im, qs, 25) for m, im, qs in zip(alone, images, quantizers, strict=True)]
+    seen: list[tuple[int, int]] = []
+    # Small chunks: several passes per step, unlike the single pass alone.
+    losses = qat_finetune_batch(models, images, quantizers, 25, chunk_pixels=2048,
+                                progress=lambda k, step, loss: seen.append((k, step)))
+    assert losses == pytest.approx(losses_alone, rel=1e-5)
+    for m, a in zip(models, alone, strict=True):
+        _assert_same_params(m, a)
+        assert not m.training
+    assert sorted(seen) == [(k, s) for k in range(3) for s in range(1, 26)]
+    # Each network was tuned at its own Q: the same weights under another network's quantizers differ.
+    assert not torch.equal(quantizers[0]["hidden.0"].fake(models[0].hidden[0]),
+                           quantizers[2]["hidden.0"].fake(models[0].hidden[0]))
+
+
+def test_cancelling_one_network_mid_fine_tuning(parrots: np.ndarray) -> None:
+    images, models, quantizers = _nets_and_quantizers(parrots)
+    before = copy.deepcopy(models[1])
+    alone = [copy.deepcopy(m) for m in models]
+    for k in (0, 2):
+        qat_finetune(alone[k], images[k], quantizers[k], 20)
+    steps = {0: 0, 1: 0, 2: 0}
+
+    def progress(k: int, step: int, loss: float) -> None:
+        steps[k] = step
+
+    losses = qat_finetune_batch(models, images, quantizers, 20, progress=progress,
+                                member_cancelled=lambda k: k == 1 and steps[1] >= 6)
+    assert losses[1] is None and steps[1] == 6 and steps[0] == steps[2] == 20
+    _assert_same_params(models[1], before)  # a dropped network is left as it was
+    for k in (0, 2):
+        _assert_same_params(models[k], alone[k])
+    assert qat_finetune_batch(models[:2], images[:2], quantizers[:2], 5, member_cancelled=lambda k: True) == [None] * 2
+
+
+def test_networks_without_a_batched_form_are_fine_tuned_one_by_one(parrots: np.ndarray) -> None:
+    images = _crops(parrots)[:2]
+    config = ModelConfig(arch="siren", input_width=8, hidden=(8,))
+    models = [build_model(config, seed=s) for s in (1, 2)]
+    alone = [copy.deepcopy(m) for m in models]
+    quantizers = [plan(m, QuantSpec(4)) for m in models]
+    for m, im, qs in zip(alone, images, quantizers, strict=True):
+        qat_finetune(m, im, qs, 5)
+    losses = qat_finetune_batch(models, images, quantizers, 5, member_cancelled=lambda k: False)
+    assert all(loss is not None for loss in losses)
+    for m, a in zip(models, alone, strict=True):
+        _assert_same_params(m, a)
+
+
+def test_encode_batch_fine_tunes_as_one_batch(parrots: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: dict[str, list[int]] = {"alone": [], "batch": []}
+    batch_ = encoder.qat_finetune_batch
+
+    def alone(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["alone"].append(1)
+        raise AssertionError("a batch's images are fine-tuned together")
+
+    def batch(models, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls["batch"].append(len(models))
+        return batch_(models, *args, **kwargs)
+
+    monkeypatch.setattr(encoder, "qat_finetune", alone)
+    monkeypatch.setattr(encoder, "qat_finetune_batch", batch)
+    outcomes = encode_batch(_crops(parrots), EncodeSettings(steps=20, device="cpu"))
+    assert calls == {"alone": [], "batch": [3]}
+    assert all(o.blob is not None and o.batch_size == 3 for o in outcomes)

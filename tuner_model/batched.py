@@ -64,6 +64,11 @@ class BatchedTuner(torch.nn.Module):
             bound = getattr(self, f"bound{i}")
             torch.maximum(torch.minimum(v, bound), -bound, out=v)
 
+    @staticmethod
+    def net_name(name: str) -> str:
+        """The TunerNet parameter that a stacked parameter holds (`out_weight` is `out.weight`)."""
+        return {"out_weight": "out.weight", "out_bias": "out.bias"}.get(name, name)
+
     def unstack(self, k: int, seed: int) -> TunerNet:
         """Network k as a plain TunerNet on the CPU."""
         net = build_model(self.config, seed=seed)
@@ -136,7 +141,7 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
             if not keep:
                 raise FitCancelled(f"every image of the batch was cancelled at step {step}")
             if len(keep) < len(live):
-                targets = _drop_members(model, opt, targets, keep)
+                targets = drop_members(model, opt, targets, keep)
                 live = [live[j] for j in keep]
         if batch == n:
             idx = None
@@ -179,8 +184,8 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
 
 
 @torch.no_grad()
-def _drop_members(model: BatchedTuner, opt: torch.optim.Optimizer, targets: torch.Tensor,
-                  keep: list[int]) -> torch.Tensor:
+def drop_members(model: BatchedTuner, opt: torch.optim.Optimizer, targets: torch.Tensor,
+                 keep: list[int]) -> torch.Tensor:
     """Keeps only the stacked networks at positions `keep`, with their Adam moments: the survivors go on
     exactly as if the dropped ones had never been there (their parameters and gradients are disjoint).
     New Parameter objects replace the old ones (autograd remembers a parameter's shape), in the model and in
@@ -221,4 +226,4 @@ def _fit_one_by_one(images: Sequence[np.ndarray], config: ModelConfig, options: 
     return results
 
 
-__all__ = ["BatchedTuner", "batchable", "fit_batch"]
+__all__ = ["BatchedTuner", "batchable", "drop_members", "fit_batch"]

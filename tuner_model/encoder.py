@@ -4,7 +4,7 @@ blob. This is the one entry point the CLI and the worker call; rate control live
 Pipeline (docs/CODEC.md): size the network from the rate-control table → float fit → search the
 quantization levels Q whose blob fits the budget → quantization-aware fine-tuning at that Q → search Q
 again on the tuned weights → snap the weights to the grid → PSNR of exactly what decoding gives → blob.
-`encode_batch` does the same for several images of one shape, their float fits run as one batched fit.
+`encode_batch` does the same for several images of one shape, their float fits and fine-tuning batched.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from . import colour as colour_mod
 from . import ratecontrol
 from .codec import encode_blob, entropy
-from .codec.qat import qat_finetune
+from .codec.qat import qat_finetune, qat_finetune_batch
 from .codec.quant import MAX_LEVELS, QuantSpec, plan, snap
 from .device import resolve_device
 from .errors import ConfigError, FitCancelled, TunerError
@@ -251,23 +251,53 @@ def _float_fit(setup: _RateSetup, target: np.ndarray, net_width: int, progress: 
     return setup.unquantized(config, result.model.cpu()), result.seconds
 
 
-def _quantize(setup: _RateSetup, image: np.ndarray, target: np.ndarray, fitted: FittedImage, seconds: float,
-              progress: RateProgress | None, should_cancel: Cancel | None) -> tuple[FittedImage, bytes]:
-    """The post-fit pipeline, on `fitted` in place: level search, QAT, search again, snap, PSNR of exactly
-    what decoding gives, blob. Raises _OverBudget when the network cannot fit the budget."""
-    spec = QuantSpec(setup.q_plan)
-    q = setup.q_plan if setup.levels else _search_levels(fitted, spec, setup.budget)
+@dataclass
+class _FirstFit:
+    """A first attempt's float fit made by a batch, and, once `levels` is set, already through the
+    level search and fine-tuning at that Q (batched too)."""
+
+    fitted: FittedImage
+    seconds: float
+    levels: int | None = None
+
+
+def _first_levels(setup: _RateSetup, fitted: FittedImage) -> int:
+    """The Q to fine-tune at: the table's, or the largest whose blob fits. _OverBudget when none does."""
+    q = setup.q_plan if setup.levels else _search_levels(fitted, QuantSpec(setup.q_plan), setup.budget)
     if q is None:
         raise _OverBudget(after_qat=False)
-    spec = spec.with_levels(q)
-    if setup.n_qat:
-        def qat_progress(i: int, loss: float) -> None:
-            if progress is not None:
-                progress((setup.steps + i) / setup.total, loss, 10 * math.log10(1 / max(loss, 1e-12)))
+    return q
 
-        qat_finetune(fitted.model, target, plan(fitted.model, spec), setup.n_qat, device=setup.device,
-                     progress=qat_progress, should_cancel=should_cancel)
-        fitted.model.cpu()
+
+def _qat_progress(setup: _RateSetup, progress: RateProgress | None) -> Callable[[int, float], None]:
+    def report(i: int, loss: float) -> None:
+        if progress is not None:
+            progress((setup.steps + i) / setup.total, loss, 10 * math.log10(1 / max(loss, 1e-12)))
+
+    return report
+
+
+def _quantize(setup: _RateSetup, image: np.ndarray, target: np.ndarray, fitted: FittedImage, seconds: float,
+              progress: RateProgress | None, should_cancel: Cancel | None,
+              tuned_levels: int | None = None) -> tuple[FittedImage, bytes]:
+    """The post-fit pipeline, on `fitted` in place: level search, QAT, search again, snap, PSNR of exactly
+    what decoding gives, blob. `tuned_levels`: the first search and QAT already ran (a batch) at that Q.
+    Raises _OverBudget when the network cannot fit the budget."""
+    q = tuned_levels
+    if q is None:
+        q = _first_levels(setup, fitted)
+        if setup.n_qat:
+            qat_finetune(fitted.model, target, plan(fitted.model, QuantSpec(setup.q_plan).with_levels(q)),
+                         setup.n_qat, device=setup.device, progress=_qat_progress(setup, progress),
+                         should_cancel=should_cancel)
+            fitted.model.cpu()
+    return _finish(setup, image, fitted, q, seconds, progress)
+
+
+def _finish(setup: _RateSetup, image: np.ndarray, fitted: FittedImage, q: int, seconds: float,
+            progress: RateProgress | None) -> tuple[FittedImage, bytes]:
+    """After fine-tuning at Q = q: search again, snap, PSNR, blob."""
+    spec = QuantSpec(setup.q_plan).with_levels(q)
     if not setup.levels:
         q2 = _search_levels(fitted, spec, setup.budget, hi=max(q * 2, 4), guess=q)
         if q2 is None:
@@ -286,19 +316,19 @@ def _quantize(setup: _RateSetup, image: np.ndarray, target: np.ndarray, fitted: 
 
 
 def _encode_rate(setup: _RateSetup, image: np.ndarray, progress: RateProgress | None,
-                 should_cancel: Cancel | None,
-                 first: tuple[FittedImage, float] | None = None) -> tuple[FittedImage, bytes]:
+                 should_cancel: Cancel | None, first: _FirstFit | None = None) -> tuple[FittedImage, bytes]:
     """Fit and quantize, shrinking the network and fitting again while it cannot fit the budget. `first`
     is a float fit already made at `setup.net_width` (by a batch): the first attempt starts from it."""
     target = colour_mod.forward(image, setup.colour)
     net_width = setup.net_width
     for attempt in range(4):
+        tuned = None
         if attempt == 0 and first is not None:
-            fitted, seconds = first
+            fitted, seconds, tuned = first.fitted, first.seconds, first.levels
         else:
             fitted, seconds = _float_fit(setup, target, net_width, progress, should_cancel)
         try:
-            return _quantize(setup, image, target, fitted, seconds, progress, should_cancel)
+            return _quantize(setup, image, target, fitted, seconds, progress, should_cancel, tuned)
         except _OverBudget as e:  # too big for the budget even at the fewest levels: shrink and refit
             net_width = max(ratecontrol.MIN_WIDTH, int(net_width * 0.75))
             if not e.after_qat and net_width == ratecontrol.MIN_WIDTH and attempt:
@@ -411,7 +441,7 @@ def _is_cancelled(cancel: Cancel | None) -> bool:
 
 
 def _batched_float_fit(setup: _RateSetup, images: Sequence[np.ndarray], progress: Sequence[RateProgress],
-                       cancels: Sequence[Cancel | None]) -> list[tuple[FittedImage, float] | None]:
+                       cancels: Sequence[Cancel | None]) -> list[_FirstFit | None]:
     """The first attempt's float fit of every image as one `fit_batch` (None for a cancelled image)."""
     from .batched import fit_batch  # only batches pay for importing it
 
@@ -425,14 +455,56 @@ def _batched_float_fit(setup: _RateSetup, images: Sequence[np.ndarray], progress
                          member_cancelled=lambda k: _is_cancelled(cancels[k]), member_progress=member_progress)
     except FitCancelled:
         return [None] * len(images)
-    return [None if f is None else (setup.unquantized(config, f.model), float(f.meta["seconds"])) for f in fits]
+    return [None if f is None else _FirstFit(setup.unquantized(config, f.model), float(f.meta["seconds"]))
+            for f in fits]
+
+
+_FirstStage = _FirstFit | TunerError | None  # ready for the rest of the pipeline, failed, or cancelled
+
+
+def _batched_fine_tune(setup: _RateSetup, images: Sequence[np.ndarray], firsts: list[_FirstFit | None],
+                       progress: Sequence[RateProgress], cancels: Sequence[Cancel | None]) -> list[_FirstStage]:
+    """Each first fit's level search (image after image), then the fine-tuning of them all as one
+    `qat_finetune_batch`, each at its own Q through its own quantizers: their `levels` set. A network over
+    budget even at Q = 1 is left untuned (its own encode shrinks and refits it, as `encode` would); a
+    cancelled image becomes None; an image's own error is kept in its place."""
+    out: list[_FirstStage] = list(firsts)
+    tuning: list[int] = []
+    for i, first in enumerate(firsts):
+        if first is None:
+            continue
+        if _is_cancelled(cancels[i]):
+            out[i] = None
+            continue
+        try:
+            first.levels = _first_levels(setup, first.fitted)
+            tuning.append(i)
+        except _OverBudget:
+            pass
+        except TunerError as e:
+            out[i] = e
+    if not setup.n_qat or not tuning:
+        return out
+    tuned = [firsts[i] for i in tuning]
+    reports = [_qat_progress(setup, progress[i]) for i in tuning]
+    losses = qat_finetune_batch(
+        [f.fitted.model for f in tuned], [colour_mod.forward(images[i], setup.colour) for i in tuning],
+        [plan(f.fitted.model, QuantSpec(setup.q_plan).with_levels(f.levels)) for f in tuned], setup.n_qat,
+        device=setup.device, progress=lambda k, step, loss: reports[k](step, loss),
+        member_cancelled=lambda k: _is_cancelled(cancels[tuning[k]]))
+    for i, f, loss in zip(tuning, tuned, losses, strict=True):
+        f.fitted.model.cpu()
+        if loss is None:
+            out[i] = None
+    return out
 
 
 def iter_encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = EncodeSettings(),
                       progress: Callable[[int, FitProgress], None] | None = None,
                       should_cancel: MemberCancel = None) -> Iterator[tuple[int, BatchOutcome]]:
-    """`encode_batch`, yielding (index, outcome) as each image's blob is ready: the float fit is shared,
-    the rest runs image after image, so a caller can store the first results while the others finish."""
+    """`encode_batch`, yielding (index, outcome) as each image's blob is ready: the float fit and the
+    fine-tuning are shared, the second level search, snap and blob run image after image, so a caller
+    can store the first results while the others finish."""
     if not images:
         return
     shape = images[0].shape
@@ -444,29 +516,33 @@ def iter_encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = E
     reporters = [_reporter(settings, None if progress is None else functools.partial(progress, i))
                  for i in range(len(images))]
     sliced = [_sliced(r, *_first_slice(settings)) for r in reporters]
-    firsts = _batched_float_fit(setup, images, sliced, cancels)
+    firsts = _batched_fine_tune(setup, images, _batched_float_fit(setup, images, sliced, cancels), sliced, cancels)
     for i, image in enumerate(images):
-        first_fit = firsts[i]
-        if first_fit is None or _is_cancelled(cancels[i]):
+        first = firsts[i]
+        if isinstance(first, TunerError):
+            yield i, BatchOutcome(error=first, batch_size=len(images))
+            continue
+        if first is None or _is_cancelled(cancels[i]):
             yield i, BatchOutcome(error=FitCancelled("cancelled"), batch_size=len(images))
             continue
         try:
-            first = _encode_rate(setup, image, sliced[i], cancels[i], first=first_fit)
-            fitted, blob = _reach_target(image, settings, first, bpp, reporters[i], cancels[i])
+            encoded = _encode_rate(setup, image, sliced[i], cancels[i], first=first)
+            fitted, blob = _reach_target(image, settings, encoded, bpp, reporters[i], cancels[i])
         except TunerError as e:  # this image's own trouble (cancelled, a budget too small): the others go on
             yield i, BatchOutcome(error=e, batch_size=len(images))
             continue
-        shared = fitted is first_fit[0]  # quantized in place: still the network from the batched fit
+        shared = fitted is first.fitted  # quantized in place: still the network from the batched fit
         yield i, BatchOutcome(fitted, blob, batch_size=len(images) if shared else 1)
 
 
 def encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = EncodeSettings(),
                  progress: Callable[[int, FitProgress], None] | None = None,
                  should_cancel: MemberCancel = None) -> list[BatchOutcome]:
-    """`encode` of several images of one shape with one request, the float fits run as one `fit_batch`;
-    each image then goes through the same steps as `encode` alone (level search, QAT, search again, snap,
-    PSNR, blob; a smaller network or a higher rate when needed), so each result matches `encode` of that
-    image up to float rounding. `progress(index, p)` reports per image. `should_cancel` is a callable
+    """`encode` of several images of one shape with one request, the float fits run as one `fit_batch` and
+    the fine-tuning as one `qat_finetune_batch` (each network at the Q of its own level search); each
+    image goes through the same steps as `encode` alone (level search, QAT, search again, snap, PSNR,
+    blob; a smaller network or a higher rate when needed), so each result matches `encode` of that image
+    up to float rounding. `progress(index, p)` reports per image. `should_cancel` is a callable
     taking an image's index, or one callable (or None) per image: a cancelled image's outcome is
     FitCancelled while the others go on; when every image is cancelled this raises FitCancelled."""
     outcomes: list[BatchOutcome] = [BatchOutcome()] * len(images)
