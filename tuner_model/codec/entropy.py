@@ -273,7 +273,11 @@ def decode(data: bytes, items: list[tuple[int, SymbolModel]]) -> list[np.ndarray
         leftover = coder.num_valid_bits() if hasattr(coder, "num_valid_bits") else 0
     except BlobError:
         raise
-    except Exception as e:  # noqa: BLE001 - the coder reports malformed streams in its own ways
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    # The coder reports malformed streams in its own ways; a Rust panic arrives as pyo3's PanicException,
+    # a BaseException, so a hostile blob that found one still gets the codec's own error.
+    except BaseException as e:  # noqa: BLE001
         raise BlobError(f"entropy-coded payload is corrupt ({type(e).__name__})") from None
     if leftover:
         raise BlobError("entropy-coded payload has trailing data")
