@@ -171,26 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True, parser_class=_Parser)
-    bp = bsub.add_parser("paper", help="the TUNER paper's protocol: 512², 5%% held out, TUNER vs SIREN vs FFM")
-    bp.add_argument("--images", required=True)
-    bp.add_argument("--epochs", type=_positive_int, default=1000)
-    bp.add_argument("--width", type=_positive_int, default=416, help="m = n, input and hidden neurons")
-    bp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    bp.add_argument("--methods", default="tuner,siren,ffm")
-    bp.add_argument("--limit", type=_positive_int, help="only the first N images")
-    bp.add_argument("--size", type=_positive_int, default=512,
-                    help="square size the images are resized to (the paper: 512; smaller for quick CPU runs)")
-    bp.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
-                    help="learning-rate schedule (the paper: constant)")
-    bp.add_argument("--tuner", action="append", metavar="KEY=VALUE",
-                    help="override a TUNER setting, e.g. bandlimit=64 or lr=1e-3 (repeatable)")
-    bp.add_argument("--json", required=True)
-    bp.set_defaults(func=cmd_bench_paper)
-    # Further benchmarks register themselves here (each module adds its own subparser).
-    from .bench import rd, speed
+    from .bench.commands import register as register_bench
 
-    for mod in (rd, speed):
-        mod.register(bsub)
+    register_bench(bsub)
 
     from service.commands import register as register_service
 

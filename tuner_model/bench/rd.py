@@ -235,26 +235,6 @@ def _size_text(size: tuple[int, int] | list[int] | None) -> str:
 # --- CLI ------------------------------------------------------------------------------------------
 
 
-def _bpp_list(s: str) -> list[float]:
-    try:
-        vals = [float(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {s!r}") from None
-    if not vals or not all(0.01 <= v <= 64 for v in vals):
-        raise argparse.ArgumentTypeError("bpp values must be in [0.01, 64]")
-    return vals
-
-
-def _size(s: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in s.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 192x128, got {s!r}") from None
-    if not (8 <= w <= 8192 and 8 <= h <= 8192):
-        raise argparse.ArgumentTypeError("size sides must be in 8..8192")
-    return w, h
-
-
 def cmd_rd(args: argparse.Namespace) -> int:
     report = run_rd(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size, log=sys.stderr)
     out = Path(args.json)
@@ -271,30 +251,3 @@ def cmd_rc_fit(args: argparse.Namespace) -> int:
     atomic_write(args.json, (json.dumps(table, indent=2) + "\n").encode())
     print(json.dumps(table["rows"], indent=2))
     return 0
-
-
-def register(bench_sub: argparse._SubParsersAction) -> None:
-    """Adds `tuner bench rd` and `tuner bench rc-fit`."""
-    from ..cli import _positive_int as _positive
-    p = bench_sub.add_parser("rd", help="rate–distortion against JPEG, WebP and AVIF, with a plot")
-    p.add_argument("--images", required=True)
-    p.add_argument("--bpp", type=_bpp_list, default=[0.25, 0.5, 1.0, 2.0], help="comma-separated targets")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--steps", type=_positive, default=1000)
-    p.add_argument("--limit", type=_positive, help="only the first N images")
-    p.add_argument("--size", type=_size, help="resize images to WxH first (quick CPU runs)")
-    p.add_argument("--json", required=True)
-    p.add_argument("--plot", help="PNG path (default: the JSON path with .png)")
-    p.set_defaults(func=cmd_rd)
-
-    f = bench_sub.add_parser("rc-fit", help="refit the rate-control table by measurement")
-    f.add_argument("--images", required=True)
-    f.add_argument("--bpp", type=_bpp_list, default=[0.25, 0.5, 1.0, 2.0])
-    f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    f.add_argument("--steps", type=_positive, default=1000)
-    f.add_argument("--limit", type=_positive)
-    f.add_argument("--size", type=_size)
-    f.add_argument("--guesses", type=_bpp_list, default=[2.5, 3.5, 5.0],
-                   help="bits-per-parameter guesses that size the candidate networks")
-    f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/ratecontrol_table.json)")
-    f.set_defaults(func=cmd_rc_fit)

@@ -29,64 +29,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-
-RENDER_SIZES = "768x512,1920x1080,3840x2160"
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size WxH: {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return w, h
-
-
-def _sizes(text: str) -> list[tuple[int, int]]:
-    return [_size(t) for t in text.split(",") if t.strip()] if text else []
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
-    return vals
-
-
-def register(bench_sub: argparse._SubParsersAction) -> None:
-    """Adds `tuner bench speed`."""
-    from ..cli import _positive_int
-
-    p = bench_sub.add_parser("speed", help="fitting and rendering speed against a plain fp32 baseline")
-    p.add_argument("--images", required=True, help="directory of images (the first --limit are used)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--json", required=True, help="where to write the report")
-    p.add_argument("--widths", type=_ints, default=[64, 128, 192, 256], help="network widths m = n to time")
-    p.add_argument("--steps", type=_positive_int, help="timed steps per variant (default 200 on CUDA, 5 on CPU)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
-    p.add_argument("--limit", type=_positive_int, default=4, help="images to use (batched fitting uses them all)")
-    p.add_argument("--fit-size", type=_size, help="resize images to WxH for fitting (default: native)")
-    p.add_argument("--variants", default="fp32-eager,bf16-autocast,compiled,bf16-compiled",
-                   help="fitting variants (bf16: hidden and output products in bf16, input layer and sines in "
-                   "fp32); fp32-eager is always run as the baseline")
-    p.add_argument("--batch", type=_positive_int, default=4, help="K for batched fitting (--skip batch skips it)")
-    p.add_argument("--sizes", type=_sizes, default=_sizes(RENDER_SIZES), help="render sizes WxH,WxH,...")
-    p.add_argument("--direct-sizes", type=_sizes, help="sizes at which direct CPU evaluation is timed too "
-                   "(default: all; it is slow on a small CPU)")
-    p.add_argument("--repeats", type=_positive_int, default=3, help="render timings keep the fastest of these")
-    p.add_argument("--blob", help="render this blob (default: encode the first image at the default setting)")
-    p.add_argument("--render-steps", type=_positive_int, default=100,
-                   help="fit steps for the blob rendered when no --blob is given")
-    p.add_argument("--compile-render", action="store_true", help="also time the fast renderer's compiled sine")
-    p.add_argument("--full-encode", action="store_true",
-                   help="time the real encoder at its default setting on the first image (slow on CPU)")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: fit,batch,render")
-    p.set_defaults(func=cmd_bench_speed)
+from .commands import RENDER_SIZES
+from .commands import sizes as parse_sizes
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
@@ -135,7 +79,7 @@ def run_speed_bench(images_dir: Path, device: str = "auto", widths: list[int] | 
     if bad:
         raise ConfigError(f"unknown variants: {', '.join(sorted(bad))}; choose from {', '.join(VARIANTS)}")
     widths = widths or [64, 128, 192, 256]
-    sizes = _sizes(RENDER_SIZES) if sizes is None else sizes
+    sizes = parse_sizes(RENDER_SIZES) if sizes is None else sizes
     direct_sizes = sizes if direct_sizes is None else direct_sizes
     paths = list_images(images_dir, limit)
     images = [load_sized(p, fit_size) for p in paths]

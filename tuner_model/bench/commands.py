@@ -1,0 +1,123 @@
+"""The `tuner bench ...` subcommands' arguments. Only argparse here: each benchmark's module, and torch
+with it, is imported when its command runs, so `tuner --help` and the other commands start quickly."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+
+RENDER_SIZES = "768x512,1920x1080,3840x2160"
+
+
+def size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 192x128, got {text!r}") from None
+    if not (8 <= w <= 8192 and 8 <= h <= 8192):
+        raise argparse.ArgumentTypeError("size sides must be in 8..8192")
+    return w, h
+
+
+def sizes(text: str) -> list[tuple[int, int]]:
+    return [size(t) for t in text.split(",") if t.strip()] if text else []
+
+
+def ints(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
+    return vals
+
+
+def bpp_list(text: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not vals or not all(0.01 <= v <= 64 for v in vals):
+        raise argparse.ArgumentTypeError("bpp values must be in [0.01, 64]")
+    return vals
+
+
+def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), func)(args)
+
+    return run
+
+
+def register(bench_sub: argparse._SubParsersAction) -> None:
+    """Adds `tuner bench paper`, `rd`, `rc-fit` and `speed`."""
+    from ..cli import _positive_int as positive
+
+    devices = ["auto", "cpu", "cuda"]
+    bp = bench_sub.add_parser("paper", help="the TUNER paper's protocol: 512², 5%% held out, TUNER vs SIREN vs FFM")
+    bp.add_argument("--images", required=True)
+    bp.add_argument("--epochs", type=positive, default=1000)
+    bp.add_argument("--width", type=positive, default=416, help="m = n, input and hidden neurons")
+    bp.add_argument("--device", default="auto", choices=devices)
+    bp.add_argument("--methods", default="tuner,siren,ffm")
+    bp.add_argument("--limit", type=positive, help="only the first N images")
+    bp.add_argument("--size", type=positive, default=512,
+                    help="square size the images are resized to (the paper: 512; smaller for quick CPU runs)")
+    bp.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                    help="learning-rate schedule (the paper: constant)")
+    bp.add_argument("--tuner", action="append", metavar="KEY=VALUE",
+                    help="override a TUNER setting, e.g. bandlimit=64 or lr=1e-3 (repeatable)")
+    bp.add_argument("--json", required=True)
+    bp.set_defaults(func=_lazy("tuner_model.cli", "cmd_bench_paper"))
+
+    p = bench_sub.add_parser("rd", help="rate–distortion against JPEG, WebP and AVIF, with a plot")
+    p.add_argument("--images", required=True)
+    p.add_argument("--bpp", type=bpp_list, default=[0.25, 0.5, 1.0, 2.0], help="comma-separated targets")
+    p.add_argument("--device", default="auto", choices=devices)
+    p.add_argument("--steps", type=positive, default=1000)
+    p.add_argument("--limit", type=positive, help="only the first N images")
+    p.add_argument("--size", type=size, help="resize images to WxH first (quick CPU runs)")
+    p.add_argument("--json", required=True)
+    p.add_argument("--plot", help="PNG path (default: the JSON path with .png)")
+    p.set_defaults(func=_lazy("tuner_model.bench.rd", "cmd_rd"))
+
+    f = bench_sub.add_parser("rc-fit", help="refit the rate-control table by measurement")
+    f.add_argument("--images", required=True)
+    f.add_argument("--bpp", type=bpp_list, default=[0.25, 0.5, 1.0, 2.0])
+    f.add_argument("--device", default="auto", choices=devices)
+    f.add_argument("--steps", type=positive, default=1000)
+    f.add_argument("--limit", type=positive)
+    f.add_argument("--size", type=size)
+    f.add_argument("--guesses", type=bpp_list, default=[2.5, 3.5, 5.0],
+                   help="bits-per-parameter guesses that size the candidate networks")
+    f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/ratecontrol_table.json)")
+    f.set_defaults(func=_lazy("tuner_model.bench.rd", "cmd_rc_fit"))
+
+    s = bench_sub.add_parser("speed", help="fitting and rendering speed against a plain fp32 baseline")
+    s.add_argument("--images", required=True, help="directory of images (the first --limit are used)")
+    s.add_argument("--device", default="auto", choices=devices)
+    s.add_argument("--json", required=True, help="where to write the report")
+    s.add_argument("--widths", type=ints, default=[64, 128, 192, 256], help="network widths m = n to time")
+    s.add_argument("--steps", type=positive, help="timed steps per variant (default 200 on CUDA, 5 on CPU)")
+    s.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
+    s.add_argument("--limit", type=positive, default=4, help="images to use (batched fitting uses them all)")
+    s.add_argument("--fit-size", type=size, help="resize images to WxH for fitting (default: native)")
+    s.add_argument("--variants", default="fp32-eager,bf16-autocast,compiled,bf16-compiled",
+                   help="fitting variants (bf16: hidden and output products in bf16, input layer and sines in "
+                   "fp32); fp32-eager is always run as the baseline")
+    s.add_argument("--batch", type=positive, default=4, help="K for batched fitting (--skip batch skips it)")
+    s.add_argument("--sizes", type=sizes, default=sizes(RENDER_SIZES), help="render sizes WxH,WxH,...")
+    s.add_argument("--direct-sizes", type=sizes, help="sizes at which direct CPU evaluation is timed too "
+                   "(default: all; it is slow on a small CPU)")
+    s.add_argument("--repeats", type=positive, default=3, help="render timings keep the fastest of these")
+    s.add_argument("--blob", help="render this blob (default: encode the first image at the default setting)")
+    s.add_argument("--render-steps", type=positive, default=100,
+                   help="fit steps for the blob rendered when no --blob is given")
+    s.add_argument("--compile-render", action="store_true", help="also time the fast renderer's compiled sine")
+    s.add_argument("--full-encode", action="store_true",
+                   help="time the real encoder at its default setting on the first image (slow on CPU)")
+    s.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--skip", default="", help="comma-separated parts to skip: fit,batch,render")
+    s.set_defaults(func=_lazy("tuner_model.bench.speed", "cmd_bench_speed"))
