@@ -90,7 +90,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     f.add_argument("--steps", type=positive, default=1000)
     f.add_argument("--limit", type=positive)
     f.add_argument("--size", type=size)
-    f.add_argument("--guesses", type=bpp_list, default=[2.5, 3.5, 5.0],
+    f.add_argument("--guesses", type=bpp_list, default=[4.5, 5.5, 6.5, 7.5],
                    help="bits-per-parameter guesses that size the candidate networks")
     f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/ratecontrol_table.json)")
     f.set_defaults(func=_lazy("tuner_model.bench.rd", "cmd_rc_fit"))

@@ -167,7 +167,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def fit_table(images: Path, bpps: list[float], steps: int, device: str = "auto", limit: int | None = None,
-              size: tuple[int, int] | None = None, bits_guesses: tuple[float, ...] = (2.5, 3.5, 5.0),
+              size: tuple[int, int] | None = None, bits_guesses: tuple[float, ...] = (4.5, 5.5, 6.5, 7.5),
               log: TextIO | None = None) -> dict:
     """For each rate, try networks sized for a few bits-per-parameter guesses (the encoder's byte-budget
     search then finds Q); keep the size with the best mean PSNR and record its Q and measured bits per
