@@ -18,7 +18,8 @@ from .problems import ProblemError
 
 # Bump whenever the pixels a render produces change (decoder, colour, encoder settings): it is part of
 # every render ETag and cache key, so clients and caches never keep a stale rendering.
-RENDERER_VERSION = "2"  # 2: fast separable renderer with windowed-sinc resampling for upscales
+# 2: fast separable renderer, sinc resampling for upscales; 3: half-width mirror path, compiled sine.
+RENDERER_VERSION = "3"
 
 Fit = Literal["contain", "cover", "fill"]
 Format = Literal["png", "webp", "jpeg", "avif"]
