@@ -4,8 +4,9 @@ torch.bmm), so one worker drains its queue with a few large kernels instead of m
 The math mirrors `models.tuner.TunerNet` and `fit.fit` exactly: the same initial weights (each network
 is built from `options.seed`), the same frozen frequencies, the same loss (each network's mean squared
 error; the networks' losses are summed, and as their parameters are disjoint each gets exactly the
-gradient it would get alone), Adam (elementwise, so stacking changes nothing), the same learning-rate
-schedule, mini-batches and per-column clamp after every step. Only float rounding differs.
+gradient it would get alone), Adam (elementwise, so stacking changes nothing) with the same parameter
+groups, gradient-norm clipping per network (each network's own norm, as it would be alone), the same
+learning-rate schedule, mini-batches and per-column clamp after every step. Only float rounding differs.
 
 Networks the batched path does not cover (SIREN, FFM, learned bounds) are fitted one after another.
 """
@@ -13,7 +14,7 @@ Networks the batched path does not cover (SIREN, FFM, learned bounds) are fitted
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from . import colour as colour_mod
 from .coords import pixel_grid
 from .device import resolve_device
 from .errors import ConfigError, FitCancelled
-from .fit import FitOptions, FitProgress, lr_factor
+from .fit import FitOptions, FitProgress, lr_factor, make_optimizer
 from .image_model import FittedImage, fit_image
 from .metrics import mse_to_psnr
 from .models import ModelConfig, build_model
@@ -124,7 +125,7 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
     with torch.no_grad():  # fit._init_output_bias, per network
         model.out_bias.copy_(targets.mean(dim=1))
 
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=options.lr)
+    opt = make_optimizer(model.named_parameters(), options)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, options))
     gen = torch.Generator(device=device).manual_seed(options.seed)
     batch = n if options.batch_pixels is None else min(options.batch_pixels, n)
@@ -159,6 +160,8 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
             losses = ((pred - targets[:, sel]) ** 2).sum(dim=(1, 2)) / (batch * c)
             losses.sum().backward()
             per_net += losses.detach()
+        if options.clip_grad_norm is not None:
+            clip_per_network(model.parameters(), options.clip_grad_norm)
         opt.step()
         sched.step()
         model.project()
@@ -181,6 +184,19 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
         fitted.meta["psnr"] = round(fitted.measure_psnr(images[k]), 4)
         results[k] = fitted
     return results
+
+
+@torch.no_grad()
+def clip_per_network(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` applied to each stacked network alone: network k's gradients (index k
+    of the leading dimension of every parameter) are scaled by max_norm / (‖g_k‖ + 1e-6) when that is below 1.
+    A norm over the whole stack would clip every network by the others' gradients. Returns the K norms."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # (K,), as torch: norm of norms
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+    return norms
 
 
 @torch.no_grad()
@@ -226,4 +242,4 @@ def _fit_one_by_one(images: Sequence[np.ndarray], config: ModelConfig, options: 
     return results
 
 
-__all__ = ["BatchedTuner", "batchable", "drop_members", "fit_batch"]
+__all__ = ["BatchedTuner", "batchable", "clip_per_network", "drop_members", "fit_batch"]
