@@ -283,6 +283,11 @@ class Database:
                                     started_at=now, progress=0.0, step=0))
             return s.get(Job, job_id) if res.rowcount == 1 else None
 
+    def active_upload_digests(self) -> set[str]:
+        """The uploads that queued or running jobs still need (the sweeper keeps these whatever their age)."""
+        with self.session() as s:
+            return set(s.scalars(select(Job.upload_digest).where(Job.status.in_(ACTIVE)).distinct()))
+
     def resend_due(self, older_than: float, limit: int = 500) -> list[str]:
         """Queued jobs whose message was last sent more than `older_than` seconds ago: the message may be
         lost (a broker restarted without persistence, an API that died between saving the job and sending

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # compiler; renders are eager until it is ready, and stay eager if it fails): ~0.65x the render time.
     render_compile: bool = True
 
+    # Storage lifecycle (local store; docs/SERVICE.md). The render cache is kept under this many bytes by
+    # evicting the least recently used renders; 0 turns the cache off (nothing stored or read). Uploads are
+    # needed only until their job finishes: older ones that no queued or running job uses are deleted.
+    render_cache_max_bytes: int = Field(2 * 1024**3, ge=0)
+    upload_retention_s: float = Field(86_400.0, gt=0)
+    cache_sweep_interval_s: float = Field(60.0, gt=0)
+
     # Worker: time limits, redelivery, recovery
     soft_time_limit_s: int = Field(3000, ge=1)
     hard_time_limit_s: int = Field(3300, ge=2)

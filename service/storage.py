@@ -1,6 +1,8 @@
 """Blob storage behind one small interface: the local filesystem (sharded, atomic writes) or any
 S3-compatible store (boto3; MinIO in compose). Weight blobs and uploads are content-addressed by their
-SHA-256, so writing the same bytes twice is harmless; renders are keyed by their cache key."""
+SHA-256, so writing the same bytes twice is harmless; renders are keyed by their cache key. The local store
+also lists namespaces with sizes and mtimes and refreshes mtimes, which the sweeper (service/sweeper.py)
+uses to bound the render cache (LRU) and to drop old uploads."""
 
 from __future__ import annotations
 
@@ -9,12 +11,17 @@ import hashlib
 import os
 import re
 import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from .settings import Settings
 
 _KEY = re.compile(r"^[a-z]+/[0-9a-f]{16,64}$")
+_NAME = re.compile(r"^[0-9a-f]{16,64}$")
+_NAMESPACE = re.compile(r"^[a-z]+$")
 
 
 class BlobNotFound(KeyError):
@@ -25,12 +32,26 @@ class StorageError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    mtime: float  # last write or touch, Unix seconds
+
+
 class BlobStore(Protocol):
+    # True where listing a namespace and refreshing an mtime are cheap local calls, so the sweeper may
+    # bound the store itself; False for S3, which a bucket lifecycle rule bounds instead (docs/SERVICE.md).
+    lists_cheaply: bool
+
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def ping(self) -> None: ...
+    def list(self, namespace: str) -> Iterator[BlobInfo]: ...
+    def touch(self, key: str) -> bool: ...
+    def delete_unless_newer(self, key: str, than: float) -> bool: ...
 
 
 def digest(data: bytes) -> str:
@@ -38,10 +59,11 @@ def digest(data: bytes) -> str:
 
 
 def put_content(store: BlobStore, namespace: str, data: bytes) -> str:
-    """Store `data` under `namespace/<sha256>` (skipped when present) and return the digest."""
+    """Store `data` under `namespace/<sha256>` and return the digest. When present it is only touched, so a
+    repeated upload counts as recent and the sweeper keeps it."""
     d = digest(data)
     key = f"{namespace}/{d}"
-    if not store.exists(key):
+    if not store.touch(key):
         store.put(key, data)
     return d
 
@@ -54,9 +76,19 @@ def _check_key(key: str) -> tuple[str, str]:
     return ns, name
 
 
+def _check_namespace(namespace: str) -> str:
+    if not _NAMESPACE.match(namespace):
+        raise ValueError(f"bad blob namespace {namespace!r}")
+    return namespace
+
+
 class LocalBlobStore:
     """`root/<namespace>/<ab>/<abcdef...>`; a write goes to a temporary file in the same directory and is
-    renamed into place, so a reader never sees half a blob and a crashed writer leaves no partial key."""
+    renamed into place, so a reader never sees half a blob and a crashed writer leaves no partial key.
+    Deleting a blob another thread is reading is safe: a read opens the file first, and a missing file is
+    BlobNotFound."""
+
+    lists_cheaply = True
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -96,8 +128,63 @@ class LocalBlobStore:
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"{self.root} is not writable")
 
+    def list(self, namespace: str) -> Iterator[BlobInfo]:
+        """Every blob in `namespace` with its size and mtime, in no order. Temporary and set-aside files
+        (dot names) are not blobs; a file deleted while we walk is skipped."""
+        base = self.root / _check_namespace(namespace)
+        for shard in _scan(base):
+            if not shard.is_dir(follow_symlinks=False):
+                continue
+            for entry in _scan(Path(shard.path)):
+                if not _NAME.match(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield BlobInfo(f"{namespace}/{entry.name}", st.st_size, st.st_mtime)
+
+    def touch(self, key: str) -> bool:
+        """Sets the mtime to now (recency for the sweeper); False when the blob is missing."""
+        try:
+            os.utime(self._path(key))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete_unless_newer(self, key: str, than: float) -> bool:
+        """Deletes the blob unless it was written or touched after `than` (a concurrent put or touch wins).
+        The file is first renamed aside, which a later touch can't refresh, and only then is its mtime
+        checked, so a put or touch that raced the check either shows in the mtime (the file goes back)
+        or found the key gone and wrote it again. Returns whether it was deleted."""
+        path = self._path(key)
+        aside = path.with_name(f".del-{path.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        if aside.stat().st_mtime > than:
+            os.replace(aside, path)  # a concurrent put of the same key holds the same bytes
+            return False
+        aside.unlink()
+        return True
+
+
+def _scan(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
 
 class S3BlobStore:
+    """No sweeping here: listing a bucket is paged and billed per request, and an object's LastModified can
+    only be refreshed by copying it, so `touch` only reports existence. A lifecycle rule on the bucket
+    bounds `renders/` (docs/SERVICE.md)."""
+
+    lists_cheaply = False
+
     def __init__(self, bucket: str, prefix: str = "", **client_kwargs: object) -> None:
         import boto3
         from botocore.config import Config
@@ -146,6 +233,23 @@ class S3BlobStore:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+
+    def list(self, namespace: str) -> Iterator[BlobInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        prefix = f"{self.prefix}{_check_namespace(namespace)}/"
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix):]
+                if _NAME.match(name):
+                    yield BlobInfo(f"{namespace}/{name}", obj["Size"], obj["LastModified"].timestamp())
+
+    def touch(self, key: str) -> bool:
+        # Refreshing LastModified would mean copying the object onto itself; the lifecycle rule expires by
+        # age instead, so this only answers whether the key exists.
+        return self.exists(key)
+
+    def delete_unless_newer(self, key: str, than: float) -> bool:
+        raise NotImplementedError("S3 stores are not swept: bound them with a bucket lifecycle rule")
 
     def ping(self) -> None:
         try:
