@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from celery import Celery
 from fastapi import FastAPI
 
 from service.db import Database
 from service.settings import Settings
 from service.storage import BlobStore, make_store
+from service.sweeper import Sweeper
 
 from . import problems
 from .limits import BodySizeLimit
@@ -22,7 +26,17 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
 
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = FastAPI(title="TUNER image service",
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The sweeper bounds the render cache and old uploads while the app serves (no-op on S3).
+        app.state.sweeper.start()
+        try:
+            yield
+        finally:
+            app.state.sweeper.stop()
+
+    app = FastAPI(title="TUNER image service", lifespan=lifespan,
                   description="Upload an image; a worker fits a small sinusoidal network to it; the network's "
                               "weights are the compressed image, rendered back at any size.",
                   version="1.0.0", docs_url="/docs", openapi_url="/openapi.json")
@@ -34,6 +48,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app.state.store = store
     app.state.celery = celery or create_celery(settings)
     app.state.renderer = Renderer(settings, store)
+    app.state.sweeper = Sweeper(settings, store, db)
     if settings.render_compile:
         from tuner_model.fast_render import warm_up_in_background
 

@@ -1,6 +1,6 @@
 """Rendering an image from its blob: output geometry (fit modes, crop, caps), a strong cache key, a
-cache of rendered files in the blob store, a small LRU of decoded networks, and a bound on concurrent
-renders so that overload answers 429 rather than queueing without end."""
+cache of rendered files in the blob store (bounded by service/sweeper.py), a small LRU of decoded
+networks, and a bound on concurrent renders so that overload answers 429 rather than queueing without end."""
 
 from __future__ import annotations
 
@@ -100,13 +100,23 @@ class Renderer:
         self._decoded: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def caching(self) -> bool:
+        return self.settings.render_cache_max_bytes > 0
+
     def cached(self, key: str) -> bytes | None:
+        """The cached render, or None (also when the sweeper deleted it meanwhile: a miss, never an error)."""
         from service.storage import BlobNotFound
 
+        if not self.caching:
+            return None
         try:
-            return self.store.get(f"renders/{key}")
+            data = self.store.get(f"renders/{key}")
         except BlobNotFound:
             return None
+        if self.store.lists_cheaply:
+            self.store.touch(f"renders/{key}")  # recency for the sweeper's LRU eviction
+        return data
 
     def render(self, blob_digest: str, p: RenderPlan) -> bytes:
         """Render and encode (blocking: call it from a worker thread), then keep it in the render cache."""
@@ -121,7 +131,8 @@ class Renderer:
             data = encode_image(pixels, p.format, p.quality)
         finally:
             self._slots.release()
-        self.store.put(f"renders/{p.cache_key(blob_digest)}", data)
+        if self.caching and len(data) <= self.settings.render_cache_max_bytes:  # a larger one would go at once
+            self.store.put(f"renders/{p.cache_key(blob_digest)}", data)
         return data
 
     def _fitted(self, blob_digest: str) -> Any:

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from service.db import ACTIVE, SUCCEEDED, Job, new_job_id
-from service.storage import BlobNotFound, put_content
+from service.storage import BlobNotFound, BlobStore, digest, put_content
 from worker.app import FIT_QUEUE, FIT_TASK
 
 from ..deps import CeleryDep, DbDep, MetricsDep, RendererDep, SettingsDep, StoreDep
@@ -97,7 +97,8 @@ async def upload_image(
         raise ProblemError(400, "empty upload")
     params = _params(bpp, psnr, steps, fields, settings.max_steps)
     width, height, channels = await run_in_threadpool(_sniff, data, settings.max_image_pixels)
-    upload_digest = await run_in_threadpool(put_content, store, "uploads", data)
+    # Dedupe works on the records, so an upload is stored only when a new job will need it (below).
+    upload_digest = await run_in_threadpool(digest, data)
     canonical = json.dumps(params.canonical(), sort_keys=True)
     fingerprint = hashlib.sha256(f"{upload_digest}|{canonical}".encode()).hexdigest()
     image_id = "img_" + fingerprint[:32]
@@ -129,6 +130,7 @@ async def upload_image(
     if await run_in_threadpool(db.count_jobs, ACTIVE) >= settings.max_pending_jobs:
         raise ProblemError(429, "too many jobs waiting; retry later", headers={"Retry-After": "30"})
 
+    await run_in_threadpool(put_content, store, "uploads", data)
     job = Job(id=new_job_id(), image_id=image_id, status="queued", progress=0.0, step=0,
               steps=params.steps or settings.default_steps, params=params.model_dump(), upload_digest=upload_digest,
               attempts=0, cancel_requested=0, created_at=time.time(), sent_at=time.time(),
@@ -136,6 +138,7 @@ async def upload_image(
     stored = await run_in_threadpool(db.add_job, job, idempotency_key, fingerprint)
     if stored.id != job.id:
         return accepted(stored, True)
+    await run_in_threadpool(_keep_upload, store, upload_digest, data)
     # If this process dies before the message is sent, the job is still safe: it is queued with sent_at set,
     # and a worker's recovery scan sends it once TUNER_RESEND_QUEUED_AFTER_S has passed.
     try:
@@ -145,6 +148,15 @@ async def upload_image(
         await run_in_threadpool(db.fail_job, job.id, "the queue was unavailable when the job was submitted")
         raise ProblemError(503, "the job queue is unavailable; retry later", headers={"Retry-After": "10"}) from None
     return accepted(job, False)
+
+
+def _keep_upload(store: BlobStore, upload_digest: str, data: bytes) -> None:
+    """The sweeper may have deleted an old identical upload between our put (which only touched it) and the
+    job row that now protects it; we still hold the bytes, so put them back before any worker looks."""
+    key = f"uploads/{upload_digest}"
+    if not store.exists(key):
+        log.info("upload %s was swept before its job was saved; storing it again", upload_digest)
+        store.put(key, data)
 
 
 @router.get("/{image_id}", response_model=ImageOut, responses={404: {"model": Problem}})
