@@ -36,6 +36,11 @@ CODEC_BETAS, CODEC_CLIP, CODEC_PHASE_LR = (0.9, 0.99), 0.02, 10.0  # the float f
 DEFAULT_BPP = 2.0
 QAT_FRACTION = 0.2  # fine-tuning steps as a share of the fit's
 MAX_QAT_STEPS = 500
+
+
+def qat_steps_for(steps: int) -> int:
+    """Fine-tuning steps after a fit of `steps`: QAT_FRACTION of them, at least 10, at most MAX_QAT_STEPS."""
+    return min(MAX_QAT_STEPS, max(10, int(steps * QAT_FRACTION)))
 PSNR_ATTEMPTS = 3
 MIN_PSNR_MODE_BYTES = 160  # header + a network of a few dozen parameters
 
@@ -224,7 +229,7 @@ def _rate_setup(shape: tuple[int, ...], bpp: float, steps: int, device: str = "a
     colour = colour or ("gray" if c == 1 else "rgb")
     colour_mod.check(colour, c)
     rc = ratecontrol.plan_for_bpp(bpp, w, h, c)
-    n_qat = qat_steps if qat_steps is not None else min(MAX_QAT_STEPS, max(10, int(steps * QAT_FRACTION)))
+    n_qat = qat_steps if qat_steps is not None else qat_steps_for(steps)
     return _RateSetup(width=w, height=h, channels=c, colour=colour, bpp=bpp, budget=rc.target_bytes,
                       net_width=net_width or rc.width, levels=levels, q_plan=levels or rc.levels, steps=steps,
                       n_qat=n_qat, device=str(resolve_device(device)), seed=seed)
@@ -292,11 +297,16 @@ def _quantize(setup: _RateSetup, image: np.ndarray, target: np.ndarray, fitted: 
     if q is None:
         q = _first_levels(setup, fitted)
         if setup.n_qat:
-            qat_finetune(fitted.model, target, plan(fitted.model, QuantSpec(setup.q_plan).with_levels(q)),
-                         setup.n_qat, device=setup.device, progress=_qat_progress(setup, progress),
-                         should_cancel=should_cancel)
-            fitted.model.cpu()
+            _fine_tune(setup, fitted, target, q, setup.n_qat, _qat_progress(setup, progress), should_cancel)
     return _finish(setup, image, target, fitted, q, seconds, progress, should_cancel)
+
+
+def _fine_tune(setup: _RateSetup, fitted: FittedImage, target: np.ndarray, q: int, steps: int,
+               progress: Callable[[int, float], None] | None, should_cancel: Cancel | None) -> None:
+    """Quantization-aware fine-tuning of `fitted` in place at Q = q."""
+    qat_finetune(fitted.model, target, plan(fitted.model, QuantSpec(setup.q_plan).with_levels(q)), steps,
+                 device=setup.device, progress=progress, should_cancel=should_cancel)
+    fitted.model.cpu()
 
 
 def _finish(setup: _RateSetup, image: np.ndarray, target: np.ndarray, fitted: FittedImage, q: int, seconds: float,
@@ -313,10 +323,7 @@ def _finish(setup: _RateSetup, image: np.ndarray, target: np.ndarray, fitted: Fi
         if q2 is None:
             raise _OverBudget(after_qat=True)
         if q2 < q and setup.n_qat:
-            retune = max(1, setup.n_qat // 2)
-            qat_finetune(fitted.model, target, plan(fitted.model, spec.with_levels(q2)), retune,
-                         device=setup.device, should_cancel=should_cancel)
-            fitted.model.cpu()
+            _fine_tune(setup, fitted, target, q2, max(1, setup.n_qat // 2), None, should_cancel)
             q3 = _search_levels(fitted, spec, setup.budget, hi=q2, guess=q2)  # no finer than it was tuned at
             if q3 is None:
                 raise _OverBudget(after_qat=True)
@@ -407,7 +414,7 @@ def _reach_target(image: np.ndarray, settings: EncodeSettings, first: tuple[Fitt
 
 def _reporter(settings: EncodeSettings, sink: Callable[[FitProgress], None] | None) -> _Progress:
     steps = settings.steps or DEFAULT_STEPS
-    return _Progress(sink, steps + min(MAX_QAT_STEPS, max(10, int(steps * QAT_FRACTION))))
+    return _Progress(sink, steps + qat_steps_for(steps))
 
 
 def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),

@@ -155,10 +155,10 @@ def _variant_unavailable(variant: str, dev: torch.device) -> str | None:
 def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: int, warmup: int,
               dev: torch.device, skipped: list[dict], say: Callable[[str], None]) -> list[dict[str, Any]]:
     """ms per full-image step (and PSNR after `steps`) per width and variant; fp32-eager is the baseline."""
-    from ..encoder import DEFAULT_STEPS, MAX_QAT_STEPS, QAT_FRACTION, default_config
+    from ..encoder import DEFAULT_STEPS, default_config, qat_steps_for
 
     h, w, c = image.shape
-    encoder_steps = DEFAULT_STEPS + min(MAX_QAT_STEPS, max(10, int(DEFAULT_STEPS * QAT_FRACTION)))
+    encoder_steps = DEFAULT_STEPS + qat_steps_for(DEFAULT_STEPS)
     rows = []
     run = ["fp32-eager"] + [v for v in variants if v != "fp32-eager"]
     for width in widths:
