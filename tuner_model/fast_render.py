@@ -95,11 +95,11 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
     t_max = min(rows, ny)
     sin_ = _sin_impl()
 
-    def first(lo: int, hi: int, e_part: torch.Tensor, r: slice, dest: torch.Tensor) -> None:
+    def first(lo: int, hi: int, e_part: torch.Tensor, r: slice, dest: torch.Tensor, with_bias: bool) -> None:
         # (t·n, K) @ (K, W) with the left factor read transposed in place (no copy).
         k = e_part.shape[0]
         torch.mm(coef[r, lo:hi].reshape(k, -1).T, e_part, out=dest.view(-1, e_part.shape[1]))
-        if bias is not None and r.start in (None, 0):
+        if with_bias and bias is not None:
             dest += bias
 
     def finish(y: torch.Tensor, dest: torch.Tensor) -> None:
@@ -122,8 +122,8 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
         for lo in range(0, ny, rows):
             hi = min(ny, lo + rows)
             p, q = pbuf[: hi - lo], qbuf[: hi - lo]
-            first(lo, hi, e_cos, slice(0, n_cos), p)
-            first(lo, hi, e_sin, slice(n_cos, None), q)
+            first(lo, hi, e_cos, slice(0, n_cos), p, with_bias=True)  # a constant is even
+            first(lo, hi, e_sin, slice(n_cos, None), q, with_bias=False)
             fold(p, q)  # p <- sin(C + S), q <- sin(C − S)
             finish(p, out[lo:hi, :, mid:])
             lv = left[: hi - lo]
@@ -135,7 +135,7 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
         for lo in range(0, ny, rows):
             hi = min(ny, lo + rows)
             z = zbuf[: hi - lo]  # (t, n, W)
-            first(lo, hi, e, slice(None), z)
+            first(lo, hi, e, slice(None), z, with_bias=True)
             finish(sin_(z), out[lo:hi])
     out += cb
     return out.permute(0, 2, 1).contiguous()
