@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -43,3 +45,18 @@ def redis_url() -> str:
             pytest.fail(f"Redis is required in CI and is not answering at {REDIS_URL}: {e}")
         pytest.skip(f"no Redis at {REDIS_URL}")
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server on a free loopback port, shared by the S3 store tests."""
+    server_mod = pytest.importorskip("moto.server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -3,7 +3,6 @@ in server mode on loopback (a real HTTP S3 endpoint, boto3 unpatched)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -51,20 +50,6 @@ def test_local_store_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: py
         store.put(key, b"data")
     assert not store.exists(key)
     assert not list((tmp_path / "blobs" / "aa").iterdir())
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    server_mod = pytest.importorskip("moto.server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def test_s3_store_against_moto_server(moto_endpoint: str, tmp_path: Path) -> None:

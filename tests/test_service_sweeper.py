@@ -6,7 +6,6 @@ swept between the API's put and its job row is stored again. Passes are run dire
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import uuid
@@ -258,28 +257,19 @@ def test_active_upload_digests(db_url: str) -> None:
 
 
 # S3 -------------------------------------------------------------------------------------------------------------
-def test_s3_is_left_to_its_lifecycle_rule(tmp_path: Path) -> None:
-    server_mod = pytest.importorskip("moto.server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        store = S3BlobStore("tuner-sweep", prefix="p", endpoint_url=f"http://127.0.0.1:{port}",
-                            region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
-        store.ensure_bucket()
-        d = put_content(store, "renders", b"x" * 123)
-        put_content(store, "uploads", b"y")
-        [info] = store.list("renders")
-        assert (info.key, info.size) == (f"renders/{d}", 123) and abs(info.mtime - time.time()) < 600
-        assert store.touch(f"renders/{d}") and not store.touch("renders/" + "0" * 64)
-        with pytest.raises(NotImplementedError):
-            store.delete_unless_newer(f"renders/{d}", time.time())
-        sweeper = Sweeper(_settings(tmp_path, render_cache_max_bytes=0), store,
-                          Database(f"sqlite:///{tmp_path / 'tuner.sqlite'}"))
-        assert not sweeper.enabled and sweeper.sweep_once().renders_deleted == 0
-        sweeper.start()
-        assert sweeper._thread is None and store.exists(f"renders/{d}")
-    finally:
-        server.stop()
+def test_s3_is_left_to_its_lifecycle_rule(moto_endpoint: str, tmp_path: Path) -> None:
+    store = S3BlobStore("tuner-sweep", prefix="p", endpoint_url=moto_endpoint,
+                        region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+    store.ensure_bucket()
+    d = put_content(store, "renders", b"x" * 123)
+    put_content(store, "uploads", b"y")
+    [info] = store.list("renders")
+    assert (info.key, info.size) == (f"renders/{d}", 123) and abs(info.mtime - time.time()) < 600
+    assert store.touch(f"renders/{d}") and not store.touch("renders/" + "0" * 64)
+    with pytest.raises(NotImplementedError):
+        store.delete_unless_newer(f"renders/{d}", time.time())
+    sweeper = Sweeper(_settings(tmp_path, render_cache_max_bytes=0), store,
+                      Database(f"sqlite:///{tmp_path / 'tuner.sqlite'}"))
+    assert not sweeper.enabled and sweeper.sweep_once().renders_deleted == 0
+    sweeper.start()
+    assert sweeper._thread is None and store.exists(f"renders/{d}")
