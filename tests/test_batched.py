@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tuner_model.batched import clip_per_network, fit_batch
 from tuner_model.errors import ConfigError, FitCancelled
-from tuner_model.fit import FitOptions
-from tuner_model.image_model import fit_image
 from tuner_model.models import ModelConfig
+from tuner_model.train.batched import clip_per_network, fit_batch
+from tuner_model.train.fit import FitOptions, fit_image
 
 CFG = ModelConfig(arch="tuner", channels=3, input_width=24, hidden=(24,), bandlimit=16, block_limit=6)
 

@@ -11,11 +11,11 @@ from tuner_model import fast_render as fr
 from tuner_model.colour import forward
 from tuner_model.coords import Crop
 from tuner_model.encoder import default_config
-from tuner_model.fit import FitOptions, fit
 from tuner_model.image_model import FittedImage
 from tuner_model.metrics import psnr
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.render import render
+from tuner_model.train.fit import FitOptions, fit
 
 FAITHFUL_DB = 45.0
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tuner_model.fit import FitOptions, fit
 from tuner_model.models import ModelConfig, build_model
+from tuner_model.train.fit import FitOptions, fit
 
 
 def _tuner(**kw) -> torch.nn.Module:
@@ -105,7 +105,7 @@ def test_8_10_non_square_pixels_are_not_misaligned():
     horizontal ramp, and so for a vertical one."""
     h, w = 6, 14
     ramp = np.broadcast_to(np.linspace(0, 1, w, dtype=np.float32)[None, :, None], (h, w, 1)).copy()
-    from tuner_model.image_model import fit_image
+    from tuner_model.train.fit import fit_image
 
     cfg = ModelConfig(arch="tuner", channels=1, input_width=16, hidden=(16,), bandlimit=8, block_limit=3)
     for img in (ramp, np.ascontiguousarray(np.transpose(ramp, (1, 0, 2)))):

@@ -5,11 +5,10 @@ import pytest
 
 from tuner_model.coords import Crop
 from tuner_model.errors import ConfigError
-from tuner_model.fit import FitOptions
-from tuner_model.image_model import fit_image
 from tuner_model.metrics import psnr
 from tuner_model.models import ModelConfig
 from tuner_model.render import output_size
+from tuner_model.train.fit import FitOptions, fit_image
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tuner_model.fit import FitOptions, fit
 from tuner_model.models import ModelConfig, build_model
+from tuner_model.train.fit import FitOptions, fit
 
 
 def _grid(n: int, span: float) -> torch.Tensor:

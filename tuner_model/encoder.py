@@ -20,14 +20,14 @@ import torch
 from . import colour as colour_mod
 from . import ratecontrol
 from .codec import encode_blob, entropy
-from .codec.qat import qat_finetune, qat_finetune_batch
 from .codec.quant import MAX_LEVELS, QuantSpec, plan, snap
 from .device import resolve_device
 from .errors import ConfigError, FitCancelled, TunerError
-from .fit import FitOptions, FitProgress, fit
 from .frequencies import cycles_to_k
 from .image_model import FittedImage
 from .models import ModelConfig, build_model
+from .train.fit import FitOptions, FitProgress, fit
+from .train.qat import qat_finetune, qat_finetune_batch
 
 DEFAULT_STEPS = 1000
 CODEC_BETAS, CODEC_CLIP, CODEC_PHASE_LR = (0.9, 0.99), 0.02, 10.0  # the float fit's Adam (fit_options)
@@ -469,7 +469,7 @@ def _is_cancelled(cancel: Cancel | None) -> bool:
 def _batched_float_fit(setup: _RateSetup, images: Sequence[np.ndarray], progress: Sequence[RateProgress],
                        cancels: Sequence[Cancel | None]) -> list[_FirstFit | None]:
     """The first attempt's float fit of every image as one `fit_batch` (None for a cancelled image)."""
-    from .batched import fit_batch  # only batches pay for importing it
+    from .train.batched import fit_batch  # only batches pay for importing it
 
     config = setup.config(setup.net_width)
 

@@ -9,12 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import colour as colour_mod
 from .coords import FULL, Crop
 from .fast_render import render_fast
-from .fit import FitOptions, FitProgress, fit
 from .metrics import psnr
-from .models import ModelConfig, build_model
+from .models import ModelConfig
 
 
 @dataclass
@@ -40,19 +38,4 @@ class FittedImage:
         return psnr(self.render(device=device), image)
 
 
-def fit_image(image: np.ndarray, config: ModelConfig, options: FitOptions = FitOptions(),
-              colour: str = "rgb", progress=None, should_cancel=None) -> FittedImage:
-    """Fit a fresh network of `config` to an (H, W, C) RGB/gray image in [0, 1]."""
-    h, w, c = image.shape
-    colour_mod.check(colour, c)
-    target = colour_mod.forward(image, colour)
-    model = build_model(config, seed=options.seed)
-    result = fit(model, target, options, progress=progress, should_cancel=should_cancel)
-    model = result.model.cpu()
-    fitted = FittedImage(config, w, h, model, colour)
-    fitted.meta.update(steps=result.steps, seconds=round(result.seconds, 3), device=result.device)
-    fitted.meta["psnr"] = round(fitted.measure_psnr(image), 4)
-    return fitted
-
-
-__all__ = ["FittedImage", "fit_image", "FitOptions", "FitProgress"]
+__all__ = ["FittedImage"]

@@ -22,9 +22,9 @@ from PIL import Image
 
 from ..device import resolve_device
 from ..errors import ConfigError, ImageError
-from ..fit import FitOptions, fit, image_targets
 from ..metrics import gradient_psnr, psnr
 from ..models import ModelConfig, build_model
+from ..train.fit import FitOptions, fit, image_targets
 
 SIZE = 512
 HOLDOUT = 0.05

@@ -192,9 +192,9 @@ def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: 
 def time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup: int,
                    dev: torch.device) -> tuple[float, float, int | None]:
     """(ms per step, PSNR after warmup + steps, peak GPU bytes) of full-batch Adam steps with the clamp."""
-    from ..fit import image_targets
     from ..metrics import mse_to_psnr
     from ..models import build_model
+    from ..train.fit import image_targets
 
     model = build_model(config, seed=0).to(dev).train()
     coords, values = image_targets(image, dev)
@@ -262,10 +262,9 @@ def bench_full_encode(image: np.ndarray, device: str, say: Callable[[str], None]
 def bench_batched(images: list[np.ndarray], width: int, steps: int, warmup: int, dev: torch.device,
                   say: Callable[[str], None]) -> dict[str, Any]:
     """Images per second fitting K images at once against one after another (same steps)."""
-    from ..batched import fit_batch
     from ..encoder import default_config
-    from ..fit import FitOptions
-    from ..image_model import fit_image
+    from ..train.batched import fit_batch
+    from ..train.fit import FitOptions, fit_image
 
     h, w, c = images[0].shape
     config = default_config(w, h, c, width)

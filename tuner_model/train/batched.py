@@ -9,25 +9,25 @@ groups, gradient-norm clipping per network (each network's own norm, as it would
 learning-rate schedule, mini-batches and per-column clamp after every step. Only float rounding differs.
 
 Networks the batched path does not cover (SIREN, FFM, learned bounds) are fitted one after another.
+The loop is loop.py's, the step the objective's (the grid path for stacked TUNER networks too).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from . import colour as colour_mod
-from .coords import pixel_grid
-from .device import resolve_device
-from .errors import ConfigError, FitCancelled
-from .fit import FitOptions, FitProgress, lr_factor, make_optimizer
-from .image_model import FittedImage, fit_image
-from .metrics import mse_to_psnr
-from .models import ModelConfig, build_model
-from .models.tuner import TunerNet
+from .. import colour as colour_mod
+from ..device import resolve_device
+from ..errors import ConfigError, FitCancelled
+from ..image_model import FittedImage
+from ..metrics import mse_to_psnr
+from ..models import ModelConfig, build_model
+from ..models.tuner import TunerNet
+from .fit import FitOptions, FitProgress, fit_image, loop_options, make_objective
+from .loop import train
 
 
 class BatchedTuner(torch.nn.Module):
@@ -37,6 +37,7 @@ class BatchedTuner(torch.nn.Module):
         super().__init__()
         first = nets[0]
         self.config: ModelConfig = first.config
+        self.register_buffer("k", first.k.clone(), persistent=False)
         self.register_buffer("omega", first.omega.clone(), persistent=False)
         self.phase = torch.nn.Parameter(torch.stack([n.phase.detach() for n in nets]))  # (K, m)
         self.hidden = torch.nn.ParameterList(
@@ -58,6 +59,9 @@ class BatchedTuner(torch.nn.Module):
         for v, b in zip(self.hidden, self.hidden_bias, strict=True):
             y = torch.sin(torch.baddbmm((wh * b)[:, None, :], y, (wh * v).transpose(1, 2)))
         return torch.baddbmm(self.out_bias[:, None, :], y, self.out_weight.transpose(1, 2))
+
+    def penalty(self) -> None:
+        return None  # learned bounds have no batched form
 
     @torch.no_grad()
     def project(self) -> None:
@@ -117,70 +121,29 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
     torch.manual_seed(options.seed)
     nets = [build_model(config, seed=options.seed) for _ in images]
     model = BatchedTuner(nets).to(device).train()  # type: ignore[arg-type]
-    coords = pixel_grid(w, h, (w, h), device=device)
-    targets = torch.stack([torch.as_tensor(np.ascontiguousarray(colour_mod.forward(im, colour)), dtype=torch.float32)
-                           for im in images]).to(device).reshape(len(images), -1, c)
-    n = coords.shape[0]
-    k_count = len(images)
+    targets = [colour_mod.forward(im, colour) for im in images]
     with torch.no_grad():  # fit._init_output_bias, per network
-        model.out_bias.copy_(targets.mean(dim=1))
+        model.out_bias.copy_(torch.stack([torch.as_tensor(t.reshape(-1, c).mean(axis=0, dtype=np.float64),
+                                                          dtype=torch.float32) for t in targets]))
+    objective = make_objective(model, targets, options, device, stacked=True)
 
-    opt = make_optimizer(model.named_parameters(), options)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, options))
-    gen = torch.Generator(device=device).manual_seed(options.seed)
-    batch = n if options.batch_pixels is None else min(options.batch_pixels, n)
-    chunk = max(1024, options.chunk_pixels // k_count)  # the same activation memory as one network's chunk
-    perm, cursor = None, n
-    start = time.perf_counter()
-    per_net = torch.zeros(k_count, device=device)
-    live = list(range(k_count))  # the images still fitting, in the order of the stacked networks
-    for step in range(options.steps):
-        if should_cancel is not None and should_cancel():
-            raise FitCancelled(f"fit cancelled at step {step}")
-        if member_cancelled is not None:
-            keep = [j for j, k in enumerate(live) if not member_cancelled(k)]
-            if not keep:
-                raise FitCancelled(f"every image of the batch was cancelled at step {step}")
-            if len(keep) < len(live):
-                targets = drop_members(model, opt, targets, keep)
-                live = [live[j] for j in keep]
-        if batch == n:
-            idx = None
-        else:
-            if cursor + batch > n:
-                perm, cursor = torch.randperm(n, generator=gen, device=device), 0
-            idx = perm[cursor : cursor + batch]
-            cursor += batch
-        opt.zero_grad(set_to_none=True)
-        per_net = torch.zeros(len(live), device=device)
-        for lo in range(0, batch, chunk):
-            hi = min(batch, lo + chunk)
-            sel = slice(lo, hi) if idx is None else idx[lo:hi]
-            pred = model(coords[sel])  # (K, chunk, C)
-            losses = ((pred - targets[:, sel]) ** 2).sum(dim=(1, 2)) / (batch * c)
-            losses.sum().backward()
-            per_net += losses.detach()
-        if options.clip_grad_norm is not None:
-            clip_per_network(model.parameters(), options.clip_grad_norm)
-        opt.step()
-        sched.step()
-        model.project()
-        reporting = progress is not None or member_progress is not None
-        if reporting and ((step + 1) % options.progress_every == 0 or step + 1 == options.steps):
-            losses = per_net.tolist()
-            if progress is not None:
-                mean = sum(losses) / len(losses)
-                progress(FitProgress(step + 1, options.steps, mean, mse_to_psnr(mean)))
-            if member_progress is not None:
-                for k, loss in zip(live, losses, strict=True):
-                    member_progress(k, FitProgress(step + 1, options.steps, loss, mse_to_psnr(loss)))
-    seconds = time.perf_counter() - start
-    model.eval()
-    results: list[FittedImage | None] = [None] * k_count
+    def report(step: int, live: list[int], losses: list[float]) -> None:
+        if progress is not None:
+            mean = sum(losses) / len(losses)
+            progress(FitProgress(step, options.steps, mean, mse_to_psnr(mean)))
+        if member_progress is not None:
+            for k, loss in zip(live, losses, strict=True):
+                member_progress(k, FitProgress(step, options.steps, loss, mse_to_psnr(loss)))
+
+    result = train(model, objective, loop_options(options), stacked=True, progress=report,
+                   should_cancel=should_cancel, member_cancelled=member_cancelled)
+    live = [k for k, loss in enumerate(result.losses) if loss is not None]
+    results: list[FittedImage | None] = [None] * len(images)
     for j, k in enumerate(live):
         net = model.unstack(j, options.seed)
         fitted = FittedImage(config, w, h, net, colour)
-        fitted.meta.update(steps=options.steps, seconds=round(seconds, 3), device=str(device), batch=k_count)
+        fitted.meta.update(steps=options.steps, seconds=round(result.seconds, 3), device=str(device),
+                           batch=len(images))
         fitted.meta["psnr"] = round(fitted.measure_psnr(images[k]), 4)
         results[k] = fitted
     return results
@@ -200,13 +163,12 @@ def clip_per_network(params: Iterable[torch.nn.Parameter], max_norm: float) -> t
 
 
 @torch.no_grad()
-def drop_members(model: BatchedTuner, opt: torch.optim.Optimizer, targets: torch.Tensor,
-                 keep: list[int]) -> torch.Tensor:
+def drop_members(model: BatchedTuner, opt: torch.optim.Optimizer, keep: list[int]) -> None:
     """Keeps only the stacked networks at positions `keep`, with their Adam moments: the survivors go on
     exactly as if the dropped ones had never been there (their parameters and gradients are disjoint).
     New Parameter objects replace the old ones (autograd remembers a parameter's shape), in the model and in
     the optimizer's groups, which the learning-rate schedule keeps using."""
-    idx = torch.tensor(keep, device=targets.device)
+    idx = torch.tensor(keep, device=next(model.parameters()).device)
     swaps: dict[torch.nn.Parameter, torch.nn.Parameter] = {}
     for name, p in list(model.named_parameters()):
         new = torch.nn.Parameter(p.detach().index_select(0, idx), requires_grad=p.requires_grad)
@@ -219,7 +181,6 @@ def drop_members(model: BatchedTuner, opt: torch.optim.Optimizer, targets: torch
                               for k, v in state.items()}
     for group in opt.param_groups:
         group["params"] = [swaps.get(p, p) for p in group["params"]]
-    return targets.index_select(0, idx)
 
 
 def _fit_one_by_one(images: Sequence[np.ndarray], config: ModelConfig, options: FitOptions, colour: str,

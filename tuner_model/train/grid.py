@@ -1,0 +1,252 @@
+"""Training TUNER networks on a pixel grid: the input layer summed separably, the rest in fused tiles.
+
+On a grid of pixel centres (xs × ys) TUNER's first hidden pre-activation separates (fast_render.py
+derives it): with the columns grouped by their integer kx,
+    z_i(x, y) = Σ_r coef[r, y, i] · e[r, x],
+where the rows r of e are cos(ω_d x) for every distinct kx_d and sin(ω_d x) for kx_d ≠ 0, and
+coef[r, y] = sin(ωy·y + φ)[:, cols_d] @ W[:, cols_d]ᵀ (or cos) holds all that depends on y, the phases
+and the first hidden matrix. The inner dimension of the big product is 2·#{kx} − 1 (33 for the 264-wide
+network) instead of m, and coef costs O(H·m·n) instead of O(H·W·m·n).
+
+`GridMSE` then runs, tile of rows by tile, the forward pass (product, sine, deeper layers, output
+layer), the mean squared error and the backward pass by hand, keeping only one tile's activations: the
+sine's cosine is computed next to it and used at once, nothing image-sized is stored for autograd. It
+returns the loss and hands autograd the gradient with respect to coef (and the deeper layers and output
+layer), from which autograd gets the phases', first matrix's and biases' gradients through the small
+coef computation. The same function, summed in another order: gradients equal to the dense path's up
+to float32 rounding (tests/test_train_grid.py).
+
+Every network here is stacked (a leading K dimension, K >= 1): one TunerNet is K = 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import FitCancelled
+
+TILE_ELEMENTS = 1 << 21  # pre-activations per tile: 8 MB of float32 stays in cache
+CANCEL_EVERY_TILES = 16  # poll the cancel callback this often inside a step
+
+
+@dataclass(frozen=True)
+class Separable:
+    """The x-side of the separable first layer for one set of frequencies on one grid: the columns'
+    order (grouped by kx), the group boundaries, the x table e and the y frequencies."""
+
+    order: torch.Tensor  # (m,) column permutation
+    bounds: tuple[int, ...]  # group g is columns order[bounds[g]:bounds[g+1]]
+    cos_groups: tuple[int, ...]  # groups whose cosine row exists (all)
+    sin_groups: tuple[int, ...]  # groups with kx != 0 (sin 0 = 0 adds nothing)
+    zero_row: int | None  # the row of e that is cos(0·x) = 1 (carries the first hidden bias), if any
+    e: torch.Tensor  # (R, W) float32: rows cos(ω_d x) for every group, then sin(ω_d x) for kx_d != 0
+    omega_y: torch.Tensor  # (m,) float64, ωy of each column in `order`
+    ys: torch.Tensor  # (H,) float64 row coordinates
+
+    @property
+    def rows(self) -> int:
+        return self.e.shape[0] + (1 if self.zero_row is None else 0)
+
+
+def separable(k: torch.Tensor, period: float, xs: torch.Tensor, ys: torch.Tensor) -> Separable:
+    """The separable factors' fixed part for integer frequencies `k` (m, 2) on the grid xs × ys."""
+    k = k.to(torch.int64).cpu()
+    scale = 2 * math.pi / period
+    kxs, group = torch.unique(k[:, 0], return_inverse=True)
+    order = torch.argsort(group, stable=True)
+    bounds = tuple(torch.searchsorted(group[order], torch.arange(kxs.numel() + 1)).tolist())
+    xs64 = xs.to(torch.float64).cpu()
+    ax = (scale * kxs.to(torch.float64))[:, None] * xs64[None, :]
+    nonzero = tuple(g for g in range(kxs.numel()) if int(kxs[g]) != 0)
+    zero = [g for g in range(kxs.numel()) if int(kxs[g]) == 0]
+    rows = [torch.cos(ax), torch.sin(ax[list(nonzero)])]
+    zero_row = zero[0] if zero else None
+    if zero_row is None:  # no kx = 0 column: a constant row of its own carries the bias
+        rows.append(torch.ones((1, xs64.numel()), dtype=torch.float64))
+    e = torch.cat(rows).to(torch.float32).to(xs.device)
+    return Separable(order=order.to(xs.device), bounds=bounds, cos_groups=tuple(range(kxs.numel())),
+                     sin_groups=nonzero, zero_row=zero_row, e=e,
+                     omega_y=(scale * k[order, 1].to(torch.float64)).to(xs.device), ys=ys.to(torch.float64))
+
+
+@dataclass
+class TunerTensors:
+    """K stacked TUNER networks as the tensors the grid path needs, built from parameters (or their
+    quantized stand-ins) with autograd: phases (K, m), effective hidden weights W_l (K, n_l, n_{l-1}) and
+    biases ω_h·b_l (K, n_l), output layer (K, C, n) and (K, C)."""
+
+    phase: torch.Tensor
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    out_weight: torch.Tensor
+    out_bias: torch.Tensor
+
+
+def coefficients(sep: Separable, t: TunerTensors, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """coef (K, R, len(rows), n1) of the first hidden layer for the grid rows `rows` (all when None),
+    differentiable in the phases, the first matrix and its bias."""
+    ys = sep.ys if rows is None else sep.ys[rows]
+    phase = t.phase[:, sep.order]  # (K, m)
+    w0 = t.weights[0][:, :, sep.order]  # (K, n, m)
+    # The argument in float64 (it reaches hundreds of radians), the products in float32.
+    arg = ys[None, :, None] * sep.omega_y[None, None, :] + phase.to(torch.float64)[:, None, :]  # (K, H, m)
+    sb, cb = torch.sin(arg).to(torch.float32), torch.cos(arg).to(torch.float32)
+    parts = []
+    for g in sep.cos_groups:  # sin(ωy y + φ) multiplies cos(ωx x)
+        a, b = sep.bounds[g], sep.bounds[g + 1]
+        parts.append(torch.matmul(sb[:, :, a:b], w0[:, :, a:b].transpose(1, 2)))
+    for g in sep.sin_groups:  # cos(ωy y + φ) multiplies sin(ωx x)
+        a, b = sep.bounds[g], sep.bounds[g + 1]
+        parts.append(torch.matmul(cb[:, :, a:b], w0[:, :, a:b].transpose(1, 2)))
+    bias = t.biases[0][:, None, :].expand(-1, ys.numel(), -1)  # (K, H, n)
+    if sep.zero_row is None:
+        parts.append(bias)
+    else:
+        parts[sep.zero_row] = parts[sep.zero_row] + bias
+    return torch.stack(parts, dim=1)
+
+
+class GridMSE(torch.autograd.Function):
+    """Per-network weighted MSE of K stacked TUNER networks on a grid, forward and backward in tiles.
+
+    Inputs: coef (K, R, H, n1); e (R, W); target (K, H, C, W); weight (H, W) 0/1 or None (1 = a training
+    pixel); denominator (the loss is Σ weight·err² / denominator); then per deeper layer its W (K, n, n')
+    and bias (K, n); then the output layer (K, C, n) and (K, C). Returns the K losses."""
+
+    @staticmethod
+    def forward(ctx, coef, e, target, weight, denominator, should_cancel, out_w, out_b, *deep):  # type: ignore[override]
+        n_deep = len(deep) // 2
+        deep_w, deep_b = deep[:n_deep], deep[n_deep:]
+        k_count, r_count, h, n1 = coef.shape
+        w = e.shape[1]
+        widths = [n1] + [dw.shape[1] for dw in deep_w]
+        rows = max(1, TILE_ELEMENTS // (max(widths) * w))
+        t_max = min(rows, h)
+        # Per layer: its sine and its cosine (the backward of the sine), one tile deep.
+        sines = [torch.empty((t_max, nl, w), dtype=torch.float32, device=e.device) for nl in widths]
+        cosines = [torch.empty_like(s) for s in sines]
+        c = out_w.shape[1]
+        out = torch.empty((t_max, c, w), dtype=torch.float32, device=e.device)
+        scale = 2.0 / denominator
+        losses = torch.zeros(k_count, dtype=torch.float64, device=e.device)
+        d_coef = torch.empty_like(coef)
+        d_out_w, d_out_b = torch.zeros_like(out_w), torch.zeros_like(out_b)
+        d_deep_w = [torch.zeros_like(x) for x in deep_w]
+        d_deep_b = [torch.zeros_like(x) for x in deep_b]
+        tile = 0
+        for k in range(k_count):
+            cw, cb = out_w[k], out_b[k][None, :, None]
+            for lo in range(0, h, rows):
+                tile += 1
+                if should_cancel is not None and tile % CANCEL_EVERY_TILES == 0 and should_cancel():
+                    raise FitCancelled("fit cancelled inside a step")
+                hi = min(h, lo + rows)
+                t = hi - lo
+                s = [x[:t] for x in sines]
+                co = [x[:t] for x in cosines]
+                a = coef[k, :, lo:hi].reshape(r_count, t * n1)  # a copy only when coef is not contiguous
+                z = s[0].view(t * n1, w)
+                torch.mm(a.T, e, out=z)
+                torch.cos(z, out=co[0].view(t * n1, w))
+                z.sin_()
+                for li, (dw, db) in enumerate(zip(deep_w, deep_b, strict=True)):
+                    zl = s[li + 1]
+                    for j in range(t):
+                        torch.mm(dw[k], s[li][j], out=zl[j])
+                    zl += db[k][:, None]
+                    torch.cos(zl, out=co[li + 1])
+                    zl.sin_()
+                last = s[-1]
+                o = out[:t]
+                for j in range(t):
+                    torch.mm(cw, last[j], out=o[j])
+                o += cb
+                o -= target[k, lo:hi]
+                if weight is not None:  # a 0/1 mask: Σ (m·r)² = Σ m·r² and its gradient 2·m·r
+                    o *= weight[lo:hi, None, :]
+                losses[k] += (o * o).sum(dtype=torch.float64)
+                o *= scale  # d loss / d out
+                d_out_b[k] += o.sum(dim=(0, 2))
+                for j in range(t):
+                    d_out_w[k].addmm_(o[j], last[j].T)
+                g = _backward_tile(k, t, o, cw, s, co, deep_w, d_deep_w, d_deep_b)
+                torch.mm(e, g.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
+        ctx.save_for_backward(d_coef, d_out_w, d_out_b, *d_deep_w, *d_deep_b)
+        ctx.n_deep = n_deep
+        return (losses / denominator).to(torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        saved = ctx.saved_tensors
+        d_coef, d_out_w, d_out_b = saved[:3]
+        rest = saved[3:]
+        k_shape = (-1,) + (1,) * 3
+        out = [d_coef * grad.view(k_shape), None, None, None, None, None,
+               d_out_w * grad.view(-1, 1, 1), d_out_b * grad.view(-1, 1)]
+        n_deep = ctx.n_deep
+        out += [d * grad.view(-1, 1, 1) for d in rest[:n_deep]]
+        out += [d * grad.view(-1, 1) for d in rest[n_deep:]]
+        return tuple(out)
+
+
+def _tile_view(d_coef: torch.Tensor, k: int, lo: int, hi: int) -> torch.Tensor:
+    """d_coef[k, :, lo:hi] as an (R, t·n) matrix (a view: each row's t·n entries are contiguous)."""
+    r_count, _, n1 = d_coef.shape[1], d_coef.shape[2], d_coef.shape[3]
+    return d_coef[k, :, lo:hi].view(r_count, (hi - lo) * n1)
+
+
+def _backward_tile(k: int, t: int, d_out: torch.Tensor, cw: torch.Tensor, s: list[torch.Tensor],
+                   co: list[torch.Tensor], deep_w, d_deep_w, d_deep_b) -> torch.Tensor:
+    """The gradient with respect to the first pre-activation of one tile, accumulating the deeper layers'
+    weight gradients on the way; written over the cosine buffers (no new image-sized memory)."""
+    top = len(s) - 1
+    g = co[top]  # becomes dz_top = cos ⊙ (Cᵀ d_out)
+    tmp = torch.empty_like(g[0])
+    for j in range(t):
+        torch.mm(cw.T, d_out[j], out=tmp)
+        g[j].mul_(tmp)
+    for li in range(top, 0, -1):  # layer li takes s[li - 1] through W = deep_w[li - 1]
+        wl = deep_w[li - 1][k]
+        below = co[li - 1]
+        d_deep_b[li - 1][k] += g.sum(dim=(0, 2))
+        tmp = torch.empty_like(below[0])
+        for j in range(t):
+            d_deep_w[li - 1][k].addmm_(g[j], s[li - 1][j].T)
+            torch.mm(wl.T, g[j], out=tmp)
+            below[j].mul_(tmp)
+        g = below
+    return g
+
+
+def tuner_tensors(params: Mapping[str, torch.Tensor], hidden_omega: float, depth: int, stacked: bool,
+                  learn_bounds: bool = False) -> TunerTensors:
+    """The grid path's view of a TunerNet's (stacked=False) or a BatchedTuner's (stacked=True) parameters,
+    given by name (the parameters themselves or quantized stand-ins)."""
+    lift = (lambda x: x) if stacked else (lambda x: x[None])
+    weights, biases = [], []
+    for i in range(depth):
+        v = lift(params[f"hidden.{i}"])
+        if learn_bounds:
+            weights.append(lift(params[f"bounds.{i}"]).abs() * torch.tanh(hidden_omega / 5 * v))
+        else:
+            weights.append(hidden_omega * v)
+        biases.append(hidden_omega * lift(params[f"hidden_bias.{i}"]))
+    if stacked:
+        out_w, out_b = params["out_weight"], params["out_bias"]
+    else:
+        out_w, out_b = params["out.weight"][None], params["out.bias"][None]
+    return TunerTensors(lift(params["phase"]), weights, biases, out_w, out_b)
+
+
+def grid_losses(sep: Separable, t: TunerTensors, target: torch.Tensor, weight: torch.Tensor | None,
+                denominator: float, rows: torch.Tensor | None = None,
+                should_cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+    """The K networks' losses on the grid rows `rows` (target and weight already restricted to them),
+    differentiable in every tensor of `t`."""
+    coef = coefficients(sep, t, rows)
+    return GridMSE.apply(coef, sep.e, target, weight, float(denominator), should_cancel,
+                         t.out_weight, t.out_bias, *t.weights[1:], *t.biases[1:])

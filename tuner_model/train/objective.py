@@ -1,0 +1,168 @@
+"""What one training step minimises: each network's mean squared error over the step's pixels, with the
+gradients left on the tensors it was given. Two ways to compute it, one contract:
+
+- `GridObjective`: the training set is a pixel grid (the whole image, a grid with a 0/1 mask, or a
+  random subset of its rows each step): TUNER's separable first layer and fused tiles (grid.py);
+- `DenseObjective`: any coordinates (SIREN, FFM, random pixel mini-batches): the network's own forward
+  pass over chunks of pixels with gradient accumulation, so memory is bounded whatever the image size.
+
+Both hold K >= 1 targets, one per stacked network, and drop members as the loop drops networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..coords import axis_centres, extent, pixel_grid
+from . import grid as grid_mod
+
+Cancel = Callable[[], bool] | None
+
+
+class Objective(Protocol):
+    def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int,
+               should_cancel: Cancel) -> torch.Tensor:
+        """Backpropagates the step's K losses into `params` (leaves) and returns them, detached."""
+
+    def drop(self, keep: list[int]) -> None:
+        """Keeps only the members at positions `keep`."""
+
+
+def stacked_targets(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """(K, H, W, C) float32 on `device` from K (H, W, C) arrays."""
+    return torch.stack([torch.as_tensor(np.ascontiguousarray(im), dtype=torch.float32) for im in images]).to(device)
+
+
+class DenseObjective:
+    """Chunked forward/backward over coordinates; optional shuffled mini-batches of `batch_pixels`."""
+
+    def __init__(self, images: list[np.ndarray], device: torch.device, stacked: bool,
+                 mask: np.ndarray | None = None, batch_pixels: int | None = None, chunk_pixels: int = 1 << 18,
+                 seed: int = 0, penalty: bool = True) -> None:
+        h, w, c = images[0].shape
+        coords = pixel_grid(w, h, (w, h), device=device)
+        values = stacked_targets(images, device).reshape(len(images), -1, c)
+        if mask is not None:
+            keep = torch.as_tensor(mask.reshape(-1), device=device)
+            coords, values = coords[keep], values[:, keep]
+        self.coords, self.values, self.stacked, self.penalty = coords, values, stacked, penalty
+        n = coords.shape[0]
+        self.n = n
+        self.batch = n if batch_pixels is None else min(batch_pixels, n)
+        # The same activation memory as one network's chunk, whatever K.
+        self.chunk = chunk_pixels if not stacked else max(1024, chunk_pixels // len(images))
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.perm: torch.Tensor | None = None
+        self.cursor = n
+
+    def _indices(self) -> torch.Tensor | None:
+        if self.batch == self.n:
+            return None
+        if self.cursor + self.batch > self.n:  # shuffled epochs of mini-batches, as in the paper's protocol
+            self.perm, self.cursor = torch.randperm(self.n, generator=self.gen, device=self.coords.device), 0
+        idx = self.perm[self.cursor : self.cursor + self.batch]
+        self.cursor += self.batch
+        return idx
+
+    def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int,
+               should_cancel: Cancel) -> torch.Tensor:
+        idx = self._indices()
+        k_count, c = self.values.shape[0], self.values.shape[2]
+        total = torch.zeros(k_count, device=self.coords.device)
+        plain = all(params[name] is p for name, p in model.named_parameters())
+        for lo in range(0, self.batch, self.chunk):
+            hi = min(self.batch, lo + self.chunk)
+            sel = slice(lo, hi) if idx is None else idx[lo:hi]
+            pred = model(self.coords[sel]) if plain else functional_call(model, dict(params), (self.coords[sel],))
+            if not self.stacked:
+                pred = pred[None]
+            per = ((pred - self.values[:, sel]) ** 2).sum(dim=(1, 2)) / (self.batch * c)
+            loss = per.sum()
+            if self.penalty and lo == 0:
+                pen = model.penalty()
+                if pen is not None:
+                    loss = loss + pen
+                    per = per + pen.detach()
+            loss.backward()
+            total += per.detach()
+        return total
+
+    def drop(self, keep: list[int]) -> None:
+        self.values = self.values[keep]
+
+
+class GridObjective:
+    """TUNER networks on the image's pixel grid: every row each step, or `batch_rows` rows drawn as
+    shuffled epochs of the rows (stochastic over rows, keeping the separable structure)."""
+
+    def __init__(self, images: list[np.ndarray], device: torch.device, stacked: bool, model: nn.Module,
+                 mask: np.ndarray | None = None, batch_rows: int | None = None, seed: int = 0,
+                 penalty: bool = True) -> None:
+        h, w, c = images[0].shape
+        sx, sy = extent(w, h)
+        xs = axis_centres(w, sx, device=device).to(torch.float64)
+        ys = axis_centres(h, sy, device=device).to(torch.float64)
+        cfg = model.config
+        self.sep = grid_mod.separable(model.k, cfg.period, xs, ys)
+        self.target = stacked_targets(images, device).permute(0, 1, 3, 2).contiguous()  # (K, H, C, W)
+        self.weight = None if mask is None else torch.as_tensor(mask, dtype=torch.float32, device=device)
+        self.stacked, self.penalty, self.h, self.c = stacked, penalty, h, c
+        self.depth, self.omega, self.learn_bounds = len(cfg.hidden), cfg.hidden_omega, cfg.learn_bounds
+        self.batch = h if batch_rows is None else max(1, min(batch_rows, h))
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.perm: torch.Tensor | None = None
+        self.cursor = h
+        self.full_denominator = self._denominator(None)
+
+    def _denominator(self, rows: torch.Tensor | None) -> float:
+        if self.weight is None:
+            n = (self.h if rows is None else rows.numel()) * self.weight_width()
+        else:
+            n = float((self.weight if rows is None else self.weight[rows]).sum())
+        return max(1.0, float(n)) * self.c
+
+    def weight_width(self) -> int:
+        return self.target.shape[3]
+
+    def _rows(self) -> torch.Tensor | None:
+        if self.batch == self.h:
+            return None
+        if self.cursor + self.batch > self.h:
+            self.perm, self.cursor = torch.randperm(self.h, generator=self.gen, device=self.target.device), 0
+        rows = self.perm[self.cursor : self.cursor + self.batch].sort().values
+        self.cursor += self.batch
+        return rows
+
+    def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int,
+               should_cancel: Cancel) -> torch.Tensor:
+        rows = self._rows()
+        t = grid_mod.tuner_tensors(params, self.omega, self.depth, self.stacked, self.learn_bounds)
+        target = self.target if rows is None else self.target[:, rows]
+        weight = self.weight if (rows is None or self.weight is None) else self.weight[rows]
+        denominator = self.full_denominator if rows is None else self._denominator(rows)
+        per = grid_mod.grid_losses(self.sep, t, target, weight, denominator, rows, should_cancel)
+        loss = per.sum()
+        if self.penalty:
+            pen = model.penalty()
+            if pen is not None:
+                loss = loss + pen
+                per = per + pen.detach()
+        loss.backward()
+        return per.detach()
+
+    def drop(self, keep: list[int]) -> None:
+        self.target = self.target[keep]
+
+
+def grid_applies(model: nn.Module) -> bool:
+    """Whether `model` can train on the grid path: TUNER networks, single or stacked."""
+    from ..models.tuner import TunerNet
+    from .batched import BatchedTuner
+
+    return isinstance(model, TunerNet | BatchedTuner)

@@ -1,0 +1,119 @@
+"""Quantization-aware fine-tuning: after the float fit, a few hundred Adam steps whose forward pass
+sees the quantized tensors (straight-through gradients to the float ones), so the network learns to
+live on the grid the blob stores. The one training loop (loop.py) with quantizers and keep-best."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..codec.quant import Quantizer
+from .fit import FitOptions, cosine_factor, make_objective
+from .loop import LoopOptions, train
+
+QAT_FINAL_LR = 0.05  # the cosine ends at this fraction of the fine-tuning lr
+
+
+def _options(steps: int, lr: float) -> LoopOptions:
+    return LoopOptions(steps=steps, lr=lr, lr_factor=lambda s: cosine_factor(s, max(1, steps), 0, QAT_FINAL_LR),
+                       keep_best=True, progress_every=1)
+
+
+def _objective(model: nn.Module, targets: Sequence[np.ndarray], device: torch.device, stacked: bool,
+               chunk_pixels: int, batch_rows: int | None):
+    return make_objective(model, list(targets), FitOptions(chunk_pixels=chunk_pixels, batch_rows=batch_rows),
+                          device, stacked=stacked, penalty=False)
+
+
+def qat_finetune(model: nn.Module, target: np.ndarray, quantizers: dict[str, Quantizer], steps: int,
+                 lr: float = 2e-4, device: torch.device | str = "cpu", chunk_pixels: int = 1 << 18,
+                 progress: Callable[[int, float], None] | None = None,
+                 should_cancel: Callable[[], bool] | None = None, batch_rows: int | None = None) -> float:
+    """Fine-tune `model` in place through its quantizers; keeps the parameters whose quantized network
+    had the lowest loss. `target` is the image in the network's colour space. Returns that loss."""
+    dev = torch.device(device)
+    model.to(dev).train()
+    objective = _objective(model, [target], dev, False, chunk_pixels, batch_rows)
+
+    def report(step: int, _live: list[int], losses: list[float]) -> None:
+        if progress is not None:
+            progress(step, losses[0])
+
+    result = train(model, objective, _options(steps, lr), quantizers=[dict(quantizers)], progress=report,
+                   should_cancel=should_cancel)
+    loss = result.losses[0]
+    return float("inf") if loss is None else loss
+
+
+MemberProgress = Callable[[int, int, float], None]  # (member, step, loss)
+
+
+def qat_finetune_batch(models: Sequence[nn.Module], targets: Sequence[np.ndarray],
+                       quantizers: Sequence[dict[str, Quantizer]], steps: int, lr: float = 2e-4,
+                       device: torch.device | str = "cpu", chunk_pixels: int = 1 << 18,
+                       progress: MemberProgress | None = None,
+                       member_cancelled: Callable[[int], bool] | None = None,
+                       batch_rows: int | None = None) -> list[float | None]:
+    """`qat_finetune` of several networks of one configuration, each on its own image (all one shape)
+    through its own quantizers, fine-tuned together; each gets what `qat_finetune` alone gives it up to
+    float rounding (stacked as in `batched.fit_batch`: disjoint parameters, elementwise Adam, one
+    schedule). Returns each network's best loss; None for one that `member_cancelled(k)` dropped, which
+    is left as it was. Networks without a batched form are fine-tuned one after another."""
+    from .batched import BatchedTuner, batchable
+
+    if len(models) == 1 or not batchable(models[0].config):
+        return _one_by_one(models, targets, quantizers, steps, lr, device, chunk_pixels, progress, member_cancelled,
+                           batch_rows)
+    dev = torch.device(device)
+    model = BatchedTuner(models).to(dev).train()  # type: ignore[arg-type]
+    objective = _objective(model, targets, dev, True, chunk_pixels, batch_rows)
+
+    def report(step: int, live: list[int], losses: list[float]) -> None:
+        if progress is not None:
+            for k, loss in zip(live, losses, strict=True):
+                progress(k, step, loss)
+
+    result = train(model, objective, _options(steps, lr), stacked=True, quantizers=[dict(q) for q in quantizers],
+                   progress=report, member_cancelled=member_cancelled)
+    live = [k for k, loss in enumerate(result.losses) if loss is not None]
+    for j, k in enumerate(live):
+        _load_member(models[k], model, j)
+    return result.losses
+
+
+def _one_by_one(models, targets, quantizers, steps, lr, device, chunk_pixels, progress, member_cancelled,
+                batch_rows) -> list[float | None]:
+    import copy
+
+    from ..errors import FitCancelled
+
+    out: list[float | None] = []
+    for k, (model, target, qs) in enumerate(zip(models, targets, quantizers, strict=True)):
+        def cancelled(k: int = k) -> bool:
+            return member_cancelled is not None and member_cancelled(k)
+
+        def member_progress(step: int, loss: float, k: int = k) -> None:
+            if progress is not None:
+                progress(k, step, loss)
+
+        state = copy.deepcopy(model.state_dict())
+        try:
+            out.append(qat_finetune(model, target, qs, steps, lr, device, chunk_pixels, member_progress, cancelled,
+                                    batch_rows))
+        except FitCancelled:
+            model.load_state_dict(state)  # a dropped network is left as it was, as in the batched form
+            out.append(None)
+    return out
+
+
+@torch.no_grad()
+def _load_member(net: nn.Module, stacked: nn.Module, j: int) -> None:
+    from .batched import BatchedTuner
+
+    params = dict(net.named_parameters())
+    for name, p in stacked.named_parameters():
+        params[BatchedTuner.net_name(name)].copy_(p[j])
+    net.eval()
