@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from tuner_model.bench.paper import HOLDOUT, SIZE, holdout_mask
 from tuner_model.cli import main
@@ -31,3 +32,24 @@ def test_bench_paper_tiny(tmp_path, parrots_path):
         for key in ("train_psnr", "heldout_psnr", "grad_psnr", "seconds"):
             assert math.isfinite(r[key])
         assert report["mean"][method]["heldout_psnr"] == r["heldout_psnr"]
+
+
+def test_bench_paper_cpu_scale(tmp_path, parrots_path):
+    """Below 512 the CPU-scale protocol: width and epochs scaled down, TUNER on grid rows, the others on
+    random pixel batches, all with the same held-out 5%."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "a.png").write_bytes(parrots_path.read_bytes())
+    out = tmp_path / "paper.json"
+    rc = main(["bench", "paper", "--images", str(images), "--size", "32x32", "--epochs", "2", "--device", "cpu",
+               "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["protocol"]["size"] == 32 and report["protocol"]["width"] == 26
+    assert report["protocol"]["tuner_batches"] == "rows"
+    per = report["per_image"]["a.png"]
+    assert per["tuner"]["batches"] == "rows" and per["siren"]["batches"] == per["ffm"]["batches"] == "pixels"
+    assert all(per[m]["steps"] == 8 for m in per)
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "paper", "--images", str(images), "--size", "32x16", "--json", str(out)])
+    assert e.value.code == 2

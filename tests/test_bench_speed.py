@@ -30,13 +30,30 @@ def test_speed_bench_cpu_report(image_dir, tmp_path, capsys):
     out = tmp_path / "speed.json"
     rc = main(["bench", "speed", "--images", str(image_dir), "--device", "cpu", "--json", str(out),
                "--widths", "8,16", "--steps", "2", "--warmup", "1", "--sizes", "48x32,300x200",
-               "--direct-sizes", "300x200", "--render-steps", "3", "--batch", "2", "--repeats", "1"])
+               "--direct-sizes", "300x200", "--render-steps", "3", "--batch", "2", "--repeats", "1",
+               "--reference-steps", "20", "--efforts", "1", "--results", str(tmp_path / "ref.json")])
     assert rc == 0
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out)["device"] == "cpu"
     fit = report["fit"]
-    assert [(r["width"], r["variant"]) for r in fit] == [(8, "fp32-eager"), (16, "fp32-eager")]
-    assert all(r["ms_per_step"] > 0 and r["speedup_vs_fp32_eager"] == 1.0 for r in fit)
+    assert [(r["width"], r["variant"]) for r in fit] == [(8, "fp32-eager"), (8, "grid"), (16, "fp32-eager"),
+                                                          (16, "grid")]
+    assert all(r["ms_per_step"] > 0 for r in fit)
+    assert all(r["speedup_vs_fp32_eager"] == 1.0 for r in fit if r["variant"] == "fp32-eager")
+    ref = report["reference"]["images"]
+    assert [e["image"] for e in ref] == ["caps-96x64.png", "parrots-96x64.png"]
+    for e in ref:  # the reference, its dense baseline and the encode are all measured in this run
+        assert e["reference"]["steps"] == 20 and e["dense_ms"] > 0 and e["reference"]["psnr"] > 10
+        assert e["dense_seconds_to_reference"] == pytest.approx(20 * e["dense_ms"] / 1000, rel=0.01)
+        (enc,) = e["encodes"]
+        assert enc["effort"] == 1 and enc["bpp"] <= 1.0 and enc["psnr"] > 10
+        assert enc["psnr_minus_reference"] == pytest.approx(enc["psnr"] - e["reference"]["psnr"], abs=1e-3)
+    # Run again with the same results file: nothing is measured twice.
+    before = (tmp_path / "ref.json").read_text()
+    assert main(["bench", "speed", "--images", str(image_dir), "--device", "cpu", "--json", str(out),
+                 "--skip", "fit,batch,render", "--reference-steps", "20", "--efforts", "1",
+                 "--results", str(tmp_path / "ref.json")]) == 0
+    assert json.loads((tmp_path / "ref.json").read_text()) == json.loads(before)
     skipped = {s["what"] for s in report["skipped"]}
     assert {"fit variant bf16-autocast", "fit variant compiled", "GPU render timings"} <= skipped
     batched = report["batched"]

@@ -22,6 +22,7 @@ from . import ratecontrol
 from .codec import encode_blob, entropy
 from .codec.quant import MAX_LEVELS, QuantSpec, plan, snap
 from .device import resolve_device
+from .effort import DEFAULT_EFFORT, EffortPlan, effort_plan
 from .errors import ConfigError, FitCancelled, TunerError
 from .frequencies import cycles_to_k
 from .image_model import FittedImage
@@ -29,18 +30,10 @@ from .models import ModelConfig, build_model
 from .train.fit import FitOptions, FitProgress, fit
 from .train.qat import qat_finetune, qat_finetune_batch
 
-DEFAULT_STEPS = 1000
 CODEC_BETAS, CODEC_CLIP, CODEC_PHASE_LR = (0.9, 0.99), 0.02, 10.0  # the float fit's Adam (fit_options)
 # Neither --bpp nor --psnr: a rate that looks good, like an image proxy's default quality (JPEG needs
 # ~2 bpp for ~37 dB on Kodak; a 96×64 photo still gets > 26 dB from 300 steps on the CPU).
 DEFAULT_BPP = 2.0
-QAT_FRACTION = 0.2  # fine-tuning steps as a share of the fit's
-MAX_QAT_STEPS = 500
-
-
-def qat_steps_for(steps: int) -> int:
-    """Fine-tuning steps after a fit of `steps`: QAT_FRACTION of them, at least 10, at most MAX_QAT_STEPS."""
-    return min(MAX_QAT_STEPS, max(10, int(steps * QAT_FRACTION)))
 PSNR_ATTEMPTS = 3
 MIN_PSNR_MODE_BYTES = 160  # header + a network of a few dozen parameters
 
@@ -49,9 +42,10 @@ MIN_PSNR_MODE_BYTES = 160  # header + a network of a few dozen parameters
 class EncodeSettings:
     bpp: float | None = None  # target rate: the blob stays at or under it
     psnr: float | None = None  # target quality in dB
-    steps: int | None = None  # override the planned number of steps
+    steps: int | None = None  # override the effort's float-fit steps (advanced)
     device: str = "auto"
     seed: int = 0
+    effort: int = DEFAULT_EFFORT  # 1..9: how much fitting (effort.py)
 
     def __post_init__(self) -> None:
         if self.bpp is not None and not 0.01 <= self.bpp <= 64:
@@ -62,6 +56,11 @@ class EncodeSettings:
             raise ConfigError("give a target bpp or a target psnr, not both")
         if self.steps is not None and not 1 <= self.steps <= 1_000_000:
             raise ConfigError(f"steps must be in 1..1000000, got {self.steps}")
+        effort_plan(self.effort)  # validates it
+
+    @property
+    def plan(self) -> EffortPlan:
+        return effort_plan(self.effort, self.steps)
 
 
 def default_config(width: int, height: int, channels: int, net_width: int | None = None) -> ModelConfig:
@@ -201,10 +200,19 @@ class _RateSetup:
     n_qat: int
     device: str
     seed: int
+    batch_rows: int | None = None  # rows per float-fit step (None: all)
+    batch_cols: int | None = None  # columns per float-fit step (None: all)
+    qat_batch_rows: int | None = None  # rows per fine-tuning step
 
     @property
     def total(self) -> int:
         return self.steps + self.n_qat
+
+    @property
+    def fit_share(self) -> float:
+        """The float fit's share of the encode's time (its steps weighted by the rows they see)."""
+        fit = self.steps * (self.batch_rows or self.height) * (self.batch_cols or self.width) / self.width
+        return fit / max(1, fit + self.n_qat * (self.qat_batch_rows or self.height))
 
     def config(self, net_width: int) -> ModelConfig:
         return default_config(self.width, self.height, self.channels, net_width)
@@ -214,7 +222,8 @@ class _RateSetup:
         # 0.02 and phases at 10× lr measured +0.10 dB through this encoder (kodim01/05/07/23 at 192×128,
         # 0.5 and 1 bpp, 2 seeds, 600 steps: 15 of 16 encodes better, −0.01…+0.24 dB; docs/CODEC.md).
         return FitOptions(steps=self.steps, device=self.device, seed=self.seed,
-                          progress_every=max(1, min(10, self.steps // 20)),
+                          progress_every=max(1, min(10, self.steps // 20)), batch_rows=self.batch_rows,
+                          batch_cols=self.batch_cols,
                           betas=CODEC_BETAS, clip_grad_norm=CODEC_CLIP, phase_lr_mult=CODEC_PHASE_LR)
 
     def unquantized(self, config: ModelConfig, model: torch.nn.Module) -> FittedImage:
@@ -222,17 +231,17 @@ class _RateSetup:
         return FittedImage(config, self.width, self.height, model, self.colour, {"psnr": 0.0, "steps": self.total})
 
 
-def _rate_setup(shape: tuple[int, ...], bpp: float, steps: int, device: str = "auto", seed: int = 0,
-                levels: int | None = None, net_width: int | None = None, colour: str | None = None,
-                qat_steps: int | None = None) -> _RateSetup:
+def _rate_setup(shape: tuple[int, ...], bpp: float, plan: EffortPlan, device: str = "auto", seed: int = 0,
+                levels: int | None = None, net_width: int | None = None, colour: str | None = None) -> _RateSetup:
     h, w, c = shape
     colour = colour or ("gray" if c == 1 else "rgb")
     colour_mod.check(colour, c)
     rc = ratecontrol.plan_for_bpp(bpp, w, h, c)
-    n_qat = qat_steps if qat_steps is not None else qat_steps_for(steps)
     return _RateSetup(width=w, height=h, channels=c, colour=colour, bpp=bpp, budget=rc.target_bytes,
-                      net_width=net_width or rc.width, levels=levels, q_plan=levels or rc.levels, steps=steps,
-                      n_qat=n_qat, device=str(resolve_device(device)), seed=seed)
+                      net_width=net_width or rc.width, levels=levels, q_plan=levels or rc.levels, steps=plan.steps,
+                      n_qat=plan.qat_steps, device=str(resolve_device(device)), seed=seed,
+                      batch_rows=plan.batch_rows(h), batch_cols=plan.batch_cols(w),
+                      qat_batch_rows=plan.qat_batch_rows(h))
 
 
 class _OverBudget(Exception):
@@ -255,7 +264,7 @@ def _float_fit(setup: _RateSetup, target: np.ndarray, net_width: int, progress: 
 
     def fit_progress(p: FitProgress) -> None:
         if progress is not None:
-            progress(p.step / setup.total, p.loss, p.psnr)
+            progress(p.step / setup.steps * setup.fit_share, p.loss, p.psnr)
 
     result = fit(model, target, setup.fit_options(), progress=fit_progress, should_cancel=should_cancel)
     return setup.unquantized(config, result.model.cpu()), result.seconds
@@ -282,7 +291,8 @@ def _first_levels(setup: _RateSetup, fitted: FittedImage) -> int:
 def _qat_progress(setup: _RateSetup, progress: RateProgress | None) -> Callable[[int, float], None]:
     def report(i: int, loss: float) -> None:
         if progress is not None:
-            progress((setup.steps + i) / setup.total, loss, 10 * math.log10(1 / max(loss, 1e-12)))
+            frac = setup.fit_share + (1 - setup.fit_share) * i / max(1, setup.n_qat)
+            progress(frac, loss, 10 * math.log10(1 / max(loss, 1e-12)))
 
     return report
 
@@ -305,7 +315,8 @@ def _fine_tune(setup: _RateSetup, fitted: FittedImage, target: np.ndarray, q: in
                progress: Callable[[int, float], None] | None, should_cancel: Cancel | None) -> None:
     """Quantization-aware fine-tuning of `fitted` in place at Q = q."""
     qat_finetune(fitted.model, target, plan(fitted.model, QuantSpec(setup.q_plan).with_levels(q)), steps,
-                 device=setup.device, progress=progress, should_cancel=should_cancel)
+                 device=setup.device, progress=progress, should_cancel=should_cancel,
+                 batch_rows=setup.qat_batch_rows)
     fitted.model.cpu()
 
 
@@ -362,13 +373,16 @@ def _encode_rate(setup: _RateSetup, image: np.ndarray, progress: RateProgress | 
     raise ConfigError(f"{setup.bpp} bpp is too small a budget for a {setup.width}x{setup.height} image")
 
 
-def encode_at_rate(image: np.ndarray, bpp: float, steps: int, device: str = "auto", seed: int = 0,
+def encode_at_rate(image: np.ndarray, bpp: float, plan: EffortPlan | int, device: str = "auto", seed: int = 0,
                    progress: RateProgress | None = None, should_cancel: Cancel | None = None,
-                   levels: int | None = None, net_width: int | None = None, colour: str | None = None,
-                   qat_steps: int | None = None) -> tuple[FittedImage, bytes]:
-    """One encode at a byte budget of floor(bpp·W·H/8). `levels`/`net_width` override the table (the
-    table fitting uses them); `progress(frac, loss, psnr)` gets fractions 0..1 of this encode."""
-    setup = _rate_setup(image.shape, bpp, steps, device, seed, levels, net_width, colour, qat_steps)
+                   levels: int | None = None, net_width: int | None = None,
+                   colour: str | None = None) -> tuple[FittedImage, bytes]:
+    """One encode at a byte budget of floor(bpp·W·H/8), fitted as `plan` says (an int: that many float
+    steps at the default effort's row share). `levels`/`net_width` override the table (the table fitting
+    uses them); `progress(frac, loss, psnr)` gets fractions 0..1 of this encode."""
+    if isinstance(plan, int):
+        plan = effort_plan(DEFAULT_EFFORT, plan)
+    setup = _rate_setup(image.shape, bpp, plan, device, seed, levels, net_width, colour)
     return _encode_rate(setup, image, progress, should_cancel)
 
 
@@ -406,15 +420,15 @@ def _reach_target(image: np.ndarray, settings: EncodeSettings, first: tuple[Fitt
             if miss <= 0 or bpp >= 32:
                 break
             bpp = min(32.0, bpp * 2 ** (miss / ratecontrol.psnr_slope() + 0.1))
-            best = encode_at_rate(image, bpp, steps=settings.steps or DEFAULT_STEPS, device=settings.device,
-                                  seed=settings.seed, progress=_sliced(reporter, lo, hi), should_cancel=should_cancel)
+            best = encode_at_rate(image, bpp, settings.plan, device=settings.device, seed=settings.seed,
+                                  progress=_sliced(reporter, lo, hi), should_cancel=should_cancel)
     reporter.report(1.0, float("nan"), best[0].meta["psnr"])
     return best
 
 
 def _reporter(settings: EncodeSettings, sink: Callable[[FitProgress], None] | None) -> _Progress:
-    steps = settings.steps or DEFAULT_STEPS
-    return _Progress(sink, steps + qat_steps_for(steps))
+    plan = settings.plan
+    return _Progress(sink, plan.steps + plan.qat_steps)
 
 
 def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
@@ -425,9 +439,8 @@ def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
     rate, up to PSNR_ATTEMPTS times, when the measured PSNR falls short), or DEFAULT_BPP."""
     reporter = _reporter(settings, progress)
     bpp = _first_bpp(image.shape, settings)
-    first = encode_at_rate(image, bpp, steps=settings.steps or DEFAULT_STEPS, device=settings.device,
-                           seed=settings.seed, progress=_sliced(reporter, *_first_slice(settings)),
-                           should_cancel=should_cancel)
+    first = encode_at_rate(image, bpp, settings.plan, device=settings.device, seed=settings.seed,
+                           progress=_sliced(reporter, *_first_slice(settings)), should_cancel=should_cancel)
     return _reach_target(image, settings, first, bpp, reporter, should_cancel)
 
 
@@ -474,7 +487,7 @@ def _batched_float_fit(setup: _RateSetup, images: Sequence[np.ndarray], progress
     config = setup.config(setup.net_width)
 
     def member_progress(k: int, p: FitProgress) -> None:
-        progress[k](p.step / setup.total, p.loss, p.psnr)
+        progress[k](p.step / setup.steps * setup.fit_share, p.loss, p.psnr)
 
     try:
         fits = fit_batch(images, config, setup.fit_options(), colour=setup.colour,
@@ -517,7 +530,7 @@ def _batched_fine_tune(setup: _RateSetup, images: Sequence[np.ndarray], firsts: 
         [f.fitted.model for f in tuned], [colour_mod.forward(images[i], setup.colour) for i in tuning],
         [plan(f.fitted.model, QuantSpec(setup.q_plan).with_levels(f.levels)) for f in tuned], setup.n_qat,
         device=setup.device, progress=lambda k, step, loss: reports[k](step, loss),
-        member_cancelled=lambda k: _is_cancelled(cancels[tuning[k]]))
+        member_cancelled=lambda k: _is_cancelled(cancels[tuning[k]]), batch_rows=setup.qat_batch_rows)
     for i, f, loss in zip(tuning, tuned, losses, strict=True):
         f.fitted.model.cpu()
         if loss is None:
@@ -538,7 +551,7 @@ def iter_encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = E
         raise ConfigError("encode_batch needs images of one size and channel count")
     cancels = _member_cancels(should_cancel, len(images))
     bpp = _first_bpp(shape, settings)
-    setup = _rate_setup(shape, bpp, settings.steps or DEFAULT_STEPS, settings.device, settings.seed)
+    setup = _rate_setup(shape, bpp, settings.plan, settings.device, settings.seed)
     reporters = [_reporter(settings, None if progress is None else functools.partial(progress, i))
                  for i in range(len(images))]
     sliced = [_sliced(r, *_first_slice(settings)) for r in reporters]

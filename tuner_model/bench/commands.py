@@ -20,6 +20,22 @@ def size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def square(text: str) -> int:
+    """A square side: N or NxN."""
+    if "x" in text.lower():
+        w, h = size(text)
+        if w != h:
+            raise argparse.ArgumentTypeError(f"the paper's protocol is square: got {text!r}")
+        return w
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return v
+
+
 def sizes(text: str) -> list[tuple[int, int]]:
     return [size(t) for t in text.split(",") if t.strip()] if text else []
 
@@ -58,13 +74,18 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     devices = ["auto", "cpu", "cuda"]
     bp = bench_sub.add_parser("paper", help="the TUNER paper's protocol: 512², 5%% held out, TUNER vs SIREN vs FFM")
     bp.add_argument("--images", required=True)
-    bp.add_argument("--epochs", type=positive, default=1000)
-    bp.add_argument("--width", type=positive, default=416, help="m = n, input and hidden neurons")
+    bp.add_argument("--epochs", type=positive, help="default: 1000 at 512, 500 below (the CPU-scale protocol)")
+    bp.add_argument("--width", type=positive, help="m = n, input and hidden neurons (default: 416 at 512, "
+                    "scaled with the side below)")
     bp.add_argument("--device", default="auto", choices=devices)
     bp.add_argument("--methods", default="tuner,siren,ffm")
     bp.add_argument("--limit", type=positive, help="only the first N images")
-    bp.add_argument("--size", type=positive, default=512,
-                    help="square size the images are resized to (the paper: 512; smaller for quick CPU runs)")
+    bp.add_argument("--size", type=square, default=512,
+                    help="square size the images are resized to, N or NxN (the paper: 512; below it the "
+                    "CPU-scale protocol)")
+    bp.add_argument("--batches", choices=["pixels", "rows"],
+                    help="TUNER's batches: random pixels (the paper's) or random rows on the grid path "
+                    "(default: pixels at 512, rows below)")
     bp.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
                     help="learning-rate schedule (the paper: constant)")
     bp.add_argument("--tuner", action="append", metavar="KEY=VALUE",
@@ -99,14 +120,15 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     s.add_argument("--images", required=True, help="directory of images (the first --limit are used)")
     s.add_argument("--device", default="auto", choices=devices)
     s.add_argument("--json", required=True, help="where to write the report")
-    s.add_argument("--widths", type=ints, default=[64, 128, 192, 256], help="network widths m = n to time")
+    s.add_argument("--widths", type=ints, help="network widths m = n to time (default: the rate-control table's "
+                   "widths at the fit size)")
     s.add_argument("--steps", type=positive, help="timed steps per variant (default 200 on CUDA, 5 on CPU)")
     s.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
     s.add_argument("--limit", type=positive, default=4, help="images to use (batched fitting uses them all)")
     s.add_argument("--fit-size", type=size, help="resize images to WxH for fitting (default: native)")
-    s.add_argument("--variants", default="fp32-eager,bf16-autocast,compiled,bf16-compiled",
-                   help="fitting variants (bf16: hidden and output products in bf16, input layer and sines in "
-                   "fp32); fp32-eager is always run as the baseline")
+    s.add_argument("--variants", default="fp32-eager,grid,bf16-autocast,compiled,bf16-compiled",
+                   help="fitting variants (grid: the separable grid path; bf16: hidden and output products in bf16, "
+                   "input layer and sines in fp32; CUDA only); fp32-eager is always run as the baseline")
     s.add_argument("--batch", type=positive, default=4, help="K for batched fitting (--skip batch skips it)")
     s.add_argument("--sizes", type=sizes, default=sizes(RENDER_SIZES), help="render sizes WxH,WxH,...")
     s.add_argument("--direct-sizes", type=sizes, help="sizes at which direct CPU evaluation is timed too "
@@ -119,5 +141,11 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     s.add_argument("--full-encode", action="store_true",
                    help="time the real encoder at its default setting on the first image (slow on CPU)")
     s.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's choice)")
-    s.add_argument("--skip", default="", help="comma-separated parts to skip: fit,batch,render")
+    s.add_argument("--skip", default="", help="comma-separated parts to skip: fit,reference,batch,render")
+    s.add_argument("--bpp", type=float, default=1.0, help="rate of the reference comparison (CPU)")
+    s.add_argument("--efforts", type=ints, help="encoder efforts timed against the reference (default: the default)")
+    s.add_argument("--reference-steps", type=positive, default=1000,
+                   help="full-image steps of the reference encode (the encoder before effort levels: 1000)")
+    s.add_argument("--results", help="resumable results file of the reference comparison (a stopped run "
+                   "continues where it was)")
     s.set_defaults(func=_lazy("tuner_model.bench.speed", "cmd_bench_speed"))

@@ -6,6 +6,11 @@ batches of 65,536 shuffled pixels (1000 epochs ≈ 4000 steps). Reported per ima
 train PSNR (95%), held-out PSNR (5%), gradient PSNR (full image), seconds. Predictions are not
 clamped, as in the paper. Coordinates are our pixel centres, not linspace with endpoints: a
 uniform rescale of the domain by 511/512 that changes no method's capacity.
+
+Below 512 (`--size 256x256`) the protocol is a CPU-scale version: the width scales with the side (208 at
+256), the default epochs are CPU_EPOCHS, batches scale with the pixel count (the same 4 per epoch), and
+TUNER trains on the grid path (train/grid.py) with the held-out mask, each step on a random quarter of
+the rows: about the same pixels per step as the others' random batches, at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ SIZE = 512
 HOLDOUT = 0.05
 BATCH = 65536
 SEED = 777
+CPU_EPOCHS = 500
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -90,15 +96,19 @@ def gradient_magnitude(model: torch.nn.Module, coords: torch.Tensor, chunk: int 
 
 
 def run_one(method: Method, image: np.ndarray, epochs: int, device: torch.device,
-            schedule: str = "constant") -> dict:
+            schedule: str = "constant", batches: str = "pixels") -> dict:
+    """One method on one image. `batches`: "pixels" (random pixel batches, the paper's) or "rows" (TUNER
+    only: a random quarter of the grid's rows each step, with the held-out mask; the grid path)."""
     size = image.shape[0]
     n = size * size
     mask = holdout_mask(n)
     batch = BATCH * n // (SIZE * SIZE)  # the same 4 batches per epoch at any size
     steps_per_epoch = math.ceil(int(mask.sum()) / batch)
+    rows = batches == "rows" and method.config.arch == "tuner"
     opts = FitOptions(steps=epochs * steps_per_epoch, lr=method.lr, schedule=schedule,
                       warmup=0 if schedule == "constant" else 50,
-                      batch_pixels=batch, seed=SEED, device=str(device), progress_every=10**9)
+                      batch_pixels=None if rows else batch, batch_rows=max(1, size // 4) if rows else None,
+                      seed=SEED, device=str(device), progress_every=10**9)
     model = build_model(method.config, seed=SEED)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -117,16 +127,39 @@ def run_one(method: Method, image: np.ndarray, epochs: int, device: torch.device
         "grad_psnr": round(gradient_psnr(grad, image), 3),
         "seconds": round(seconds, 2),
         "steps": opts.steps,
+        "batches": "rows" if rows else "pixels",
     }
 
 
-def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: str = "auto",
-                    methods: str = "tuner,siren,ffm", limit: int | None = None,
-                    log: TextIO | None = None, schedule: str = "constant",
-                    tuner_overrides: dict | None = None, size: int = SIZE) -> dict:
+@dataclass(frozen=True)
+class PaperOptions:
+    epochs: int | None = None  # None: 1000 at 512, CPU_EPOCHS below
+    width: int | None = None  # None: 416 at 512, scaled with the side below
+    device: str = "auto"
+    methods: str = "tuner,siren,ffm"
+    limit: int | None = None
+    schedule: str = "constant"
+    tuner_overrides: dict | None = None
+    size: int = SIZE
+    batches: str | None = None  # TUNER's batches, "pixels" or "rows"; None: pixels at 512, rows below
+
+    def resolved(self) -> tuple[int, int, str]:
+        small = self.size < SIZE
+        epochs = self.epochs or (CPU_EPOCHS if small else 1000)
+        width = self.width or (max(16, round(416 * self.size / SIZE)) if small else 416)
+        batches = self.batches or ("rows" if small else "pixels")
+        if batches not in ("pixels", "rows"):
+            raise ConfigError("batches must be pixels or rows")
+        return epochs, width, batches
+
+
+def run_paper_bench(images: Path, opts: PaperOptions = PaperOptions(), log: TextIO | None = None) -> dict:
     """The paper's protocol. `schedule` and `tuner_overrides` (ModelConfig fields and/or "lr") exist to
     explore what the protocol leaves open; the defaults are the official final config. `size` below 512
-    gives a scaled-down protocol (batch scaled with the pixel count) for quick CPU exploration."""
+    gives the CPU-scale protocol (module docstring)."""
+    epochs, width, batches = opts.resolved()
+    methods, limit, schedule, tuner_overrides, size = opts.methods, opts.limit, opts.schedule, opts.tuner_overrides, \
+        opts.size
     if not images.is_dir():
         raise ImageError(f"{images}: not a directory")
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
@@ -142,13 +175,13 @@ def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: 
     unknown = [m for m in wanted if m not in table]
     if unknown or not wanted:
         raise ConfigError(f"unknown methods {unknown}; choose from {', '.join(table)}")
-    dev = resolve_device(device)
+    dev = resolve_device(opts.device)
     per_image: dict[str, dict] = {}
     for path in paths:
         image = load_square(path, size)
         per_image[path.name] = {}
         for name in wanted:
-            r = run_one(table[name], image, epochs, dev, schedule)
+            r = run_one(table[name], image, epochs, dev, schedule, batches)
             per_image[path.name][name] = r
             if log:
                 log.write(f"{path.name} {name}: {r}\n")
@@ -158,7 +191,7 @@ def run_paper_bench(images: Path, epochs: int = 1000, width: int = 416, device: 
             for name in wanted}
     return {
         "protocol": {"size": size, "holdout": HOLDOUT, "batch": BATCH, "epochs": epochs, "width": width,
-                     "schedule": schedule,
+                     "schedule": schedule, "tuner_batches": batches,
                      "seed": SEED, "methods": {n: {"lr": table[n].lr, "model": table[n].config.to_dict()}
                                                for n in wanted}},
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",

@@ -22,6 +22,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,16 +38,18 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     from ..files import atomic_write
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    unknown = skip - {"fit", "batch", "render"}
+    unknown = skip - {"fit", "batch", "render", "reference"}
     if unknown:
         raise ConfigError(f"unknown --skip parts: {', '.join(sorted(unknown))}")
-    report = run_speed_bench(Path(args.images), device=args.device, widths=args.widths, steps=args.steps,
-                             warmup=args.warmup, limit=args.limit, fit_size=args.fit_size,
-                             variants=[v.strip() for v in args.variants.split(",") if v.strip()],
-                             batch=args.batch, sizes=args.sizes, direct_sizes=args.direct_sizes,
-                             repeats=args.repeats, blob=args.blob, render_steps=args.render_steps,
-                             compile_render=args.compile_render, full_encode=args.full_encode,
-                             threads=args.threads, skip=skip, log=sys.stderr)
+    opts = SpeedOptions(device=args.device, widths=args.widths, steps=args.steps, warmup=args.warmup,
+                        limit=args.limit, fit_size=args.fit_size,
+                        variants=[v.strip() for v in args.variants.split(",") if v.strip()], batch=args.batch,
+                        sizes=args.sizes, direct_sizes=args.direct_sizes, repeats=args.repeats, blob=args.blob,
+                        render_steps=args.render_steps, compile_render=args.compile_render,
+                        full_encode=args.full_encode, threads=args.threads, skip=skip, bpp=args.bpp,
+                        efforts=args.efforts, results=Path(args.results) if args.results else None,
+                        reference_steps=args.reference_steps)
+    report = run_speed_bench(Path(args.images), opts, log=sys.stderr)
     atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
     print(json.dumps(report["summary"], indent=2))
     return 0
@@ -54,35 +57,57 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- the run
 
-VARIANTS = ("fp32-eager", "bf16-autocast", "compiled", "bf16-compiled")
+VARIANTS = ("fp32-eager", "grid", "bf16-autocast", "compiled", "bf16-compiled")
 
 
-def run_speed_bench(images_dir: Path, device: str = "auto", widths: list[int] | None = None,
-                    steps: int | None = None, warmup: int = 3, limit: int = 4,
-                    fit_size: tuple[int, int] | None = None, variants: list[str] | None = None, batch: int = 4,
-                    sizes: list[tuple[int, int]] | None = None,
-                    direct_sizes: list[tuple[int, int]] | None = None, repeats: int = 3, blob: str | None = None,
-                    render_steps: int = 100, compile_render: bool = False, full_encode: bool = False,
-                    threads: int | None = None, skip: set[str] | None = None,
+@dataclass(frozen=True)
+class SpeedOptions:
+    device: str = "auto"
+    widths: list[int] | None = None  # None: the rate-control table's widths at the fit size
+    steps: int | None = None  # timed steps per variant (200 on CUDA, 5 on the CPU)
+    warmup: int = 3
+    limit: int = 4
+    fit_size: tuple[int, int] | None = None
+    variants: list[str] | None = None
+    batch: int = 4
+    sizes: list[tuple[int, int]] | None = None
+    direct_sizes: list[tuple[int, int]] | None = None
+    repeats: int = 3
+    blob: str | None = None
+    render_steps: int = 100
+    compile_render: bool = False
+    full_encode: bool = False
+    threads: int | None = None
+    skip: frozenset[str] | set[str] = frozenset()
+    bpp: float = 1.0  # the reference comparison's rate
+    efforts: list[int] | None = None  # the encoder's efforts in the reference comparison (default: default)
+    results: Path | None = None  # the reference comparison's resumable results file
+    reference_steps: int = 1000  # full-image steps of the reference encode
+
+
+def run_speed_bench(images_dir: Path, opts: SpeedOptions = SpeedOptions(),
                     log: TextIO | None = None) -> dict[str, Any]:
+    from .. import ratecontrol
     from ..bench.rd import list_images, load_sized
     from ..device import resolve_device
+    from ..effort import DEFAULT_EFFORT
 
-    skip = skip or set()
-    if threads:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    skip = opts.skip
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    dev = resolve_device(opts.device)
     cuda = dev.type == "cuda"
-    steps = steps or (200 if cuda else 5)
-    variants = variants or list(VARIANTS)
+    steps = opts.steps or (200 if cuda else 5)
+    variants = opts.variants or list(VARIANTS)
     bad = set(variants) - set(VARIANTS)
     if bad:
         raise ConfigError(f"unknown variants: {', '.join(sorted(bad))}; choose from {', '.join(VARIANTS)}")
-    widths = widths or [64, 128, 192, 256]
-    sizes = parse_sizes(RENDER_SIZES) if sizes is None else sizes
-    direct_sizes = sizes if direct_sizes is None else direct_sizes
-    paths = list_images(images_dir, limit)
-    images = [load_sized(p, fit_size) for p in paths]
+    sizes = parse_sizes(RENDER_SIZES) if opts.sizes is None else opts.sizes
+    direct_sizes = sizes if opts.direct_sizes is None else opts.direct_sizes
+    paths = list_images(images_dir, opts.limit)
+    images = [load_sized(p, opts.fit_size) for p in paths]
+    h, w, c = images[0].shape
+    widths = opts.widths or sorted({ratecontrol.plan_for_bpp(r.bpp, w, h, c).width for r in ratecontrol.load_table()})
 
     def say(msg: str) -> None:
         if log is not None:
@@ -92,24 +117,33 @@ def run_speed_bench(images_dir: Path, device: str = "auto", widths: list[int] | 
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": _machine(dev),
-        "settings": {"device": str(dev), "widths": widths, "steps": steps, "warmup": warmup,
+        "settings": {"device": str(dev), "widths": widths, "steps": steps, "warmup": opts.warmup,
                      "images": [p.name for p in paths], "fit_size": list(images[0].shape[1::-1]),
-                     "batch": batch, "render_sizes": [f"{w}x{h}" for w, h in sizes]},
+                     "batch": opts.batch, "render_sizes": [f"{w}x{h}" for w, h in sizes]},
         "skipped": [],
     }
     if "fit" not in skip:
-        report["fit"] = bench_fit(images[0], widths, variants, steps, warmup, dev, report["skipped"], say)
-        if full_encode:
+        report["fit"] = bench_fit(images[0], widths, variants, steps, opts.warmup, dev, report["skipped"], say)
+        if opts.full_encode:
             report["full_encode"] = bench_full_encode(images[0], str(dev), say)
-    if "batch" not in skip and batch > 1:
-        group = [im for im in images if im.shape == images[0].shape][:batch]
+    if "reference" not in skip:
+        if cuda:
+            report["skipped"].append({"what": "reference comparison", "why": "CPU only (the encoder's time there)"})
+        else:
+            from .fitspeed import run_fit_speed
+
+            report["reference"] = run_fit_speed([(p.name, im) for p, im in zip(paths, images, strict=True)],
+                                                opts.bpp, opts.efforts or [DEFAULT_EFFORT], [], opts.results, say,
+                                                opts.reference_steps)
+    if "batch" not in skip and opts.batch > 1:
+        group = [im for im in images if im.shape == images[0].shape][: opts.batch]
         if len(group) < 2:
             report["skipped"].append({"what": "batched fitting", "why": "fewer than 2 images of one size"})
         else:
-            report["batched"] = bench_batched(group, widths[len(widths) // 2], steps, warmup, dev, say)
+            report["batched"] = bench_batched(group, widths[len(widths) // 2], steps, opts.warmup, dev, say)
     if "render" not in skip:
-        report["render"] = bench_render(paths[0], blob, sizes, direct_sizes, repeats, render_steps, dev,
-                                        compile_render, report["skipped"], say)
+        report["render"] = bench_render(paths[0], opts.blob, sizes, direct_sizes, opts.repeats, opts.render_steps,
+                                        dev, opts.compile_render, report["skipped"], say)
     report["summary"] = _summary(report)
     return report
 
@@ -142,7 +176,7 @@ def _sync(dev: torch.device) -> None:
 
 
 def _variant_unavailable(variant: str, dev: torch.device) -> str | None:
-    if variant == "fp32-eager":
+    if variant in ("fp32-eager", "grid"):
         return None
     if dev.type != "cuda":
         return ("CUDA only: on the CPU bf16 matmuls and inductor's compile time (tens of seconds per shape) "
@@ -155,10 +189,12 @@ def _variant_unavailable(variant: str, dev: torch.device) -> str | None:
 def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: int, warmup: int,
               dev: torch.device, skipped: list[dict], say: Callable[[str], None]) -> list[dict[str, Any]]:
     """ms per full-image step (and PSNR after `steps`) per width and variant; fp32-eager is the baseline."""
-    from ..encoder import DEFAULT_STEPS, default_config, qat_steps_for
+    from ..effort import effort_plan
+    from ..encoder import default_config
 
     h, w, c = image.shape
-    encoder_steps = DEFAULT_STEPS + qat_steps_for(DEFAULT_STEPS)
+    plan = effort_plan()
+    encoder_steps = round(plan.work(w, h))  # full-image step equivalents of a default-effort encode
     rows = []
     run = ["fp32-eager"] + [v for v in variants if v != "fp32-eager"]
     for width in widths:
@@ -181,7 +217,7 @@ def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: 
                    "steps": steps, "pixels": w * h,
                    "speedup_vs_fp32_eager": round(base_ms / ms, 3) if base_ms else None,
                    "seconds_to_encoder_stop_estimate": round(ms * encoder_steps / 1000, 2),
-                   "encoder_steps": encoder_steps}
+                   "encoder_full_step_equivalents": encoder_steps}
             if peak is not None:
                 row["peak_gpu_mib"] = round(peak / 2**20, 1)
             rows.append(row)
@@ -191,10 +227,11 @@ def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: 
 
 def time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup: int,
                    dev: torch.device) -> tuple[float, float, int | None]:
-    """(ms per step, PSNR after warmup + steps, peak GPU bytes) of full-batch Adam steps with the clamp."""
+    """(ms per step, PSNR after warmup + steps, peak GPU bytes) of full-batch Adam steps with the clamp.
+    `grid` is the same step on the grid path (train/grid.py), the others the network's dense forward."""
     from ..metrics import mse_to_psnr
     from ..models import build_model
-    from ..train.fit import image_targets
+    from ..train.fit import FitOptions, image_targets, make_objective
 
     model = build_model(config, seed=0).to(dev).train()
     coords, values = image_targets(image, dev)
@@ -206,12 +243,16 @@ def time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup: 
         forward = _mixed_forward(model, dev)
     if "compiled" in variant:
         forward = torch.compile(forward)
+    grid = make_objective(model, [image], FitOptions(path="grid"), dev, stacked=False) if variant == "grid" else None
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        pred = forward(coords)
-        loss = ((pred.float() - values) ** 2).mean()
-        loss.backward()
+        if grid is not None:
+            grid.losses(model, dict(model.named_parameters()), 0, None)
+        else:
+            pred = forward(coords)
+            loss = ((pred.float() - values) ** 2).mean()
+            loss.backward()
         opt.step()
         model.project()
 
@@ -388,6 +429,14 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"device": report["settings"]["device"]}
     if "fit" in report:
         out["fit_ms_per_step"] = {f"{r['width']}/{r['variant']}": r["ms_per_step"] for r in report["fit"]}
+    if "reference" in report:
+        out["reference"] = [{"image": e["image"], "reference_psnr": e["reference"]["psnr"],
+                             "dense_seconds_to_reference": e["dense_seconds_to_reference"],
+                             "grid_seconds_to_reference": e["grid_seconds_to_reference"],
+                             "encodes": [{k: r[k] for k in ("effort", "seconds", "psnr", "psnr_minus_reference",
+                                                            "fraction_of_dense_reference_time")}
+                                         for r in e.get("encodes", [])]}
+                            for e in report["reference"]["images"]]
     if "batched" in report:
         out["batched_speedup"] = report["batched"]["speedup"]
     if "render" in report:

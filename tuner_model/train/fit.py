@@ -45,6 +45,7 @@ class FitOptions:
     # (no random pixel mini-batches), "dense" forces every pixel through the network's own forward.
     path: str = "auto"
     batch_rows: int | None = None  # grid path: each step on this many random rows (None: every row)
+    batch_cols: int | None = None  # grid path: and on this many random columns (None: every column)
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 10_000_000:
@@ -119,7 +120,7 @@ def make_objective(model: nn.Module, images: list[np.ndarray], options: FitOptio
         raise ConfigError("the grid path needs a TUNER network")
     if uses_grid(model, options):
         return GridObjective(images, device, stacked, model, mask=mask, batch_rows=options.batch_rows,
-                             seed=options.seed, penalty=penalty)
+                             seed=options.seed, penalty=penalty, batch_cols=options.batch_cols)
     return DenseObjective(images, device, stacked, mask=mask, batch_pixels=options.batch_pixels,
                           chunk_pixels=options.chunk_pixels, seed=options.seed, penalty=penalty)
 

@@ -250,3 +250,4 @@ def grid_losses(sep: Separable, t: TunerTensors, target: torch.Tensor, weight: t
     coef = coefficients(sep, t, rows)
     return GridMSE.apply(coef, sep.e, target, weight, float(denominator), should_cancel,
                          t.out_weight, t.out_bias, *t.weights[1:], *t.biases[1:])
+

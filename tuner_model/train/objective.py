@@ -11,6 +11,7 @@ Both hold K >= 1 targets, one per stacked network, and drop members as the loop 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -103,7 +104,7 @@ class GridObjective:
 
     def __init__(self, images: list[np.ndarray], device: torch.device, stacked: bool, model: nn.Module,
                  mask: np.ndarray | None = None, batch_rows: int | None = None, seed: int = 0,
-                 penalty: bool = True) -> None:
+                 penalty: bool = True, batch_cols: int | None = None) -> None:
         h, w, c = images[0].shape
         sx, sy = extent(w, h)
         xs = axis_centres(w, sx, device=device).to(torch.float64)
@@ -115,6 +116,8 @@ class GridObjective:
         self.stacked, self.penalty, self.h, self.c = stacked, penalty, h, c
         self.depth, self.omega, self.learn_bounds = len(cfg.hidden), cfg.hidden_omega, cfg.learn_bounds
         self.batch = h if batch_rows is None else max(1, min(batch_rows, h))
+        self.cols = w if batch_cols is None else max(1, min(batch_cols, w))
+        self.w = w
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.perm: torch.Tensor | None = None
         self.cursor = h
@@ -146,7 +149,14 @@ class GridObjective:
         target = self.target if rows is None else self.target[:, rows]
         weight = self.weight if (rows is None or self.weight is None) else self.weight[rows]
         denominator = self.full_denominator if rows is None else self._denominator(rows)
-        per = grid_mod.grid_losses(self.sep, t, target, weight, denominator, rows, should_cancel)
+        sep = self.sep
+        if self.cols < self.w:
+            cols = torch.randperm(self.w, generator=self.gen, device=target.device)[: self.cols].sort().values
+            sep = dataclasses.replace(sep, e=sep.e[:, cols].contiguous())
+            target = target[..., cols]
+            weight = None if weight is None else weight[:, cols]
+            denominator = denominator * self.cols / self.w if weight is None else max(1.0, float(weight.sum())) * self.c
+        per = grid_mod.grid_losses(sep, t, target, weight, denominator, rows, should_cancel)
         loss = per.sum()
         if self.penalty:
             pen = model.penalty()

@@ -1,0 +1,100 @@
+"""The encoder's effort setting (like AVIF's speed or WebP's method): how much fitting an encode does,
+and what that costs. Pure data and arithmetic (no torch): the API sizes a job's time with it before
+accepting the upload.
+
+An effort fixes the float fit's steps and the share of the image's rows each step sees (stochastic over
+rows: a quarter of the rows costs a quarter of a full step, and the separable grid structure is kept),
+and the quantization-aware fine-tuning's steps and rows. The levels were chosen by measurement at
+768×512 (docs/PERFORMANCE.md, "Effort"); the default encodes a 768×512 photo at 1 bpp in about a minute
+on 2 CPU cores, and the top levels are for GPU workers and benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+EFFORT_MIN, EFFORT_MAX = 1, 9
+DEFAULT_EFFORT = 4
+MIN_BATCH_ROWS = 128  # an image of at most this many rows always trains on all of them
+QAT_FRACTION = 0.2  # fine-tuning steps as a share of the fit's, when the caller sets the steps
+MAX_QAT_STEPS = 500
+
+
+@dataclass(frozen=True)
+class EffortPlan:
+    level: int
+    steps: int  # float-fit steps
+    row_fraction: float  # share of the rows each float step sees
+    qat_steps: int
+    qat_row_fraction: float
+    col_fraction: float = 1.0  # share of the columns each float step sees (with the rows: a random sub-grid)
+
+    def batch_rows(self, height: int) -> int | None:
+        return rows_for(self.row_fraction, height)
+
+    def batch_cols(self, width: int) -> int | None:
+        return rows_for(self.col_fraction, width)
+
+    def qat_batch_rows(self, height: int) -> int | None:
+        return rows_for(self.qat_row_fraction, height)
+
+    def work(self, width: int, height: int) -> float:
+        """Full-image step equivalents of one encode attempt (the fit, the fine-tuning and the shorter
+        retune the encoder may add when the level search lands lower after fine-tuning)."""
+        def share(n: int | None, of: int) -> float:
+            return 1.0 if n is None else n / of
+
+        fit = share(self.batch_rows(height), height) * share(self.batch_cols(width), width)
+        return self.steps * fit + 1.5 * self.qat_steps * share(self.qat_batch_rows(height), height)
+
+
+# level: (float steps, their row share, QAT steps, their row share, the float steps' column share)
+_LEVELS: dict[int, tuple[int, float, int, float, float]] = {
+    1: (300, 0.25, 40, 0.25, 0.5),
+    2: (480, 0.25, 60, 0.25, 0.5),
+    3: (640, 0.5, 80, 0.25, 0.5),
+    4: (960, 0.5, 100, 0.25, 0.5),
+    5: (1400, 0.5, 150, 0.5, 0.5),
+    6: (1400, 0.5, 200, 0.5, 1.0),
+    7: (2000, 0.5, 300, 1.0, 1.0),
+    8: (3000, 1.0, 400, 1.0, 1.0),
+    9: (5000, 1.0, 500, 1.0, 1.0),
+}
+
+
+def qat_steps_for(steps: int) -> int:
+    """Fine-tuning steps after a fit of `steps` set by the caller: QAT_FRACTION of them, 10 to MAX_QAT_STEPS."""
+    return min(MAX_QAT_STEPS, max(10, int(steps * QAT_FRACTION)))
+
+
+def effort_plan(level: int = DEFAULT_EFFORT, steps: int | None = None) -> EffortPlan:
+    """The plan of an effort level; `steps` (advanced) replaces its float steps, and the fine-tuning then
+    takes QAT_FRACTION of them."""
+    if not isinstance(level, int) or not EFFORT_MIN <= level <= EFFORT_MAX:
+        raise ConfigError(f"effort must be an integer in {EFFORT_MIN}..{EFFORT_MAX}, got {level!r}")
+    n, frac, n_qat, qat_frac, col_frac = _LEVELS[level]
+    if steps is not None:
+        n, n_qat = steps, qat_steps_for(steps)
+    return EffortPlan(level, n, frac, n_qat, qat_frac, col_frac)
+
+
+def rows_for(fraction: float, height: int) -> int | None:
+    """Rows per step for a share of an image's rows; None (every row) when that is all or nearly."""
+    rows = max(MIN_BATCH_ROWS, math.ceil(fraction * height))
+    return None if rows >= height else rows
+
+
+# Seconds of one full-image grid step per pixel per hidden neuron, measured on the 2-core CPU (AVX-512)
+# at 768×512, width 264: 0.19 s (docs/PERFORMANCE.md). A worker's setting can replace it.
+CPU_SECONDS_PER_PIXEL_NEURON = 1.9e-9
+OVERHEAD_SECONDS = 5.0  # level searches, snapping, PSNR, blob
+
+
+def estimate_seconds(width: int, height: int, net_width: int, plan: EffortPlan,
+                     seconds_per_pixel_neuron: float = CPU_SECONDS_PER_PIXEL_NEURON) -> float:
+    """Expected wall time of one encode attempt of a width×height image with a net_width-wide network."""
+    step = seconds_per_pixel_neuron * width * height * net_width
+    return OVERHEAD_SECONDS + step * plan.work(width, height)
