@@ -18,11 +18,11 @@ from tuner_model.train.fit import FitOptions, fit, make_objective
 H, W = 20, 28
 
 
-def _image(seed: int = 0) -> np.ndarray:
+def _image(seed: int = 0, w: int = W) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:H, 0:W] / 10.0
+    yy, xx = np.mgrid[0:H, 0:w] / 10.0
     base = np.stack([np.sin(3 * xx + yy), np.cos(2 * yy - xx), np.sin(xx * yy)], axis=-1) * 0.3 + 0.5
-    return np.clip(base + 0.05 * rng.standard_normal((H, W, 3)), 0, 1).astype(np.float32)
+    return np.clip(base + 0.05 * rng.standard_normal((H, w, 3)), 0, 1).astype(np.float32)
 
 
 def _grads(model, objective, params=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -88,6 +88,25 @@ def test_grid_gradients_with_mask_and_row_subsets():
     mask = np.random.default_rng(3).random((H, W)) > 0.05  # the paper's held-out protocol
     _compare(model, [_image()], mask=mask)
     _compare(model, [_image()], batch_rows=7)
+
+
+@pytest.mark.parametrize("width", [W, W - 1], ids=["even", "odd"])
+def test_grid_gradients_on_random_sub_grids(width):
+    """A step on a random sub-grid (rows x columns) equals the dense step on exactly those pixels."""
+    cfg = ModelConfig(input_width=24, hidden=(24,), bandlimit=12, block_limit=4)
+    model, img = _trained(cfg), _image(w=width)
+    grid = make_objective(model, [img], FitOptions(path="grid", batch_rows=9, batch_cols=12), torch.device("cpu"),
+                          False)
+    lg, gg = _grads(model, grid)
+    rows, cols = grid.last_sample
+    assert rows.numel() == 9 and cols.numel() == 12 and len(set(cols.tolist())) == 12
+    pixels = np.zeros((H, width), bool)
+    pixels[np.ix_(rows.numpy(), cols.numpy())] = True
+    dense = make_objective(model, [img], FitOptions(path="dense"), torch.device("cpu"), False, mask=pixels)
+    ld, gd = _grads(model, dense)
+    torch.testing.assert_close(lg, ld, rtol=1e-5, atol=1e-7)
+    for name in gd:
+        assert float((gd[name] - gg[name]).norm() / gd[name].norm()) < 1e-4, name
 
 
 def test_grid_gradients_of_stacked_networks():

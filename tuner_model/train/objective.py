@@ -113,6 +113,7 @@ class GridObjective:
         self.sep = grid_mod.separable(model.k, cfg.period, xs, ys)
         self.target = stacked_targets(images, device).permute(0, 1, 3, 2).contiguous()  # (K, H, C, W)
         self.weight = None if mask is None else torch.as_tensor(mask, dtype=torch.float32, device=device)
+
         self.stacked, self.penalty, self.h, self.c = stacked, penalty, h, c
         self.depth, self.omega, self.learn_bounds = len(cfg.hidden), cfg.hidden_omega, cfg.learn_bounds
         self.batch = h if batch_rows is None else max(1, min(batch_rows, h))
@@ -122,6 +123,7 @@ class GridObjective:
         self.perm: torch.Tensor | None = None
         self.cursor = h
         self.full_denominator = self._denominator(None)
+        self.last_sample: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)  # (rows, columns) drawn
 
     def _denominator(self, rows: torch.Tensor | None) -> float:
         if self.weight is None:
@@ -149,13 +151,15 @@ class GridObjective:
         target = self.target if rows is None else self.target[:, rows]
         weight = self.weight if (rows is None or self.weight is None) else self.weight[rows]
         denominator = self.full_denominator if rows is None else self._denominator(rows)
-        sep = self.sep
-        if self.cols < self.w:
+        sep, cols = self.sep, None
+        if self.cols < self.w:  # and a random subset of the columns: a random sub-grid
             cols = torch.randperm(self.w, generator=self.gen, device=target.device)[: self.cols].sort().values
             sep = dataclasses.replace(sep, e=sep.e[:, cols].contiguous())
             target = target[..., cols]
             weight = None if weight is None else weight[:, cols]
-            denominator = denominator * self.cols / self.w if weight is None else max(1.0, float(weight.sum())) * self.c
+            n = cols.numel() * target.shape[1] if weight is None else float(weight.sum())
+            denominator = max(1.0, n) * self.c
+        self.last_sample = (rows, cols)
         per = grid_mod.grid_losses(sep, t, target, weight, denominator, rows, should_cancel)
         loss = per.sum()
         if self.penalty:

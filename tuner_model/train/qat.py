@@ -11,15 +11,18 @@ import torch
 from torch import nn
 
 from ..codec.quant import Quantizer
+from ..errors import FitCancelled
 from .fit import FitOptions, cosine_factor, make_objective
 from .loop import LoopOptions, train
 
 QAT_FINAL_LR = 0.05  # the cosine ends at this fraction of the fine-tuning lr
 
 
-def _options(steps: int, lr: float) -> LoopOptions:
+def _options(steps: int, lr: float, batch_rows: int | None) -> LoopOptions:
+    # Keep-best compares the losses of successive steps: only meaningful when they are over the same pixels
+    # (every row); on random rows it would pick the luckiest subset, so the last parameters are kept.
     return LoopOptions(steps=steps, lr=lr, lr_factor=lambda s: cosine_factor(s, max(1, steps), 0, QAT_FINAL_LR),
-                       keep_best=True, progress_every=1)
+                       keep_best=batch_rows is None, progress_every=1)
 
 
 def _objective(model: nn.Module, targets: Sequence[np.ndarray], device: torch.device, stacked: bool,
@@ -42,7 +45,7 @@ def qat_finetune(model: nn.Module, target: np.ndarray, quantizers: dict[str, Qua
         if progress is not None:
             progress(step, losses[0])
 
-    result = train(model, objective, _options(steps, lr), quantizers=[dict(quantizers)], progress=report,
+    result = train(model, objective, _options(steps, lr, batch_rows), quantizers=[dict(quantizers)], progress=report,
                    should_cancel=should_cancel)
     loss = result.losses[0]
     return float("inf") if loss is None else loss
@@ -76,8 +79,11 @@ def qat_finetune_batch(models: Sequence[nn.Module], targets: Sequence[np.ndarray
             for k, loss in zip(live, losses, strict=True):
                 progress(k, step, loss)
 
-    result = train(model, objective, _options(steps, lr), stacked=True, quantizers=[dict(q) for q in quantizers],
-                   progress=report, member_cancelled=member_cancelled)
+    try:
+        result = train(model, objective, _options(steps, lr, batch_rows), stacked=True,
+                       quantizers=[dict(q) for q in quantizers], progress=report, member_cancelled=member_cancelled)
+    except FitCancelled:  # every member was dropped: each is left as it was
+        return [None] * len(models)
     live = [k for k, loss in enumerate(result.losses) if loss is not None]
     for j, k in enumerate(live):
         _load_member(models[k], model, j)
@@ -87,8 +93,6 @@ def qat_finetune_batch(models: Sequence[nn.Module], targets: Sequence[np.ndarray
 def _one_by_one(models, targets, quantizers, steps, lr, device, chunk_pixels, progress, member_cancelled,
                 batch_rows) -> list[float | None]:
     import copy
-
-    from ..errors import FitCancelled
 
     out: list[float | None] = []
     for k, (model, target, qs) in enumerate(zip(models, targets, quantizers, strict=True)):
