@@ -66,6 +66,9 @@ class Job(Base):
     batch_key: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     # How many jobs shared the fit that made this job's blob (1: fitted alone); set when it succeeds.
     batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Seconds the running fit still needs, estimated by its worker's heartbeat from the time since the fit
+    # started and its progress (None until it can tell); 0 once succeeded.
+    eta_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Image(Base):
@@ -103,6 +106,7 @@ _ADDED_COLUMNS = (
     ("jobs", "sent_at", "DOUBLE PRECISION", None),
     ("jobs", "batch_key", "VARCHAR(200)", "ix_jobs_batch_key"),
     ("jobs", "batch_size", "INTEGER", None),
+    ("jobs", "eta_s", "DOUBLE PRECISION", None),
 )
 _SCHEMA_LOCK = 0x7475_6E65  # a PostgreSQL advisory lock id: serialises schema setup between processes
 
@@ -247,7 +251,7 @@ class Database:
                 Job.id == job_id,
                 (Job.status == QUEUED) | ((Job.status == RUNNING) & (Job.heartbeat_at < now - stale_after)),
             ).values(status=RUNNING, worker=worker, heartbeat_at=now, attempts=Job.attempts + 1,
-                     started_at=now, progress=0.0, step=0))
+                     started_at=now, progress=0.0, step=0, eta_s=None))
             if res.rowcount != 1:
                 return "busy", job
             return "claimed", s.get(Job, job_id)
@@ -280,7 +284,7 @@ class Database:
         with self.session() as s:
             res = s.execute(update(Job).where(Job.id == job_id, Job.status == QUEUED, Job.attempts < max_attempts)
                             .values(status=RUNNING, worker=worker, heartbeat_at=now, attempts=Job.attempts + 1,
-                                    started_at=now, progress=0.0, step=0))
+                                    started_at=now, progress=0.0, step=0, eta_s=None))
             return s.get(Job, job_id) if res.rowcount == 1 else None
 
     def active_upload_digests(self) -> set[str]:
@@ -340,7 +344,8 @@ class Database:
             for job_id in ids:
                 res = s.execute(update(Job).where(Job.id == job_id, Job.status == RUNNING,
                                                   Job.heartbeat_at < cutoff)
-                                .values(status=QUEUED, worker=None, heartbeat_at=None, sent_at=time.time()))
+                                .values(status=QUEUED, worker=None, heartbeat_at=None, sent_at=time.time(),
+                                        eta_s=None))
                 if res.rowcount == 1:
                     done.append(job_id)
         return done

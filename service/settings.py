@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # there one network already keeps every core busy and batching measured slower (docs/PERFORMANCE.md).
     fit_batch_max: int = Field(8, ge=1)
     fit_batch_on_cpu: bool = False
+    # The workers' speed, for the API's admission estimate (service/estimate.py): seconds of one full-image
+    # fit step per pixel per hidden neuron. None: tuner_model.effort's 2-core CPU figure, or a guess for a
+    # GPU when fit_device names CUDA. Set it from a worker's measured fit_seconds to refuse exactly the
+    # uploads that would run past soft_time_limit_s.
+    fit_seconds_per_pixel_neuron: float | None = Field(None, gt=0)
 
     # Rendering
     max_render_width: int = Field(8192, ge=1)

@@ -33,7 +33,7 @@ def assert_clean_failure(p: subprocess.CompletedProcess, *words: str) -> None:
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory, parrots_path) -> Path:
     out = tmp_path_factory.mktemp("cli") / "parrots.blob"
-    p = run("encode", str(parrots_path), "-o", str(out), "--steps", "300", "--device", "cpu")
+    p = run("encode", str(parrots_path), "-o", str(out), "--steps", "300", "--device", "cpu", "--effort", "3")
     assert p.returncode == 0, p.stderr
     return out
 
@@ -104,6 +104,9 @@ def test_bad_inputs_fail_with_one_line(tmp_path, parrots_path, encoded):
         (("encode", str(tmp_path), "-o", out), "directory"),
         (("encode", str(parrots_path), "-o", out, "--steps", "0"), "positive"),
         (("encode", str(parrots_path), "-o", out, "--steps", "-5"), "positive"),
+        (("encode", str(parrots_path), "-o", out, "--effort", "0"), "1..9"),
+        (("encode", str(parrots_path), "-o", out, "--effort", "10"), "1..9"),
+        (("encode", str(parrots_path), "-o", out, "--effort", "fast"), "not an integer"),
         (("decode", str(encoded), "-o", str(tmp_path / "x.png"), "--width", "0"), "positive"),
         (("decode", str(encoded), "-o", str(tmp_path / "x.png"), "--height", "-2"), "positive"),
         (("decode", str(encoded), "-o", str(tmp_path / "x.gif")), "extension"),
@@ -125,3 +128,17 @@ def test_readme_first_command_paths_exist():
     assert "tuner_model/samples/parrots-96x64.png" in readme or "tuner serve" in readme
     assert (root / "tuner_model/samples/parrots-96x64.png").exists()
     assert shutil.which("tuner") or Path(sys.executable).with_name("tuner").exists()
+
+
+def test_progress_bar_shows_the_time_left(capsys):
+    from types import SimpleNamespace
+
+    from tuner_model.cli import ProgressBar, eta_text
+
+    assert eta_text(1.0, 0.0) == "--" and eta_text(1.0, 0.01) == "--"  # too early to tell
+    assert eta_text(3.0, 0.01) == "4m57s" and eta_text(10.0, 0.5) == "10s" and eta_text(10.0, 1.0) == "0s"
+    bar = ProgressBar(enabled=True)
+    bar.start -= 10.0  # as if the encode began 10 s ago
+    bar(SimpleNamespace(step=250, steps=1000, psnr=25.0))
+    line = capsys.readouterr().err
+    assert "250/1000" in line and "ETA    30s" in line, line

@@ -5,6 +5,7 @@ answering with a problem document."""
 from __future__ import annotations
 
 import io
+import math
 import threading
 import time
 from datetime import datetime
@@ -17,6 +18,7 @@ from PIL import Image
 
 from service.api.app import create_app
 from service.settings import Settings
+from service.storage import digest
 from tuner_model.encoder import EncodeSettings, encode
 from tuner_model.metrics import psnr
 
@@ -260,3 +262,121 @@ def test_renderer_compiles_in_the_background(tmp_path: Path, blob: bytes) -> Non
         assert np.abs(compiled - eager).max() <= 1  # float rounding may move a pixel by one level
     finally:
         fast_render.warm_up(False)
+
+
+def _png(colour: tuple[int, int, int], size: tuple[int, int] = (8, 8)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_effort_is_an_encoding_parameter(client: TestClient, parrots_path: Path) -> None:
+    from tuner_model.effort import DEFAULT_EFFORT
+
+    data = parrots_path.read_bytes()
+    default = client.post("/v1/images?steps=30", content=data, headers={"content-type": "image/png"})
+    assert default.status_code == 202, default.text
+    assert default.json()["params"]["effort"] == DEFAULT_EFFORT
+    r = client.post("/v1/images?steps=30&effort=2", content=data, headers={"content-type": "image/png"})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["params"]["effort"] == 2 and not body["deduplicated"]
+    job = client.get(f"/v1/jobs/{body['job_id']}").json()
+    assert job["params"]["effort"] == 2 and "eta_s" in job and job["eta_s"] is None  # queued: no estimate yet
+    # The same bytes at another effort are another job and another image; as a form field too.
+    r6 = client.post("/v1/images", files={"file": ("p.png", data, "image/png")}, data={"steps": "30", "effort": "6"})
+    assert r6.status_code == 202, r6.text
+    ids = {default.json()["job_id"], body["job_id"], r6.json()["job_id"]}
+    assert len(ids) == 3 and len({default.json()["image_id"], body["image_id"], r6.json()["image_id"]}) == 3
+    assert r6.json()["params"]["effort"] == 6
+    # ...and the same effort again is the same job.
+    again = client.post("/v1/images", files={"file": ("p.png", data, "image/png")}, data={"steps": "30", "effort": "2"})
+    assert again.json()["job_id"] == body["job_id"] and again.json()["deduplicated"]
+    paths = client.get("/openapi.json").json()["paths"]["/v1/images"]["post"]
+    form = paths["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert form["effort"] == {"type": "integer", "minimum": 1, "maximum": 9}
+    assert any(p["name"] == "effort" for p in paths["parameters"])
+
+
+def test_effort_out_of_range_is_422(client: TestClient, parrots_path: Path) -> None:
+    data = parrots_path.read_bytes()
+    for bad in ("0", "10", "-1", "x", "2.5"):
+        body = _problem(client.post(f"/v1/images?effort={bad}", content=data, headers={"content-type": "image/png"}),
+                        422)
+        assert "effort" in body["detail"], body
+        body = _problem(client.post("/v1/images", files={"file": ("p.png", data, "image/png")}, data={"effort": bad}),
+                        422)
+        assert "effort" in body["detail"], body
+    assert 'tuner_jobs{state="queued"} 0.0' in client.get("/metrics").text
+
+
+def test_job_stored_without_effort_means_the_default(client: TestClient) -> None:
+    """A job (and an image) recorded before `effort` existed still loads, at the default effort."""
+    from service.db import Image as ImageRow
+    from service.db import Job
+    from tuner_model.effort import DEFAULT_EFFORT
+
+    db = client.app.state.db
+    db.add_job(Job(id="job_old", image_id="img_old", status="succeeded", progress=1.0, step=10, steps=10,
+                   params={"bpp": None, "psnr": None, "steps": 10}, upload_digest="0" * 64, attempts=1,
+                   cancel_requested=0, created_at=time.time()))
+    db.add_image(ImageRow(id="img_old", width=8, height=8, channels=3, bytes=100, bpp=12.5, psnr=30.0, parameters=50,
+                          params={"steps": 10}, blob_digest="0" * 64, source="fit", job_id="job_old",
+                          created_at=time.time()))
+    job = client.get("/v1/jobs/job_old").json()
+    assert job["params"] == {"bpp": None, "psnr": None, "steps": 10, "effort": DEFAULT_EFFORT}
+    assert job["eta_s"] == 0  # succeeded, even though no worker of this version wrote it
+    assert client.get("/v1/images/img_old").json()["params"]["effort"] == DEFAULT_EFFORT
+
+
+def test_upload_estimated_past_the_time_limit_is_refused(tmp_path: Path, parrots_path: Path) -> None:
+    """The API refuses what the worker's soft time limit would kill: the estimate, times 1.5, must fit."""
+    from service.api.schemas import EncodeParams
+    from service.estimate import estimate_fit_seconds
+
+    data = parrots_path.read_bytes()
+    # 5 s of overhead alone (times 1.5) is more than a 6 s limit.
+    with TestClient(create_app(Settings(data_dir=tmp_path / "a", soft_time_limit_s=6))) as c:
+        body = _problem(c.post("/v1/images?effort=1", content=data, headers={"content-type": "image/png"}), 422)
+        assert "estimated at 0.1 minutes" in body["detail"] and "6 s" in body["detail"], body
+        assert "effort (now 1)" in body["detail"] and "bpp" in body["detail"] and "smaller image" in body["detail"]
+        body = _problem(c.post("/v1/images?psnr=30", content=data, headers={"content-type": "image/png"}), 422)
+        assert "psnr target" in body["detail"]
+        assert 'tuner_jobs{state="queued"} 0.0' in c.get("/metrics").text
+        assert not c.app.state.store.exists(f"uploads/{digest(data)}")  # nothing stored for a refused job
+    # Slow workers (the setting) and a limit between the two estimates: the default effort on this small
+    # image is refused, effort 1 at a lower rate is accepted.
+    slow = Settings(data_dir=tmp_path / "b", fit_seconds_per_pixel_neuron=2e-6)
+    default = estimate_fit_seconds(96, 64, 3, EncodeParams(), slow)
+    low = estimate_fit_seconds(96, 64, 3, EncodeParams(effort=1, bpp=0.5), slow)
+    limit = math.ceil(1.5 * low) + 1
+    assert limit < 1.5 * default
+    with TestClient(create_app(slow.model_copy(update={"soft_time_limit_s": limit}))) as c:
+        body = _problem(c.post("/v1/images", content=data, headers={"content-type": "image/png"}), 422)
+        assert f"estimated at {default / 60:.1f} minutes ({default:.0f} s)" in body["detail"], body
+        assert f"time limit of {limit / 60:.1f} minutes ({limit} s)" in body["detail"], body
+        assert c.post("/v1/images?effort=1&bpp=0.5", content=data,
+                      headers={"content-type": "image/png"}).status_code == 202
+
+
+def test_fit_estimate(tmp_path: Path) -> None:
+    from service.api.schemas import EncodeParams
+    from service.estimate import DEFAULT_BPP, estimate_fit_seconds, seconds_per_pixel_neuron
+    from tuner_model import encoder
+    from tuner_model.effort import CPU_SECONDS_PER_PIXEL_NEURON
+
+    assert DEFAULT_BPP == encoder.DEFAULT_BPP  # the service's copy of the encoder's default rate
+    cpu = Settings(data_dir=tmp_path)
+    assert seconds_per_pixel_neuron(cpu) == CPU_SECONDS_PER_PIXEL_NEURON  # "auto" counts as the CPU
+    cuda = Settings(data_dir=tmp_path, fit_device="cuda:0")
+    assert seconds_per_pixel_neuron(cuda) == CPU_SECONDS_PER_PIXEL_NEURON / 20
+    assert seconds_per_pixel_neuron(Settings(data_dir=tmp_path, fit_seconds_per_pixel_neuron=1e-8)) == 1e-8
+    at = {e: estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1, effort=e), cpu) for e in range(1, 10)}
+    assert all(at[e] <= at[e + 1] for e in range(1, 9)) and at[9] > 2 * at[4]
+    assert 20 < at[4] < 300  # about a minute on 2 cores at the default effort (tuner_model/effort.py)
+    assert estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1), cuda) < at[4] / 2
+    # A psnr target budgets a second attempt; a higher rate is a wider network.
+    one = estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1), cpu)
+    assert estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=4), cpu) > one
+    assert estimate_fit_seconds(768, 512, 3, EncodeParams(psnr=30), cpu) > 1.5 * estimate_fit_seconds(
+        768, 512, 3, EncodeParams(bpp=encoder.ratecontrol.bpp_for_psnr(30)), cpu)

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from tuner_model.codec import decode_blob
+from tuner_model.effort import DEFAULT_EFFORT
 from tuner_model.metrics import psnr
 
 FAST = {  # short heartbeats so that progress, cancellation and recovery show within seconds
@@ -123,10 +124,15 @@ def encode_and_render(base: str, parrots_path: Path, parrots: np.ndarray, steps:
     assert final["status"] == "succeeded", final
     assert final["progress"] == 1.0 and final["psnr"] > 20 and final["attempts"] == 1
     assert final["steps"] and final["step"] == final["steps"]  # a finished record says how many steps ran
+    assert final["eta_s"] == 0 and final["params"]["effort"] == DEFAULT_EFFORT
     running = [j for j in seen if j["status"] == "running" and 0 < j["progress"] < 1]
     assert running and running[-1]["psnr"] is not None, "no progress was reported while fitting"
     progresses = [j["progress"] for j in running]
     assert progresses == sorted(progresses)
+    # The ETA is written with the progress: a number once 2 % is done, never negative.
+    for j in running:
+        assert j["progress"] < 0.02 or j["eta_s"] is not None, j
+        assert j["eta_s"] is None or j["eta_s"] >= 0, j
 
     info = httpx.get(f"{base}/v1/images/{image_id}", timeout=5).json()
     assert (info["width"], info["height"], info["source"]) == (96, 64, "fit")
@@ -179,12 +185,19 @@ def test_redis_api_and_worker(redis_stack: str, parrots_path: Path, parrots: np.
 
 def test_cancel_running_fit(redis_stack: str, parrots_path: Path) -> None:
     job_id = submit(redis_stack, parrots_path, 20000)
-    wait_fitting(redis_stack, job_id)
+    seen = wait_fitting(redis_stack, job_id)
+    # A long fit: within seconds of showing progress it has an ETA (2 % done or 3 s of fitting).
+    deadline = time.monotonic() + 15
+    while seen[-1]["eta_s"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen.append(httpx.get(f"{redis_stack}/v1/jobs/{job_id}", timeout=5).json())
+    first = seen[-1]
+    assert first["status"] == "running" and first["eta_s"] is not None and first["eta_s"] > 0, first
     t0 = time.monotonic()
     d = httpx.delete(f"{redis_stack}/v1/jobs/{job_id}")
     assert d.status_code == 202
     final = wait_job(redis_stack, job_id, timeout=30)[-1]
-    assert final["status"] == "cancelled" and final["error"] == "cancelled"
+    assert final["status"] == "cancelled" and final["error"] == "cancelled" and final["eta_s"] is None
     assert time.monotonic() - t0 < 10 and final["step"] < 20000
     assert httpx.get(f"{redis_stack}/v1/images/{final['image_id']}").status_code == 404
 

@@ -1,6 +1,7 @@
 """The records layer on SQLite and on PostgreSQL (a fresh database per run): concurrent claims of one job
 give it to exactly one worker; queued jobs whose message may be lost are re-sent once per threshold, by one
-scanner; a database made before `sent_at` existed gains the column and its waiting jobs are still found."""
+scanner; a database made before `sent_at` existed gains the column and its waiting jobs are still found,
+and one made before `eta_s` gains that column."""
 
 from __future__ import annotations
 
@@ -109,6 +110,29 @@ def test_database_from_before_sent_at_gains_the_column(db_url: str) -> None:
     assert job_id in again.resend_due(50.0)  # judged by created_at
     assert again.get_job(job_id).sent_at is not None
     Database(db_url).ping()  # a third opening finds the column and changes nothing
+
+
+def test_database_from_before_eta_s_gains_the_column(db_url: str) -> None:
+    """`jobs.eta_s` is added to an older database; the heartbeat writes it, and a claim or a re-queue clears
+    the last run's estimate."""
+    db = Database(db_url)
+    job_id = _job(db)
+    with db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE jobs DROP COLUMN eta_s"))
+    db.engine.dispose()
+    again = Database(db_url)
+    assert again.get_job(job_id).eta_s is None
+    assert again.claim_job(job_id, "w1", stale_after=60.0, max_attempts=3)[0] == "claimed"
+    assert again.heartbeat(job_id, "w1", progress=0.5, eta_s=12.5) == "ok"
+    assert again.get_job(job_id).eta_s == 12.5
+    time.sleep(0.05)
+    assert again.requeue_stale(0.01) == [job_id]
+    assert again.get_job(job_id).eta_s is None
+    assert again.heartbeat(job_id, "w1", eta_s=3.0) == "lost"  # the job is not w1's any more
+    assert again.claim_job(job_id, "w2", stale_after=60.0, max_attempts=3)[0] == "claimed"
+    assert again.heartbeat(job_id, "w2", eta_s=7.0) == "ok"
+    assert again.finish_job(job_id, "w2", "succeeded", progress=1.0, eta_s=0.0)
+    assert again.get_job(job_id).eta_s == 0.0
 
 
 def test_processes_starting_together_create_the_schema_once(db_url: str) -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN
 from .errors import TunerError
 from .files import atomic_write
 
@@ -42,8 +43,34 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _effort(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if not EFFORT_MIN <= v <= EFFORT_MAX:
+        raise argparse.ArgumentTypeError(f"must be in {EFFORT_MIN}..{EFFORT_MAX}, got {v}")
+    return v
+
+
+# No ETA until the encode is this far along or has run this long (worker/tasks.py uses the same rule).
+ETA_MIN_PROGRESS, ETA_MIN_SECONDS = 0.02, 3.0
+
+
+def eta_text(elapsed: float, frac: float) -> str:
+    """The time left of an encode `frac` done after `elapsed` seconds (the encoder's progress fractions are
+    proportional to its time), or "--" while there is too little to go on."""
+    if frac >= 1:
+        return "0s"
+    if frac <= 0 or (frac < ETA_MIN_PROGRESS and elapsed < ETA_MIN_SECONDS):
+        return "--"
+    left = round(elapsed * (1 - frac) / frac)
+    return f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s"
+
+
 class ProgressBar:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal: steps, PSNR, time spent
+    and the estimated time left."""
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -54,8 +81,9 @@ class ProgressBar:
             return
         frac = p.step / p.steps
         bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\r[{bar:<30}] {p.step}/{p.steps}  {p.psnr:5.2f} dB  "
-                         f"{time.perf_counter() - self.start:6.1f}s")
+        elapsed = time.perf_counter() - self.start
+        sys.stderr.write(f"\r[{bar:<30}] {p.step}/{p.steps}  {p.psnr:5.2f} dB  {elapsed:6.1f}s  "
+                         f"ETA {eta_text(elapsed, frac):>6}")
         if p.step == p.steps:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -66,7 +94,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .image_io import load_image
 
     image = load_image(args.input)
-    settings = EncodeSettings(bpp=args.bpp, psnr=args.psnr, steps=args.steps, device=args.device, seed=args.seed)
+    settings = EncodeSettings(bpp=args.bpp, psnr=args.psnr, steps=args.steps, device=args.device, seed=args.seed,
+                              effort=args.effort)
     fitted, blob = encode(image, settings, progress=ProgressBar())
     atomic_write(args.output, blob)
     h, w = image.shape[:2]
@@ -105,11 +134,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_paper(args: argparse.Namespace) -> int:
-    from .bench.paper import run_paper_bench
+    from .bench.paper import PaperOptions, run_paper_bench
 
-    report = run_paper_bench(Path(args.images), epochs=args.epochs, width=args.width, device=args.device,
-                             methods=args.methods, limit=args.limit, log=sys.stderr, schedule=args.schedule,
-                             tuner_overrides=_overrides(args.tuner), size=args.size)
+    opts = PaperOptions(epochs=args.epochs, width=args.width, device=args.device, methods=args.methods,
+                        limit=args.limit, schedule=args.schedule, tuner_overrides=_overrides(args.tuner),
+                        size=args.size, batches=args.batches)
+    report = run_paper_bench(Path(args.images), opts, log=sys.stderr)
     atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
     print(json.dumps(report["mean"], indent=2))
     return 0
@@ -150,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=_positive_int)
     e.add_argument("--bpp", type=_positive_float, help="target bits per pixel (the blob stays at or under it)")
     e.add_argument("--psnr", type=_positive_float, help="target quality in dB")
+    e.add_argument("--effort", type=_effort, default=DEFAULT_EFFORT,
+                   help=f"how much fitting, {EFFORT_MIN} (fastest) to {EFFORT_MAX} (best); default {DEFAULT_EFFORT}")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=cmd_encode)

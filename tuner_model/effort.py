@@ -91,10 +91,12 @@ def rows_for(fraction: float, height: int) -> int | None:
 # at 768×512, width 264: 0.19 s (docs/PERFORMANCE.md). A worker's setting can replace it.
 CPU_SECONDS_PER_PIXEL_NEURON = 1.9e-9
 OVERHEAD_SECONDS = 5.0  # level searches, snapping, PSNR, blob
+STEP_OVERHEAD_SECONDS = 0.004  # per step, whatever its size (a tiny image's steps are all overhead)
 
 
 def estimate_seconds(width: int, height: int, net_width: int, plan: EffortPlan,
                      seconds_per_pixel_neuron: float = CPU_SECONDS_PER_PIXEL_NEURON) -> float:
     """Expected wall time of one encode attempt of a width×height image with a net_width-wide network."""
     step = seconds_per_pixel_neuron * width * height * net_width
-    return OVERHEAD_SECONDS + step * plan.work(width, height)
+    steps = plan.steps + 1.5 * plan.qat_steps
+    return OVERHEAD_SECONDS + step * plan.work(width, height) + STEP_OVERHEAD_SECONDS * steps

@@ -31,24 +31,45 @@ if TYPE_CHECKING:  # torch and the library are imported in the child that fits, 
 
 log = logging.getLogger("tuner.worker")
 
+# A job's ETA is left empty until its fit is this far along or has run this long (tuner_model/cli.py's
+# progress bar uses the same rule).
+ETA_MIN_PROGRESS, ETA_MIN_SECONDS = 0.02, 3.0
+
+
+def eta_seconds(elapsed: float, frac: float) -> float | None:
+    """Seconds left of a fit that is `frac` done after `elapsed` seconds: the encoder's progress fractions
+    are proportional to its time, so the rest takes elapsed·(1 − frac)/frac. None until there is enough of
+    either to go on."""
+    if frac <= 0 or (frac < ETA_MIN_PROGRESS and elapsed < ETA_MIN_SECONDS):
+        return None
+    return round(max(0.0, elapsed * (1 - frac) / frac), 1)
+
 
 class _Heartbeat(threading.Thread):
-    """Writes liveness and the latest progress of each job a task holds to its row every few seconds, and
-    reads back whether each was cancelled or taken away: the fit loop only polls the resulting flags (no
-    database per step). One thread serves every job of a batch."""
+    """Writes liveness, the latest progress and the ETA of each job a task holds to its row every few
+    seconds (and at once when a fit starts), and reads back whether each was cancelled or taken away: the
+    fit loop only polls the resulting flags (no database per step). One thread serves every job of a batch."""
 
     def __init__(self, ctx: WorkerContext, job_ids: list[str], worker: str) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{job_ids[0]}")
         self.ctx, self.worker = ctx, worker
         self._jobs = list(job_ids)  # those still held: a settled job is released
         self._values: dict[str, dict[str, Any]] = {}
+        self._progress: dict[str, _JobProgress] = {}  # the fits under way, whose ETA each beat writes
         self._reasons: dict[str, str] = {}  # job id -> "cancel" or "lost"
         self._done = threading.Event()
+        self._wake = threading.Event()  # beat now rather than at the end of the interval
         self._lock = threading.Lock()
 
-    def report(self, job_id: str, **values: Any) -> None:
+    def report(self, job_id: str, *, now: bool = False, **values: Any) -> None:
         with self._lock:
             self._values.setdefault(job_id, {}).update(values)
+        if now:
+            self._wake.set()
+
+    def track(self, progress: _JobProgress) -> None:
+        with self._lock:
+            self._progress[progress.job_id] = progress
 
     def stop_reason(self, job_id: str) -> str | None:
         return self._reasons.get(job_id)
@@ -58,13 +79,18 @@ class _Heartbeat(threading.Thread):
             if job_id in self._jobs:
                 self._jobs.remove(job_id)
             self._values.pop(job_id, None)
+            self._progress.pop(job_id, None)
 
     def beat(self) -> None:
         with self._lock:
             jobs, values, self._values = list(self._jobs), self._values, {}
+            etas = {job_id: p.eta() for job_id, p in self._progress.items()}
         for job_id in jobs:
+            row = values.get(job_id, {})
+            if job_id in etas:
+                row = {**row, "eta_s": etas[job_id]}
             try:
-                state = self.ctx.db.heartbeat(job_id, self.worker, **values.get(job_id, {}))
+                state = self.ctx.db.heartbeat(job_id, self.worker, **row)
             except Exception:  # noqa: BLE001 - a missed beat is retried; the fit goes on
                 log.exception("heartbeat failed for %s", job_id)
                 continue
@@ -72,20 +98,38 @@ class _Heartbeat(threading.Thread):
                 self._reasons[job_id] = state
 
     def run(self) -> None:
-        while not self._done.wait(self.ctx.settings.heartbeat_s):
+        while not self._done.is_set():  # the first beat at once, then every heartbeat_s or when woken
             self.beat()
+            self._wake.wait(self.ctx.settings.heartbeat_s)
+            self._wake.clear()  # a report after this is in the next beat, which comes at once
 
     def finish(self) -> None:
         self._done.set()
+        self._wake.set()
         self.join(timeout=5)
 
 
 class _JobProgress:
-    """One job's progress as its heartbeat reports it: monotonic, and below 1 until the job is recorded."""
+    """One job's progress as its heartbeat reports it: monotonic, and below 1 until the job is recorded;
+    and its ETA, from the time since its fit started."""
 
     def __init__(self, hb: _Heartbeat, job_id: str) -> None:
         self.hb, self.job_id = hb, job_id
         self.frac, self.steps = 0.0, None
+        self.started: float | None = None  # time.monotonic() when the fit began
+
+    def start(self, planned_steps: int) -> None:
+        """The fit begins: step 0 is written by a beat right away, so a client sees the job under way before
+        the first steps report (on a large image they take seconds). A later start (a batch's member fitted
+        alone after the batch broke) keeps the first one's clock and bar."""
+        if self.started is not None:
+            return
+        self.started = time.monotonic()
+        self.hb.track(self)
+        self.hb.report(self.job_id, now=True, progress=self.frac, step=0, steps=planned_steps)
+
+    def eta(self) -> float | None:
+        return None if self.started is None else eta_seconds(time.monotonic() - self.started, self.frac)
 
     def __call__(self, p: Any) -> None:
         self.frac = min(0.99, max(self.frac, p.step / max(1, p.steps)))
@@ -112,8 +156,9 @@ class _Run:
         self.hb.release(job.id)
         if status == "lost":  # the job is another worker's now: nothing of ours to record
             result: dict[str, Any] = {"job_id": job.id, "status": "lost"}
-        else:
-            self.ctx.db.finish_job(job.id, self.worker, status, **values)
+        else:  # nothing is left to wait for: 0 s once succeeded, and no estimate for a job that stopped
+            self.ctx.db.finish_job(job.id, self.worker, status, **{"eta_s": 0.0 if status == SUCCEEDED else None,
+                                                                   **values})
             result = {"job_id": job.id, "status": status, **({"image_id": job.image_id} if status == SUCCEEDED
                                                               else {})}
         self.results[job.id] = result
@@ -174,7 +219,7 @@ def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
         return {"job_id": job_id, "status": job.status if job else "missing", "skipped": state}
 
     if db.get_image(job.image_id) is not None:  # an earlier run got as far as the image: nothing to fit
-        db.finish_job(job_id, worker, SUCCEEDED, progress=1.0)
+        db.finish_job(job_id, worker, SUCCEEDED, progress=1.0, eta_s=0.0)
         return {"job_id": job_id, "status": SUCCEEDED, "image_id": job.image_id}
 
     run = _Run(ctx, worker, [job, *_claim_partners(ctx, job, worker)])
@@ -274,8 +319,18 @@ def _encode_settings(settings: Settings, job: Job) -> EncodeSettings:
     from tuner_model.encoder import EncodeSettings
 
     params = job.params or {}
+    effort = params.get("effort")  # absent from jobs queued before it existed: the default
     return EncodeSettings(bpp=params.get("bpp"), psnr=params.get("psnr"),
-                          steps=params.get("steps") or settings.default_steps, device=settings.fit_device)
+                          steps=params.get("steps") or settings.default_steps, device=settings.fit_device,
+                          **({} if effort is None else {"effort": effort}))
+
+
+def _planned_steps(settings: EncodeSettings) -> int:
+    """The total the encoder's progress counts to (one attempt's float fit and fine-tuning)."""
+    from tuner_model.effort import effort_plan
+
+    plan = effort_plan(settings.effort, settings.steps)
+    return plan.steps + plan.qat_steps
 
 
 def _fit_alone(run: _Run, job: Job, image: np.ndarray, progress: _JobProgress | None = None) -> None:
@@ -283,8 +338,9 @@ def _fit_alone(run: _Run, job: Job, image: np.ndarray, progress: _JobProgress | 
 
     progress = progress or _JobProgress(run.hb, job.id)
     try:
-        fitted, blob = encode(image, _encode_settings(run.ctx.settings, job), progress=progress,
-                              should_cancel=run.cancel_check(job))
+        settings = _encode_settings(run.ctx.settings, job)
+        progress.start(_planned_steps(settings))
+        fitted, blob = encode(image, settings, progress=progress, should_cancel=run.cancel_check(job))
         run.store(job, fitted, blob, 1, progress)
     except SoftTimeLimitExceeded:
         raise
@@ -300,7 +356,10 @@ def _fit_together(run: _Run, items: list[tuple[Job, np.ndarray]]) -> None:
     jobs = [j for j, _ in items]
     progress = [_JobProgress(run.hb, j.id) for j in jobs]
     try:
-        for i, outcome in iter_encode_batch([im for _, im in items], _encode_settings(run.ctx.settings, jobs[0]),
+        settings = _encode_settings(run.ctx.settings, jobs[0])
+        for bar in progress:
+            bar.start(_planned_steps(settings))
+        for i, outcome in iter_encode_batch([im for _, im in items], settings,
                                             progress=lambda i, p: progress[i](p),
                                             should_cancel=[run.cancel_check(j) for j in jobs]):
             if outcome.error is not None:

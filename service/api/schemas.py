@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from tuner_model.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN  # pure Python: no torch in the API
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -27,13 +29,17 @@ class Problem(BaseModel):
 
 
 class EncodeParams(BaseModel):
-    """What the client asks of the fit: a target rate or a target quality (not both); `steps` overrides
-    the planned number of optimisation steps (advanced)."""
+    """What the client asks of the fit: a target rate or a target quality (not both), and an effort (like
+    AVIF's speed: more fitting, a better picture at the same rate, a longer job); `steps` overrides the
+    effort's number of optimisation steps (advanced). A job stored before `effort` existed loads with the
+    default."""
 
     model_config = ConfigDict(extra="forbid")
     bpp: float | None = Field(None, ge=0.01, le=64, description="target bits per pixel")
     psnr: float | None = Field(None, ge=10, le=80, description="target PSNR in dB")
     steps: int | None = Field(None, ge=1, description="optimisation steps (advanced)")
+    effort: int = Field(DEFAULT_EFFORT, ge=EFFORT_MIN, le=EFFORT_MAX,
+                        description=f"how much fitting, {EFFORT_MIN} (fastest) to {EFFORT_MAX} (best)")
 
     @model_validator(mode="after")
     def _one_target(self) -> EncodeParams:
@@ -42,7 +48,7 @@ class EncodeParams(BaseModel):
         return self
 
     def canonical(self) -> dict[str, float | int | None]:
-        return {"bpp": self.bpp, "psnr": self.psnr, "steps": self.steps}
+        return {"bpp": self.bpp, "psnr": self.psnr, "steps": self.steps, "effort": self.effort}
 
 
 class Links(BaseModel):
@@ -80,6 +86,10 @@ class JobOut(BaseModel):
     finished_at: Timestamp | None
     batch_size: int | None = Field(None, description="how many jobs shared the fit of this one's image "
                                                      "(1: fitted alone); set when the job succeeds")
+    eta_s: float | None = Field(None, ge=0, description="estimated seconds until the fit is done, from its "
+                                                        "progress so far; null while queued and early in the "
+                                                        "fit (or when it failed or was cancelled), 0 once "
+                                                        "succeeded")
     links: Links
 
 

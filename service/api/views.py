@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.db import SUCCEEDED, Image, Job
+from service.db import RUNNING, SUCCEEDED, Image, Job
 
 from .schemas import EncodeParams, ImageOut, JobOut, Links
 
@@ -12,13 +12,21 @@ def image_links(image_id: str) -> Links:
                  render=f"/v1/images/{image_id}/render")
 
 
+def _eta(job: Job) -> float | None:
+    """0 once succeeded (also for jobs finished before the column existed), the worker's estimate while
+    running, and none otherwise."""
+    if job.status == SUCCEEDED:
+        return 0.0
+    return job.eta_s if job.status == RUNNING else None
+
+
 def job_out(job: Job) -> JobOut:
     links = image_links(job.image_id) if job.status == SUCCEEDED else Links()
     links.job = f"/v1/jobs/{job.id}"
     return JobOut(job_id=job.id, image_id=job.image_id, status=job.status, progress=round(job.progress or 0, 4),
                   step=job.step or 0, steps=job.steps, psnr=job.psnr, error=job.error, attempts=job.attempts or 0,
                   params=EncodeParams(**(job.params or {})), created_at=job.created_at, started_at=job.started_at,
-                  finished_at=job.finished_at, batch_size=job.batch_size, links=links)
+                  finished_at=job.finished_at, batch_size=job.batch_size, eta_s=_eta(job), links=links)
 
 
 def image_out(img: Image) -> ImageOut:

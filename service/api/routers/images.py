@@ -14,7 +14,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from service.db import ACTIVE, SUCCEEDED, Job, new_job_id
+from service.estimate import over_time_limit, planned_steps
 from service.storage import BlobNotFound, BlobStore, digest, put_content
+from tuner_model.effort import EFFORT_MAX, EFFORT_MIN
 from worker.app import FIT_QUEUE, FIT_TASK
 
 from ..deps import CeleryDep, DbDep, MetricsDep, RendererDep, SettingsDep, StoreDep
@@ -31,7 +33,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 _BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary"}, "bpp": {"type": "number"}, "psnr": {"type": "number"},
-        "steps": {"type": "integer"}}}},
+        "steps": {"type": "integer"},
+        "effort": {"type": "integer", "minimum": EFFORT_MIN, "maximum": EFFORT_MAX}}}},
     "image/png": {"schema": {"type": "string", "format": "binary"}},
     "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
     "image/webp": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -66,10 +69,13 @@ def batch_key(width: int, height: int, channels: int, canonical_params: str) -> 
     return f"{width}x{height}x{channels}|{canonical_params}"
 
 
-def _params(bpp: float | None, psnr: float | None, steps: int | None, fields: dict[str, str],
-            max_steps: int) -> EncodeParams:
-    raw: dict[str, object] = {k: v for k, v in fields.items() if k in ("bpp", "psnr", "steps")}
-    raw.update({k: v for k, v in (("bpp", bpp), ("psnr", psnr), ("steps", steps)) if v is not None})
+_PARAM_FIELDS = ("bpp", "psnr", "steps", "effort")
+
+
+def _params(query: dict[str, float | int | None], fields: dict[str, str], max_steps: int) -> EncodeParams:
+    """The encoding parameters from the form fields and the query (the query wins)."""
+    raw: dict[str, object] = {k: v for k, v in fields.items() if k in _PARAM_FIELDS}
+    raw.update({k: v for k, v in query.items() if v is not None})
     try:
         params = EncodeParams.model_validate(raw)
     except ValidationError as e:
@@ -88,14 +94,17 @@ async def upload_image(
     bpp: Annotated[float | None, Query(description="target bits per pixel")] = None,
     psnr: Annotated[float | None, Query(description="target PSNR in dB")] = None,
     steps: Annotated[int | None, Query(description="optimisation steps (advanced)")] = None,
+    effort: Annotated[int | None, Query(ge=EFFORT_MIN, le=EFFORT_MAX, description=(
+        f"how much fitting, {EFFORT_MIN} (fastest) to {EFFORT_MAX} (best); the default is a balance"))] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobAccepted:
     """Accepts an image to fit. The same bytes with the same parameters are fitted once: a repeat gets the
-    earlier job. An `Idempotency-Key` replays its first answer; reused with another request it is a 422."""
+    earlier job. An `Idempotency-Key` replays its first answer; reused with another request it is a 422.
+    A job whose estimated fit time would run past the workers' time limit is refused (422)."""
     data, fields = await read_upload(request, ("image/",))
     if not data:
         raise ProblemError(400, "empty upload")
-    params = _params(bpp, psnr, steps, fields, settings.max_steps)
+    params = _params({"bpp": bpp, "psnr": psnr, "steps": steps, "effort": effort}, fields, settings.max_steps)
     width, height, channels = await run_in_threadpool(_sniff, data, settings.max_image_pixels)
     # Dedupe works on the records, so an upload is stored only when a new job will need it (below).
     upload_digest = await run_in_threadpool(digest, data)
@@ -127,12 +136,16 @@ async def upload_image(
     active = await run_in_threadpool(db.active_job_for_image, image_id)
     if active is not None:
         return accepted(active, True)
+    # After dedupe (an image already fitted is served whatever its cost), before anything is stored.
+    too_long = over_time_limit(width, height, channels, params, settings)
+    if too_long is not None:
+        raise ProblemError(422, too_long)
     if await run_in_threadpool(db.count_jobs, ACTIVE) >= settings.max_pending_jobs:
         raise ProblemError(429, "too many jobs waiting; retry later", headers={"Retry-After": "30"})
 
     await run_in_threadpool(put_content, store, "uploads", data)
     job = Job(id=new_job_id(), image_id=image_id, status="queued", progress=0.0, step=0,
-              steps=params.steps or settings.default_steps, params=params.model_dump(), upload_digest=upload_digest,
+              steps=planned_steps(params, settings), params=params.model_dump(), upload_digest=upload_digest,
               attempts=0, cancel_requested=0, created_at=time.time(), sent_at=time.time(),
               batch_key=batch_key(width, height, channels, canonical))
     stored = await run_in_threadpool(db.add_job, job, idempotency_key, fingerprint)
