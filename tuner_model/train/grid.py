@@ -155,15 +155,13 @@ class GridMSE(torch.autograd.Function):
                 z.sin_()
                 for li, (dw, db) in enumerate(zip(deep_w, deep_b, strict=True)):
                     zl = s[li + 1]
-                    for j in range(t):
-                        torch.mm(dw[k], s[li][j], out=zl[j])
+                    _left_mm(dw[k], s[li], zl)
                     zl += db[k][:, None]
                     torch.cos(zl, out=co[li + 1])
                     zl.sin_()
                 last = s[-1]
                 o = out[:t]
-                for j in range(t):
-                    torch.mm(cw, last[j], out=o[j])
+                _left_mm(cw, last, o)
                 o += cb
                 o -= target[k, lo:hi]
                 if weight is not None:  # a 0/1 mask: Σ (m·r)² = Σ m·r² and its gradient 2·m·r
@@ -171,8 +169,7 @@ class GridMSE(torch.autograd.Function):
                 losses[k] += (o * o).sum(dtype=torch.float64)
                 o *= scale  # d loss / d out
                 d_out_b[k] += o.sum(dim=(0, 2))
-                for j in range(t):
-                    d_out_w[k].addmm_(o[j], last[j].T)
+                _add_outer(d_out_w[k], o, last)
                 g = _backward_tile(k, t, o, cw, s, co, deep_w, d_deep_w, d_deep_b)
                 torch.mm(e, g.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
         ctx.save_for_backward(d_coef, d_out_w, d_out_b, *d_deep_w, *d_deep_b)
@@ -205,21 +202,55 @@ def _backward_tile(k: int, t: int, d_out: torch.Tensor, cw: torch.Tensor, s: lis
     weight gradients on the way; written over the cosine buffers (no new image-sized memory)."""
     top = len(s) - 1
     g = co[top]  # becomes dz_top = cos ⊙ (Cᵀ d_out)
-    tmp = torch.empty_like(g[0])
-    for j in range(t):
-        torch.mm(cw.T, d_out[j], out=tmp)
-        g[j].mul_(tmp)
+    _mul_left_mm(g, cw.T, d_out)
     for li in range(top, 0, -1):  # layer li takes s[li - 1] through W = deep_w[li - 1]
         wl = deep_w[li - 1][k]
         below = co[li - 1]
         d_deep_b[li - 1][k] += g.sum(dim=(0, 2))
-        tmp = torch.empty_like(below[0])
-        for j in range(t):
-            d_deep_w[li - 1][k].addmm_(g[j], s[li - 1][j].T)
-            torch.mm(wl.T, g[j], out=tmp)
-            below[j].mul_(tmp)
+        _add_outer(d_deep_w[li - 1][k], g, s[li - 1])
+        _mul_left_mm(below, wl.T, g)
         g = below
     return g
+
+
+# Row-wise products of a tile (t, n, W). On the CPU a loop of 2-D products with `out=` (a broadcast batched
+# product would copy the small factor t times and allocate its result); on a GPU one batched product
+# (the loop would be t kernel launches). BATCHED_ROW_PRODUCTS forces one or the other (tests run the GPU form
+# on the CPU).
+BATCHED_ROW_PRODUCTS: bool | None = None
+
+
+def _batched(x: torch.Tensor) -> bool:
+    return x.is_cuda if BATCHED_ROW_PRODUCTS is None else BATCHED_ROW_PRODUCTS
+
+
+def _left_mm(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> None:
+    """out[j] = m @ x[j]."""
+    if _batched(x):
+        torch.matmul(m, x, out=out)
+        return
+    for j in range(x.shape[0]):
+        torch.mm(m, x[j], out=out[j])
+
+
+def _add_outer(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += Σ_j a[j] @ b[j]ᵀ."""
+    if _batched(a):
+        acc += torch.bmm(a, b.transpose(1, 2)).sum(dim=0)
+        return
+    for j in range(a.shape[0]):
+        acc.addmm_(a[j], b[j].T)
+
+
+def _mul_left_mm(g: torch.Tensor, m: torch.Tensor, x: torch.Tensor) -> None:
+    """g[j] *= m @ x[j], in place."""
+    if _batched(x):
+        g.mul_(torch.matmul(m, x))
+        return
+    tmp = torch.empty((m.shape[0], x.shape[2]), dtype=x.dtype, device=x.device)
+    for j in range(x.shape[0]):
+        torch.mm(m, x[j], out=tmp)
+        g[j].mul_(tmp)
 
 
 def tuner_tensors(params: Mapping[str, torch.Tensor], hidden_omega: float, depth: int, stacked: bool,
