@@ -93,7 +93,8 @@ def test_harmonic_amplitudes_obey_theorem_2(scale):
     assert max(ratios) > (0.5 if scale < 0.5 else 0.05)
 
 
-def test_bounds_hold_after_every_step_and_are_active():
+@pytest.mark.parametrize("path", ["grid", "dense"])
+def test_bounds_hold_after_every_step_and_are_active(path):
     cfg = ModelConfig(arch="tuner", input_width=24, hidden=(16,), bandlimit=20, block_limit=3,
                       bound_low=0.5, bound_high=0.2)
     model = build_model(cfg, seed=0)
@@ -105,7 +106,7 @@ def test_bounds_hold_after_every_step_and_are_active():
         worst.append(float((W - model.column_bound).max()))
         return False
 
-    fit(model, image, FitOptions(steps=60, lr=0.05, device="cpu", warmup=1), should_cancel=check)
+    fit(model, image, FitOptions(steps=60, lr=0.05, device="cpu", warmup=1, path=path), should_cancel=check)
     assert len(worst) == 60
     assert max(worst) <= 1e-6
     W = model.effective_weight(0).detach().abs()
@@ -113,13 +114,15 @@ def test_bounds_hold_after_every_step_and_are_active():
     assert (model.column_bound - 1e-6 <= W).any()
 
 
-def test_same_seed_same_weights_other_seed_other_weights():
+@pytest.mark.parametrize("batches", [{"batch_pixels": 64}, {"batch_rows": 4, "batch_cols": 6}],
+                         ids=["dense-pixel-batches", "grid-sub-grids"])
+def test_same_seed_same_weights_other_seed_other_weights(batches):
     cfg = ModelConfig(arch="tuner", input_width=16, hidden=(16,), bandlimit=12, block_limit=3)
     image = np.random.default_rng(1).random((12, 10, 3)).astype(np.float32)
 
     def run(seed: int) -> dict:
         m = build_model(cfg, seed=seed)
-        fit(m, image, FitOptions(steps=15, device="cpu", seed=seed, batch_pixels=64))
+        fit(m, image, FitOptions(steps=15, device="cpu", seed=seed, **batches))
         return m.state_dict()
 
     a, b, c = run(3), run(3), run(4)

@@ -184,3 +184,23 @@ def test_decoding_a_blob_loads_no_training_code(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(tmp_path.parent.parent),
                    env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1]),
                         "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def fused_backward():
+    """The compiled fused top-layer backward, on for one test (skipped where nothing can compile it)."""
+    if not grid_mod.warm_up(True):
+        pytest.skip("torch.compile is not available here")
+    yield
+    grid_mod.warm_up(False)
+
+
+@pytest.mark.parametrize("cfg", [
+    ModelConfig(input_width=24, hidden=(24,), bandlimit=12, block_limit=4),
+    ModelConfig(input_width=20, hidden=(16, 12), bandlimit=12, block_limit=4),
+    ModelConfig(channels=1, input_width=16, hidden=(16,), bandlimit=10, block_limit=3),
+], ids=["one-layer", "two-layers", "gray"])
+def test_fused_backward_gives_the_same_gradients(cfg, fused_backward):
+    assert grid_mod.fused_in_use()
+    img = _image() if cfg.channels == 3 else _image()[..., :1]
+    _compare(_trained(cfg), [img])

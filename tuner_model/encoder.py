@@ -22,11 +22,12 @@ from . import ratecontrol
 from .codec import encode_blob, entropy
 from .codec.quant import MAX_LEVELS, QuantSpec, plan, snap
 from .device import resolve_device
-from .effort import DEFAULT_EFFORT, EffortPlan, effort_plan
+from .effort import DEFAULT_EFFORT, EffortPlan, effort_plan, estimate_seconds
 from .errors import ConfigError, FitCancelled, TunerError
 from .frequencies import cycles_to_k
 from .image_model import FittedImage
 from .models import ModelConfig, build_model
+from .train import grid
 from .train.fit import FitOptions, FitProgress, fit
 from .train.qat import qat_finetune, qat_finetune_batch
 
@@ -329,17 +330,20 @@ def _finish(setup: _RateSetup, image: np.ndarray, target: np.ndarray, fitted: Fi
     fine-tuning: measured at 192×128, 2 bpp, 2 of 4 seeds), so they are fine-tuned again, more
     briefly, at the Q they will be stored with."""
     spec = QuantSpec(setup.q_plan).with_levels(q)
+    report = {"levels_tuned": q, "retuned": False}  # reported with the result, not stored in the blob
     if not setup.levels:
         q2 = _search_levels(fitted, spec, setup.budget, hi=max(q * 2, 4), guess=q)
         if q2 is None:
             raise _OverBudget(after_qat=True)
         if q2 < q and setup.n_qat:
+            report["retuned"] = True
             _fine_tune(setup, fitted, target, q2, max(1, setup.n_qat // 2), None, should_cancel)
             q3 = _search_levels(fitted, spec, setup.budget, hi=q2, guess=q2)  # no finer than it was tuned at
             if q3 is None:
                 raise _OverBudget(after_qat=True)
             q2 = q3
         spec = spec.with_levels(q2)
+    report["levels"] = spec.levels
     quantizers = plan(fitted.model, spec)
     snap(fitted.model, quantizers)
     fitted.meta["psnr"] = round(fitted.measure_psnr(image), 4)
@@ -347,6 +351,7 @@ def _finish(setup: _RateSetup, image: np.ndarray, target: np.ndarray, fitted: Fi
     if len(blob) > setup.budget:  # cannot happen while the header's fields keep their sizes; never lie
         raise ConfigError(f"internal: blob of {len(blob)} bytes over the {setup.budget}-byte budget")
     fitted.meta["seconds"] = round(seconds, 3)  # reported, not stored: every byte counts
+    fitted.meta.update(report)
     if progress is not None:
         progress(1.0, float("nan"), fitted.meta["psnr"])
     return fitted, blob
@@ -383,7 +388,19 @@ def encode_at_rate(image: np.ndarray, bpp: float, plan: EffortPlan | int, device
     if isinstance(plan, int):
         plan = effort_plan(DEFAULT_EFFORT, plan)
     setup = _rate_setup(image.shape, bpp, plan, device, seed, levels, net_width, colour)
+    _compile_if_worth_it(setup, plan)
     return _encode_rate(setup, image, progress, should_cancel)
+
+
+COMPILE_AFTER_S = 30.0  # compiling the fused backward costs ~3.5 s once per process and saves ~12 % a step
+
+
+def _compile_if_worth_it(setup: _RateSetup, plan: EffortPlan) -> None:
+    """Compile the grid path's fused backward for a CPU encode long enough to pay for it (train/grid.py)."""
+    if setup.device != "cpu" or grid.fused_in_use():
+        return
+    if estimate_seconds(setup.width, setup.height, setup.net_width, plan) > COMPILE_AFTER_S:
+        grid.warm_up()
 
 
 # A quality target's attempts, each with a slice of the progress bar; later ones are rarely needed.
@@ -552,6 +569,7 @@ def iter_encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = E
     cancels = _member_cancels(should_cancel, len(images))
     bpp = _first_bpp(shape, settings)
     setup = _rate_setup(shape, bpp, settings.plan, settings.device, settings.seed)
+    _compile_if_worth_it(setup, settings.plan)
     reporters = [_reporter(settings, None if progress is None else functools.partial(progress, i))
                  for i in range(len(images))]
     sliced = [_sliced(r, *_first_slice(settings)) for r in reporters]

@@ -96,7 +96,8 @@ def effort_encode(image: np.ndarray, bpp: float, effort: int) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     h, w = image.shape[:2]
     return {"effort": effort, "seconds": round(seconds, 3), "psnr": fitted.meta["psnr"], "bytes": len(blob),
-            "bpp": round(8 * len(blob) / (w * h), 4), "width": fitted.config.input_width}
+            "bpp": round(8 * len(blob) / (w * h), 4), "width": fitted.config.input_width,
+            "levels": fitted.meta.get("levels"), "retuned": fitted.meta.get("retuned")}
 
 
 def run_fit_speed(images: list[tuple[str, np.ndarray]], bpp: float, efforts: list[int], widths: list[int],

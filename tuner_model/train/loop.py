@@ -22,6 +22,7 @@ from ..errors import FitCancelled
 from .objective import Objective
 
 Quantizers = dict  # name -> codec.quant.Quantizer (anything with .fake(tensor))
+FIRST_REPORTED_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,9 @@ def train(model: nn.Module, objective: Objective, options: LoopOptions, stacked:
         opt.step()
         sched.step()
         model.project()
-        if progress is not None and ((step + 1) % options.progress_every == 0 or step + 1 == options.steps):
+        # Every one of the first steps too: a client sees progress (and a rate for an ETA) at once.
+        first = step < FIRST_REPORTED_STEPS
+        if progress is not None and (first or (step + 1) % options.progress_every == 0 or step + 1 == options.steps):
             progress(step + 1, list(live), [losses[j] for j in range(len(live))])
     if options.keep_best:
         for j, k in enumerate(live):
