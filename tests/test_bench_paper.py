@@ -41,8 +41,9 @@ def test_bench_paper_cpu_scale(tmp_path, parrots_path):
     images.mkdir()
     (images / "a.png").write_bytes(parrots_path.read_bytes())
     out = tmp_path / "paper.json"
+    results = tmp_path / "runs.json"
     rc = main(["bench", "paper", "--images", str(images), "--size", "32x32", "--epochs", "2", "--device", "cpu",
-               "--json", str(out)])
+               "--json", str(out), "--results", str(results)])
     assert rc == 0
     report = json.loads(out.read_text())
     assert report["protocol"]["size"] == 32 and report["protocol"]["width"] == 26
@@ -50,6 +51,10 @@ def test_bench_paper_cpu_scale(tmp_path, parrots_path):
     per = report["per_image"]["a.png"]
     assert per["tuner"]["batches"] == "rows" and per["siren"]["batches"] == per["ffm"]["batches"] == "pixels"
     assert all(per[m]["steps"] == 8 for m in per)
+    # Run again on the same results file: nothing is fitted again (the seconds are those of the first run).
+    assert main(["bench", "paper", "--images", str(images), "--size", "32x32", "--epochs", "2", "--device", "cpu",
+                 "--json", str(out), "--results", str(results)]) == 0
+    assert json.loads(out.read_text())["per_image"] == report["per_image"]
     with pytest.raises(SystemExit) as e:
         main(["bench", "paper", "--images", str(images), "--size", "32x16", "--json", str(out)])
     assert e.value.code == 2

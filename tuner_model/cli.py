@@ -138,7 +138,7 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
 
     opts = PaperOptions(epochs=args.epochs, width=args.width, device=args.device, methods=args.methods,
                         limit=args.limit, schedule=args.schedule, tuner_overrides=_overrides(args.tuner),
-                        size=args.size, batches=args.batches)
+                        size=args.size, batches=args.batches, results=Path(args.results) if args.results else None)
     report = run_paper_bench(Path(args.images), opts, log=sys.stderr)
     atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
     print(json.dumps(report["mean"], indent=2))

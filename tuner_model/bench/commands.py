@@ -91,6 +91,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     bp.add_argument("--tuner", action="append", metavar="KEY=VALUE",
                     help="override a TUNER setting, e.g. bandlimit=64 or lr=1e-3 (repeatable)")
     bp.add_argument("--json", required=True)
+    bp.add_argument("--results", help="resumable results file: a stopped run continues where it was")
     bp.set_defaults(func=_lazy("tuner_model.cli", "cmd_bench_paper"))
 
     p = bench_sub.add_parser("rd", help="rate–distortion against JPEG, WebP and AVIF, with a plot")

@@ -139,7 +139,8 @@ def run_fit_speed(images: list[tuple[str, np.ndarray]], bpp: float, efforts: lis
 
             width = ratecontrol.plan_for_bpp(bpp, w, h, c).width
             step = dense_and_grid_step(image, width, steps=2)
-            entry.update(width=width, dense_ms=step["dense_ms"], grid_ms=step["grid_ms"])
+            entry.update(width=width, dense_ms=step["dense_ms"], grid_ms=step["grid_ms"],
+                         grad_max_rel_diff=step["grad_max_rel_diff"])
             save()
         if "reference" not in entry:
             say(f"{name}: reference ({reference_steps} full-image steps, level search, snap) ...")

@@ -15,6 +15,7 @@ the rows: about the same pixels per step as the others' random batches, at a fra
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -142,6 +143,7 @@ class PaperOptions:
     tuner_overrides: dict | None = None
     size: int = SIZE
     batches: str | None = None  # TUNER's batches, "pixels" or "rows"; None: pixels at 512, rows below
+    results: Path | None = None  # resumable: finished (image, method) runs are kept here and not run again
 
     def resolved(self) -> tuple[int, int, str]:
         small = self.size < SIZE
@@ -176,24 +178,29 @@ def run_paper_bench(images: Path, opts: PaperOptions = PaperOptions(), log: Text
     if unknown or not wanted:
         raise ConfigError(f"unknown methods {unknown}; choose from {', '.join(table)}")
     dev = resolve_device(opts.device)
-    per_image: dict[str, dict] = {}
+    protocol = {"size": size, "holdout": HOLDOUT, "batch": BATCH, "epochs": epochs, "width": width,
+                "schedule": schedule, "tuner_batches": batches,
+                "seed": SEED, "methods": {n: {"lr": table[n].lr, "model": table[n].config.to_dict()}
+                                          for n in wanted}}
+    per_image = _resumed(opts.results, protocol)
     for path in paths:
         image = load_square(path, size)
-        per_image[path.name] = {}
+        done = per_image.setdefault(path.name, {})
         for name in wanted:
+            if name in done:
+                continue
             r = run_one(table[name], image, epochs, dev, schedule, batches)
-            per_image[path.name][name] = r
+            done[name] = r
             if log:
                 log.write(f"{path.name} {name}: {r}\n")
                 log.flush()
+            _save(opts.results, protocol, per_image)
+    per_image = {p.name: per_image[p.name] for p in paths}
     keys = ("train_psnr", "heldout_psnr", "grad_psnr", "seconds")
     mean = {name: {k: round(float(np.mean([per_image[p][name][k] for p in per_image])), 3) for k in keys}
             for name in wanted}
     return {
-        "protocol": {"size": size, "holdout": HOLDOUT, "batch": BATCH, "epochs": epochs, "width": width,
-                     "schedule": schedule, "tuner_batches": batches,
-                     "seed": SEED, "methods": {n: {"lr": table[n].lr, "model": table[n].config.to_dict()}
-                                               for n in wanted}},
+        "protocol": protocol,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
@@ -201,3 +208,21 @@ def run_paper_bench(images: Path, opts: PaperOptions = PaperOptions(), log: Text
         "per_image": per_image,
         "mean": mean,
     }
+
+
+def _resumed(results: Path | None, protocol: dict) -> dict[str, dict]:
+    """The finished runs of an earlier, stopped run of the same protocol (none for another protocol)."""
+    if results is None or not results.exists():
+        return {}
+    try:
+        doc = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc.get("per_image", {}) if doc.get("protocol") == protocol else {}
+
+
+def _save(results: Path | None, protocol: dict, per_image: dict[str, dict]) -> None:
+    if results is not None:
+        from ..files import atomic_write
+
+        atomic_write(results, (json.dumps({"protocol": protocol, "per_image": per_image}, indent=2) + "\n").encode())
