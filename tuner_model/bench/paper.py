@@ -7,10 +7,11 @@ train PSNR (95%), held-out PSNR (5%), gradient PSNR (full image), seconds. Predi
 clamped, as in the paper. Coordinates are our pixel centres, not linspace with endpoints: a
 uniform rescale of the domain by 511/512 that changes no method's capacity.
 
-Below 512 (`--size 256x256`) the protocol is a CPU-scale version: the width scales with the side (208 at
-256), the default epochs are CPU_EPOCHS, batches scale with the pixel count (the same 4 per epoch), and
-TUNER trains on the grid path (train/grid.py) with the held-out mask, each step on a random quarter of
-the rows: about the same pixels per step as the others' random batches, at a fraction of the cost.
+Below 512 (`--size 256x256`) the protocol is a CPU-scale version: the width and TUNER's bandlimit scale
+with the side (208 and 42 at 256), the default epochs are CPU_EPOCHS, batches scale with the pixel count
+(the same 4 per epoch), and TUNER trains on the grid path (train/grid.py) with the held-out mask, each
+step on a random quarter of the rows: about the same pixels per step as the others' random batches, at a
+fraction of the cost.
 """
 
 from __future__ import annotations
@@ -47,11 +48,14 @@ class Method:
     lr: float
 
 
-def paper_methods(width: int) -> list[Method]:
-    """The three networks of the comparison, m = n = width (416 for Kodak in the paper)."""
+def paper_methods(width: int, size: int = SIZE) -> list[Method]:
+    """The three networks of the comparison, m = n = width (416 for Kodak in the paper). TUNER's bandlimit is
+    the official code's height/6 (85 at 512): at another size it scales with the side, so that its
+    harmonics stay as far below Nyquist as at 512."""
+    bandlimit = max(10, round(85 * size / SIZE))
     return [
         # Final official config: p = 4, bandlimit = height/6 = 85, L = 10, ρ = 0.7, c = (1.0, 0.6), ω_h = 30.
-        Method("tuner", ModelConfig(arch="tuner", input_width=width, hidden=(width,), period=4.0, bandlimit=85,
+        Method("tuner", ModelConfig(arch="tuner", input_width=width, hidden=(width,), period=4.0, bandlimit=bandlimit,
                                     block_limit=10, low_fraction=0.7, bound_low=1.0, bound_high=0.6,
                                     hidden_omega=30.0, freq_seed=SEED), 5e-4),
         # The SIREN baseline trains its first layer; train_siren.py uses lr 1e-4 for it.
@@ -168,7 +172,7 @@ def run_paper_bench(images: Path, opts: PaperOptions = PaperOptions(), log: Text
     if not paths:
         raise ImageError(f"{images}: no images found")
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
-    table = {m.name: m for m in paper_methods(width)}
+    table = {m.name: m for m in paper_methods(width, size)}
     if tuner_overrides:
         over = dict(tuner_overrides)
         lr = float(over.pop("lr", table["tuner"].lr))
