@@ -283,19 +283,10 @@ class _FirstFit:
 
 def _first_levels(setup: _RateSetup, fitted: FittedImage) -> int:
     """The Q to fine-tune at: the table's, or the largest whose blob fits. _OverBudget when none does."""
-    if setup.levels:
-        return setup.q_plan
-    q = _search_levels(fitted, QuantSpec(setup.q_plan), math.floor(setup.budget * (1 - FIRST_SEARCH_MARGIN)))
-    if q is None:
-        q = _search_levels(fitted, QuantSpec(setup.q_plan), setup.budget)
+    q = setup.q_plan if setup.levels else _search_levels(fitted, QuantSpec(setup.q_plan), setup.budget)
     if q is None:
         raise _OverBudget(after_qat=False)
     return q
-
-
-# The search before fine-tuning aims this share under the budget: fine-tuning moves the weights and can grow
-# the blob past it, which costs a second, shorter fine-tuning at a lower Q (`_finish`).
-FIRST_SEARCH_MARGIN = 0.0
 
 
 def _qat_progress(setup: _RateSetup, progress: RateProgress | None) -> Callable[[int, float], None]:
