@@ -34,6 +34,26 @@ def test_bench_rd_cli(tmp_path: Path, parrots: np.ndarray) -> None:
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_rd_resumes_and_takes_an_effort(tmp_path: Path, parrots: np.ndarray) -> None:
+    """A stopped run continues after its finished encodes; another effort is another run."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    save_image(parrots, images / "p.png")
+    out, results = tmp_path / "rd.json", tmp_path / "rd-runs.json"
+    args = ["bench", "rd", "--images", str(images), "--size", "48x32", "--device", "cpu", "--effort", "1",
+            "--json", str(out), "--results", str(results)]
+    assert main([*args, "--bpp", "2.0"]) == 0
+    first = json.loads(out.read_text())
+    assert first["effort"] == 1 and first["steps"] is None
+    assert set(json.loads(results.read_text())["rows"]) == {"p.png@2.0"}
+    assert main([*args, "--bpp", "2.0,3.0"]) == 0  # one more rate: only that one is encoded
+    again = json.loads(out.read_text())
+    assert again["images"][0]["rows"][0] == first["images"][0]["rows"][0]  # the same measurement, kept
+    assert len(again["images"][0]["rows"]) == 2
+    with pytest.raises(SystemExit):
+        main([*args, "--effort", "10"])
+
+
 def test_means_only_over_every_image() -> None:
     from tuner_model.bench.rd import mean_rows
 

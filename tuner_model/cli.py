@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .bench.commands import effort_level
 from .effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN
 from .errors import TunerError
 from .files import atomic_write
@@ -40,16 +41,6 @@ def _positive_float(s: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {s}")
-    return v
-
-
-def _effort(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if not EFFORT_MIN <= v <= EFFORT_MAX:
-        raise argparse.ArgumentTypeError(f"must be in {EFFORT_MIN}..{EFFORT_MAX}, got {v}")
     return v
 
 
@@ -180,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=_positive_int)
     e.add_argument("--bpp", type=_positive_float, help="target bits per pixel (the blob stays at or under it)")
     e.add_argument("--psnr", type=_positive_float, help="target quality in dB")
-    e.add_argument("--effort", type=_effort, default=DEFAULT_EFFORT,
+    e.add_argument("--effort", type=effort_level, default=DEFAULT_EFFORT,
                    help=f"how much fitting, {EFFORT_MIN} (fastest) to {EFFORT_MAX} (best); default {DEFAULT_EFFORT}")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--seed", type=int, default=0)

@@ -36,6 +36,18 @@ def square(text: str) -> int:
     return v
 
 
+def effort_level(text: str) -> int:
+    from ..effort import EFFORT_MAX, EFFORT_MIN
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not EFFORT_MIN <= v <= EFFORT_MAX:
+        raise argparse.ArgumentTypeError(f"must be in {EFFORT_MIN}..{EFFORT_MAX}, got {v}")
+    return v
+
+
 def sizes(text: str) -> list[tuple[int, int]]:
     return [size(t) for t in text.split(",") if t.strip()] if text else []
 
@@ -98,11 +110,13 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True)
     p.add_argument("--bpp", type=bpp_list, default=[0.25, 0.5, 1.0, 2.0], help="comma-separated targets")
     p.add_argument("--device", default="auto", choices=devices)
-    p.add_argument("--steps", type=positive, default=1000)
+    p.add_argument("--steps", type=positive, help="float-fit steps (default: the effort's)")
+    p.add_argument("--effort", type=effort_level, help="encoder effort 1..9 (default: the encoder's)")
     p.add_argument("--limit", type=positive, help="only the first N images")
     p.add_argument("--size", type=size, help="resize images to WxH first (quick CPU runs)")
     p.add_argument("--json", required=True)
     p.add_argument("--plot", help="PNG path (default: the JSON path with .png)")
+    p.add_argument("--results", help="resumable results file: a stopped run continues after its finished encodes")
     p.set_defaults(func=_lazy("tuner_model.bench.rd", "cmd_rd"))
 
     f = bench_sub.add_parser("rc-fit", help="refit the rate-control table by measurement")

@@ -85,19 +85,31 @@ def interpolate(curve: list[tuple[float, ...]], bpp: float) -> tuple[float | Non
     return tuple(curve[-1][1:])
 
 
-def run_rd(images: Path, bpps: list[float], steps: int, device: str = "auto", limit: int | None = None,
-           size: tuple[int, int] | None = None, log: TextIO | None = None) -> dict:
+def run_rd(images: Path, bpps: list[float], steps: int | None, device: str = "auto", limit: int | None = None,
+           size: tuple[int, int] | None = None, log: TextIO | None = None, effort: int | None = None,
+           results: Path | None = None) -> dict:
+    """Our codec at each rate on each image, beside JPEG/WebP/AVIF interpolated at our bytes. `steps` None:
+    the effort's. `results`: finished encodes are kept there and a later run with the same settings
+    continues after them."""
     from ..codec import decode_blob
+    from ..effort import DEFAULT_EFFORT
     from ..encoder import EncodeSettings, encode
 
+    effort = effort or DEFAULT_EFFORT
+    settings_key = {"steps": steps, "effort": effort, "size": list(size) if size else None, "device": device}
+    done = _load_results(results, settings_key)
     per_image = []
     for path in list_images(images, limit):
         img = load_sized(path, size)
         curves = {fmt.lower(): classical_curve(img, fmt) for fmt in ("JPEG", "WEBP", "AVIF")}
         rows = []
         for bpp in bpps:
+            key = f"{path.name}@{bpp}"
+            if key in done:
+                rows.append(done[key])
+                continue
             t = time.perf_counter()
-            _, blob = encode(img, EncodeSettings(bpp=bpp, steps=steps, device=device))
+            _, blob = encode(img, EncodeSettings(bpp=bpp, steps=steps, device=device, effort=effort))
             dec = decode_blob(blob).render()
             row = {"target_bpp": bpp, "bpp": 8 * len(blob) / (img.shape[0] * img.shape[1]),
                    "psnr": psnr(dec, img), "ssim": ssim(dec, img), "seconds": time.perf_counter() - t}
@@ -105,6 +117,8 @@ def run_rd(images: Path, bpps: list[float], steps: int, device: str = "auto", li
                 p, s = interpolate(curve, row["bpp"])
                 row[f"{name}_psnr"], row[f"{name}_ssim"] = p, s
             rows.append(row)
+            done[key] = row
+            _save_results(results, settings_key, done)
             if log:
                 log.write(f"{path.name} {bpp}: {row['bpp']:.3f} bpp {row['psnr']:.2f} dB "
                           f"(jpeg {_fmt(row['jpeg_psnr'])}, webp {_fmt(row['webp_psnr'])}, "
@@ -112,8 +126,24 @@ def run_rd(images: Path, bpps: list[float], steps: int, device: str = "auto", li
                 log.flush()
         per_image.append({"image": path.name, "width": img.shape[1], "height": img.shape[0], "rows": rows})
     mean = mean_rows(per_image, bpps)
-    return {"steps": steps, "size": list(size) if size else None, "images": per_image, "mean": mean,
-            "published": {"coin": COIN, "strumpler_basic_8bit": STRUMPLER}}
+    return {"steps": steps, "effort": effort, "size": list(size) if size else None, "images": per_image,
+            "mean": mean, "published": {"coin": COIN, "strumpler_basic_8bit": STRUMPLER}}
+
+
+def _load_results(results: Path | None, settings_key: dict) -> dict[str, dict]:
+    """Finished encodes of an earlier run with the same settings (none for other settings)."""
+    if results is None or not results.exists():
+        return {}
+    try:
+        doc = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return {}
+    return dict(doc.get("rows", {})) if doc.get("settings") == settings_key else {}
+
+
+def _save_results(results: Path | None, settings_key: dict, done: dict[str, dict]) -> None:
+    if results is not None:
+        atomic_write(results, (json.dumps({"settings": settings_key, "rows": done}, indent=2) + "\n").encode())
 
 
 def mean_rows(per_image: list[dict], bpps: list[float]) -> list[dict]:
@@ -236,7 +266,8 @@ def _size_text(size: tuple[int, int] | list[int] | None) -> str:
 
 
 def cmd_rd(args: argparse.Namespace) -> int:
-    report = run_rd(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size, log=sys.stderr)
+    report = run_rd(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size, log=sys.stderr,
+                    effort=args.effort, results=Path(args.results) if args.results else None)
     out = Path(args.json)
     atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())
     plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
