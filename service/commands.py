@@ -74,6 +74,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _declare_fit_queue(broker_url: str) -> None:
+    """Create the fit queue before the worker and the API both use it. kombu's SQL transport adds a queue's
+    row on its first use, and two processes doing that at once (the worker starting, the API sending the
+    first job) crash the worker on the row's UNIQUE constraint (seen in CI); with the row there first,
+    neither inserts it."""
+    from kombu import Connection, Queue
+
+    from worker.app import FIT_QUEUE
+
+    with Connection(broker_url) as conn:
+        Queue(FIT_QUEUE)(conn.default_channel).declare()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The API and one local worker on an embedded broker (SQLite via kombu's SQLAlchemy transport): the
     same Celery code path as production, with nothing else to install or start."""
@@ -88,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         env["TUNER_BROKER_URL"] = args.broker
     settings = _settings(data_dir=data_dir)
     settings = Settings(**{**settings.model_dump(), "broker_url": args.broker})
+    _declare_fit_queue(settings.resolved_broker_url)
     # Its own session, so a Ctrl-C in the terminal reaches only `serve`, which then stops it in order.
     worker = subprocess.Popen([sys.executable, "-m", "tuner_model.cli", "worker", "--loglevel", args.loglevel],
                               env=env, start_new_session=True, preexec_fn=_die_with_parent)

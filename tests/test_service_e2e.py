@@ -223,3 +223,18 @@ def test_serve_embedded_default_and_restart(tmp_path: Path, parrots_path: Path, 
         assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (192, 128)
     finally:
         serve.stop()
+
+
+def test_serve_creates_the_fit_queue_before_its_worker_starts(tmp_path: Path) -> None:
+    """kombu's SQL transport inserts a queue's row on first use; the worker and the API's first send doing
+    it at once crashed the worker on the UNIQUE constraint. `tuner serve` creates the row first (twice is
+    harmless), so neither of them inserts it."""
+    import sqlite3
+
+    from service.commands import _declare_fit_queue
+
+    url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    _declare_fit_queue(url)
+    _declare_fit_queue(url)
+    with contextlib.closing(sqlite3.connect(tmp_path / "broker.sqlite")) as db:
+        assert db.execute("SELECT name FROM kombu_queue").fetchall() == [("fit",)]
