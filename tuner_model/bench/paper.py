@@ -16,7 +16,6 @@ fraction of the cost.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from ..errors import ConfigError, ImageError
 from ..metrics import gradient_psnr, psnr
 from ..models import ModelConfig, build_model
 from ..train.fit import FitOptions, fit, image_targets
+from .resume import load_runs, save_runs
 
 SIZE = 512
 HOLDOUT = 0.05
@@ -186,7 +186,7 @@ def run_paper_bench(images: Path, opts: PaperOptions = PaperOptions(), log: Text
                 "schedule": schedule, "tuner_batches": batches,
                 "seed": SEED, "methods": {n: {"lr": table[n].lr, "model": table[n].config.to_dict()}
                                           for n in wanted}}
-    per_image = _resumed(opts.results, protocol)
+    per_image = load_runs(opts.results, protocol, "per_image")
     for path in paths:
         image = load_square(path, size)
         done = per_image.setdefault(path.name, {})
@@ -198,7 +198,7 @@ def run_paper_bench(images: Path, opts: PaperOptions = PaperOptions(), log: Text
             if log:
                 log.write(f"{path.name} {name}: {r}\n")
                 log.flush()
-            _save(opts.results, protocol, per_image)
+            save_runs(opts.results, protocol, "per_image", per_image)
     per_image = {p.name: per_image[p.name] for p in paths}
     keys = ("train_psnr", "heldout_psnr", "grad_psnr", "seconds")
     mean = {name: {k: round(float(np.mean([per_image[p][name][k] for p in per_image])), 3) for k in keys}
@@ -213,20 +213,3 @@ def run_paper_bench(images: Path, opts: PaperOptions = PaperOptions(), log: Text
         "mean": mean,
     }
 
-
-def _resumed(results: Path | None, protocol: dict) -> dict[str, dict]:
-    """The finished runs of an earlier, stopped run of the same protocol (none for another protocol)."""
-    if results is None or not results.exists():
-        return {}
-    try:
-        doc = json.loads(results.read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc.get("per_image", {}) if doc.get("protocol") == protocol else {}
-
-
-def _save(results: Path | None, protocol: dict, per_image: dict[str, dict]) -> None:
-    if results is not None:
-        from ..files import atomic_write
-
-        atomic_write(results, (json.dumps({"protocol": protocol, "per_image": per_image}, indent=2) + "\n").encode())

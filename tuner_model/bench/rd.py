@@ -94,10 +94,11 @@ def run_rd(images: Path, bpps: list[float], steps: int | None, device: str = "au
     from ..codec import decode_blob
     from ..effort import DEFAULT_EFFORT
     from ..encoder import EncodeSettings, encode
+    from .resume import load_runs, save_runs
 
     effort = effort or DEFAULT_EFFORT
     settings_key = {"steps": steps, "effort": effort, "size": list(size) if size else None, "device": device}
-    done = _load_results(results, settings_key)
+    done = load_runs(results, settings_key, "rows")
     per_image = []
     for path in list_images(images, limit):
         img = load_sized(path, size)
@@ -118,7 +119,7 @@ def run_rd(images: Path, bpps: list[float], steps: int | None, device: str = "au
                 row[f"{name}_psnr"], row[f"{name}_ssim"] = p, s
             rows.append(row)
             done[key] = row
-            _save_results(results, settings_key, done)
+            save_runs(results, settings_key, "rows", done)
             if log:
                 log.write(f"{path.name} {bpp}: {row['bpp']:.3f} bpp {row['psnr']:.2f} dB "
                           f"(jpeg {_fmt(row['jpeg_psnr'])}, webp {_fmt(row['webp_psnr'])}, "
@@ -129,21 +130,6 @@ def run_rd(images: Path, bpps: list[float], steps: int | None, device: str = "au
     return {"steps": steps, "effort": effort, "size": list(size) if size else None, "images": per_image,
             "mean": mean, "published": {"coin": COIN, "strumpler_basic_8bit": STRUMPLER}}
 
-
-def _load_results(results: Path | None, settings_key: dict) -> dict[str, dict]:
-    """Finished encodes of an earlier run with the same settings (none for other settings)."""
-    if results is None or not results.exists():
-        return {}
-    try:
-        doc = json.loads(results.read_text())
-    except (OSError, ValueError):
-        return {}
-    return dict(doc.get("rows", {})) if doc.get("settings") == settings_key else {}
-
-
-def _save_results(results: Path | None, settings_key: dict, done: dict[str, dict]) -> None:
-    if results is not None:
-        atomic_write(results, (json.dumps({"settings": settings_key, "rows": done}, indent=2) + "\n").encode())
 
 
 def mean_rows(per_image: list[dict], bpps: list[float]) -> list[dict]:
