@@ -11,6 +11,7 @@ import torch
 
 from tuner_model.errors import FitCancelled
 from tuner_model.models import ModelConfig, build_model
+from tuner_model.train import fused
 from tuner_model.train import grid as grid_mod
 from tuner_model.train.batched import BatchedTuner
 from tuner_model.train.fit import FitOptions, fit, make_objective
@@ -189,10 +190,10 @@ def test_decoding_a_blob_loads_no_training_code(tmp_path):
 @pytest.fixture
 def fused_backward():
     """The compiled fused top-layer backward, on for one test (skipped where nothing can compile it)."""
-    if not grid_mod.warm_up(True):
+    if not fused.warm_up(True):
         pytest.skip("torch.compile is not available here")
     yield
-    grid_mod.warm_up(False)
+    fused.warm_up(False)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -201,6 +202,6 @@ def fused_backward():
     ModelConfig(channels=1, input_width=16, hidden=(16,), bandlimit=10, block_limit=3),
 ], ids=["one-layer", "two-layers", "gray"])
 def test_fused_backward_gives_the_same_gradients(cfg, fused_backward):
-    assert grid_mod.fused_in_use()
+    assert fused.fused_in_use()
     img = _image() if cfg.channels == 3 else _image()[..., :1]
     _compare(_trained(cfg), [img])

@@ -27,7 +27,7 @@ from .errors import ConfigError, FitCancelled, TunerError
 from .frequencies import cycles_to_k
 from .image_model import FittedImage
 from .models import ModelConfig, build_model
-from .train import grid
+from .train import fused
 from .train.fit import FitOptions, FitProgress, fit
 from .train.qat import qat_finetune, qat_finetune_batch
 
@@ -397,10 +397,10 @@ COMPILE_AFTER_S = 30.0  # compiling the fused backward costs ~3.5 s once per pro
 
 def _compile_if_worth_it(setup: _RateSetup, plan: EffortPlan) -> None:
     """Compile the grid path's fused backward for a CPU encode long enough to pay for it (train/grid.py)."""
-    if setup.device != "cpu" or grid.fused_in_use():
+    if setup.device != "cpu" or fused.fused_in_use():
         return
     if estimate_seconds(setup.width, setup.height, setup.net_width, plan) > COMPILE_AFTER_S:
-        grid.warm_up()
+        fused.warm_up()
 
 
 # A quality target's attempts, each with a slice of the progress bar; later ones are rarely needed.

@@ -98,13 +98,13 @@ def run_speed_bench(images_dir: Path, opts: SpeedOptions = SpeedOptions(),
 def _grid_as_the_encoder_runs_it(cuda: bool) -> Iterator[bool]:
     """On a CPU, the grid path with the compiled fused backward when it compiles (as the encoder runs it);
     the process is left as it was."""
-    from ..train import grid
+    from ..train import fused
 
-    was = grid.fused_in_use()
+    was = fused.fused_in_use()
     try:
-        yield grid.warm_up(not cuda)
+        yield fused.warm_up(not cuda)
     finally:
-        grid.warm_up(was)
+        fused.warm_up(was)
 
 
 def _speed_report(images_dir: Path, opts: SpeedOptions, fused: bool, log: TextIO | None) -> dict[str, Any]:

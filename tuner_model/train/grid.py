@@ -22,13 +22,13 @@ Every network here is stacked (a leading K dimension, K >= 1): one TunerNet is K
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import FitCancelled
+from . import fused as fused_mod
 
 TILE_ELEMENTS = 1 << 21  # pre-activations per tile: 8 MB of float32 stays in cache
 CANCEL_EVERY_TILES = 16  # poll the cancel callback this often inside a step
@@ -138,7 +138,7 @@ class GridMSE(torch.autograd.Function):
         d_out_w, d_out_b = torch.zeros_like(out_w), torch.zeros_like(out_b)
         d_deep_w = [torch.zeros_like(x) for x in deep_w]
         d_deep_b = [torch.zeros_like(x) for x in deep_b]
-        fused = _fused_top is not None and not e.is_cuda and out_w.shape[1] <= 3
+        fused = fused_mod.top_backward is not None and not e.is_cuda and out_w.shape[1] <= 3
         tile = 0
         for k in range(k_count):
             cw, cb = out_w[k], out_b[k][None, :, None]
@@ -212,7 +212,7 @@ def _backward_tile(k: int, t: int, d_out: torch.Tensor, cw: torch.Tensor, s: lis
     top = len(s) - 1
     g = co[top]  # becomes dz_top = cos ⊙ (Cᵀ d_out)
     if fused:  # g holds the top pre-activation z: one pass computes cos(z) ⊙ (Cᵀ d_out) over it
-        _fused_top(g, d_out, cw)
+        fused_mod.top_backward(g, d_out, cw)
     else:
         _mul_left_mm(g, cw.T, d_out)
     for li in range(top, 0, -1):  # layer li takes s[li - 1] through W = deep_w[li - 1]
@@ -295,51 +295,3 @@ def grid_losses(sep: Separable, t: TunerTensors, target: torch.Tensor, weight: t
                          t.out_weight, t.out_bias, *t.weights[1:], *t.biases[1:])
 
 
-
-# ------------------------------------------------------------------------------- the compiled fused backward
-#
-# The top layer's backward, dz = cos(z) ⊙ (Cᵀ d_out) with C of 1 or 3 rows, as one compiled loop over the
-# tile: it reads z once and writes dz over it, where the eager form takes a cosine pass in the forward and a
-# product and a multiply pass per row in the backward. 768×512, width 264, a ½ × ½ sub-grid step: ~25 %
-# less time (docs/PERFORMANCE.md). Compiling takes a few seconds once per process (less with inductor's
-# cache) and needs a C++ compiler, so it is opt-in: `warm_up()`; without it, or on any failure, the eager
-# form runs (the same function, tests/test_train_grid.py).
-
-_fused_top: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
-_compile_lock = threading.Lock()
-
-
-def _top_backward(z: torch.Tensor, d_out: torch.Tensor, cw: torch.Tensor) -> None:
-    g = cw[0][None, :, None] * d_out[:, 0:1, :]
-    for c in range(1, cw.shape[0]):
-        g = g + cw[c][None, :, None] * d_out[:, c : c + 1, :]
-    torch.mul(torch.cos(z), g, out=z)
-
-
-def warm_up(enabled: bool = True) -> bool:
-    """Compile the fused backward (seconds, once per process). Returns whether it is in use."""
-    global _fused_top
-    if not enabled:
-        _fused_top = None
-        return False
-    with _compile_lock:
-        if _fused_top is None:
-            try:
-                fn = torch.compile(_top_backward, dynamic=True)
-                for shape, channels in (((3, 40, 17), 3), ((2, 8, 5), 1), ((5, 40, 33), 3)):
-                    z = torch.linspace(-30, 30, shape[0] * shape[1] * shape[2]).reshape(shape)
-                    d = torch.linspace(-1, 2, shape[0] * channels * shape[2]).reshape(shape[0], channels, shape[2])
-                    cw = torch.linspace(-0.5, 0.7, channels * shape[1]).reshape(channels, shape[1])
-                    want = torch.cos(z) * torch.matmul(cw.T, d)
-                    got = z.clone()
-                    fn(got, d, cw)
-                    if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
-                        return False
-                _fused_top = fn
-            except Exception:  # noqa: BLE001 - no compiler, unsupported platform: the eager form is still correct
-                return False
-    return True
-
-
-def fused_in_use() -> bool:
-    return _fused_top is not None
