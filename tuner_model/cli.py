@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .bench.commands import effort_level
-from .effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN
+from .effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN, seconds_left
 from .errors import TunerError
 from .files import atomic_write
 
@@ -44,18 +44,15 @@ def _positive_float(s: str) -> float:
     return v
 
 
-# No ETA until the encode is this far along or has run this long (worker/tasks.py uses the same rule).
-ETA_MIN_PROGRESS, ETA_MIN_SECONDS = 0.02, 3.0
-
-
 def eta_text(elapsed: float, frac: float) -> str:
-    """The time left of an encode `frac` done after `elapsed` seconds (the encoder's progress fractions are
-    proportional to its time), or "--" while there is too little to go on."""
+    """The time left of an encode `frac` done after `elapsed` seconds (effort.seconds_left, the rule the
+    worker's `eta_s` follows too), or "--" while there is too little to go on."""
     if frac >= 1:
         return "0s"
-    if frac <= 0 or (frac < ETA_MIN_PROGRESS and elapsed < ETA_MIN_SECONDS):
+    seconds = seconds_left(elapsed, frac)
+    if seconds is None:
         return "--"
-    left = round(elapsed * (1 - frac) / frac)
+    left = round(seconds)
     return f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s"
 
 

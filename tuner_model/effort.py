@@ -100,3 +100,16 @@ def estimate_seconds(width: int, height: int, net_width: int, plan: EffortPlan,
     step = seconds_per_pixel_neuron * width * height * net_width
     steps = plan.steps + 1.5 * plan.qat_steps
     return OVERHEAD_SECONDS + step * plan.work(width, height) + STEP_OVERHEAD_SECONDS * steps
+
+
+# No ETA until an encode is this far along or has run this long: its first steps alone say too little.
+ETA_MIN_PROGRESS, ETA_MIN_SECONDS = 0.02, 3.0
+
+
+def seconds_left(elapsed: float, frac: float) -> float | None:
+    """Seconds left of an encode that is `frac` done after `elapsed` seconds: the encoder's progress
+    fractions are proportional to its time, so the rest takes elapsed·(1 − frac)/frac. None until there is
+    enough of either to go on. The worker's `eta_s` and the CLI's progress bar both use it."""
+    if frac <= 0 or (frac < ETA_MIN_PROGRESS and elapsed < ETA_MIN_SECONDS):
+        return None
+    return max(0.0, elapsed * (1 - frac) / frac)

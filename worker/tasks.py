@@ -20,6 +20,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutting_do
 from service.db import CANCELLED, FAILED, SUCCEEDED, Image, Job
 from service.settings import Settings
 from service.storage import BlobNotFound, put_content
+from tuner_model.effort import seconds_left  # no torch: the parent process may import it
 
 from .app import FIT_QUEUE, FIT_TASK, WorkerContext, torch_threads_per_child
 
@@ -31,18 +32,10 @@ if TYPE_CHECKING:  # torch and the library are imported in the child that fits, 
 
 log = logging.getLogger("tuner.worker")
 
-# A job's ETA is left empty until its fit is this far along or has run this long (tuner_model/cli.py's
-# progress bar uses the same rule).
-ETA_MIN_PROGRESS, ETA_MIN_SECONDS = 0.02, 3.0
-
-
 def eta_seconds(elapsed: float, frac: float) -> float | None:
-    """Seconds left of a fit that is `frac` done after `elapsed` seconds: the encoder's progress fractions
-    are proportional to its time, so the rest takes elapsed·(1 − frac)/frac. None until there is enough of
-    either to go on."""
-    if frac <= 0 or (frac < ETA_MIN_PROGRESS and elapsed < ETA_MIN_SECONDS):
-        return None
-    return round(max(0.0, elapsed * (1 - frac) / frac), 1)
+    """A job's `eta_s`: tuner_model.effort.seconds_left to a tenth of a second."""
+    left = seconds_left(elapsed, frac)
+    return None if left is None else round(left, 1)
 
 
 class _Heartbeat(threading.Thread):
