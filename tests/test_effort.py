@@ -46,7 +46,7 @@ def test_the_encoder_follows_the_plan(monkeypatch) -> None:
 
     def spy(self, *args, **kwargs) -> None:
         original(self, *args, **kwargs)
-        seen.append((self.batch, self.cols))
+        seen.append((self.rows.batch, self.cols))
 
     monkeypatch.setattr(objective.GridObjective, "__init__", spy)
     rng = np.random.default_rng(0)

@@ -40,6 +40,37 @@ def stacked_targets(images: list[np.ndarray], device: torch.device) -> torch.Ten
     return torch.stack([torch.as_tensor(np.ascontiguousarray(im), dtype=torch.float32) for im in images]).to(device)
 
 
+class _Epochs:
+    """Batches of `batch` of the indices 0..n-1 as shuffled epochs (every index once per epoch, as in the
+    paper's protocol); None when a batch is all of them."""
+
+    def __init__(self, n: int, batch: int, gen: torch.Generator, device: torch.device) -> None:
+        self.n, self.batch, self.gen, self.device = n, batch, gen, device
+        self.perm: torch.Tensor | None = None
+        self.cursor = n
+
+    def next(self) -> torch.Tensor | None:
+        if self.batch == self.n:
+            return None
+        if self.cursor + self.batch > self.n:
+            self.perm, self.cursor = torch.randperm(self.n, generator=self.gen, device=self.device), 0
+        idx = self.perm[self.cursor : self.cursor + self.batch]
+        self.cursor += self.batch
+        return idx
+
+
+def _backward(model: nn.Module, per: torch.Tensor, penalty: bool) -> torch.Tensor:
+    """Backpropagates the sum of the K losses (plus the model's penalty, once, when asked) and returns the
+    K losses, detached, each with the penalty in it."""
+    loss = per.sum()
+    pen = model.penalty() if penalty else None
+    if pen is not None:
+        loss = loss + pen
+        per = per + pen.detach()
+    loss.backward()
+    return per.detach()
+
+
 class DenseObjective:
     """Chunked forward/backward over coordinates; optional shuffled mini-batches of `batch_pixels`."""
 
@@ -54,26 +85,14 @@ class DenseObjective:
             coords, values = coords[keep], values[:, keep]
         self.coords, self.values, self.stacked, self.penalty = coords, values, stacked, penalty
         n = coords.shape[0]
-        self.n = n
         self.batch = n if batch_pixels is None else min(batch_pixels, n)
         # The same activation memory as one network's chunk, whatever K.
         self.chunk = chunk_pixels if not stacked else max(1024, chunk_pixels // len(images))
-        self.gen = torch.Generator(device=device).manual_seed(seed)
-        self.perm: torch.Tensor | None = None
-        self.cursor = n
-
-    def _indices(self) -> torch.Tensor | None:
-        if self.batch == self.n:
-            return None
-        if self.cursor + self.batch > self.n:  # shuffled epochs of mini-batches, as in the paper's protocol
-            self.perm, self.cursor = torch.randperm(self.n, generator=self.gen, device=self.coords.device), 0
-        idx = self.perm[self.cursor : self.cursor + self.batch]
-        self.cursor += self.batch
-        return idx
+        self.pixels = _Epochs(n, self.batch, torch.Generator(device=device).manual_seed(seed), device)
 
     def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int,
                should_cancel: Cancel) -> torch.Tensor:
-        idx = self._indices()
+        idx = self.pixels.next()
         k_count, c = self.values.shape[0], self.values.shape[2]
         total = torch.zeros(k_count, device=self.coords.device)
         plain = all(params[name] is p for name, p in model.named_parameters())
@@ -84,14 +103,7 @@ class DenseObjective:
             if not self.stacked:
                 pred = pred[None]
             per = ((pred - self.values[:, sel]) ** 2).sum(dim=(1, 2)) / (self.batch * c)
-            loss = per.sum()
-            if self.penalty and lo == 0:
-                pen = model.penalty()
-                if pen is not None:
-                    loss = loss + pen
-                    per = per + pen.detach()
-            loss.backward()
-            total += per.detach()
+            total += _backward(model, per, self.penalty and lo == 0)
         return total
 
     def drop(self, keep: list[int]) -> None:
@@ -114,61 +126,33 @@ class GridObjective:
         self.target = stacked_targets(images, device).permute(0, 1, 3, 2).contiguous()  # (K, H, C, W)
         self.weight = None if mask is None else torch.as_tensor(mask, dtype=torch.float32, device=device)
 
-        self.stacked, self.penalty, self.h, self.c = stacked, penalty, h, c
+        self.stacked, self.penalty, self.c = stacked, penalty, c
         self.depth, self.omega, self.learn_bounds = len(cfg.hidden), cfg.hidden_omega, cfg.learn_bounds
-        self.batch = h if batch_rows is None else max(1, min(batch_rows, h))
-        self.cols = w if batch_cols is None else max(1, min(batch_cols, w))
-        self.w = w
         self.gen = torch.Generator(device=device).manual_seed(seed)
-        self.perm: torch.Tensor | None = None
-        self.cursor = h
-        self.full_denominator = self._denominator(None)
+        self.rows = _Epochs(h, h if batch_rows is None else max(1, min(batch_rows, h)), self.gen, device)
+        self.w, self.cols = w, w if batch_cols is None else max(1, min(batch_cols, w))
         self.last_sample: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)  # (rows, columns) drawn
-
-    def _denominator(self, rows: torch.Tensor | None) -> float:
-        if self.weight is None:
-            n = (self.h if rows is None else rows.numel()) * self.weight_width()
-        else:
-            n = float((self.weight if rows is None else self.weight[rows]).sum())
-        return max(1.0, float(n)) * self.c
-
-    def weight_width(self) -> int:
-        return self.target.shape[3]
-
-    def _rows(self) -> torch.Tensor | None:
-        if self.batch == self.h:
-            return None
-        if self.cursor + self.batch > self.h:
-            self.perm, self.cursor = torch.randperm(self.h, generator=self.gen, device=self.target.device), 0
-        rows = self.perm[self.cursor : self.cursor + self.batch].sort().values
-        self.cursor += self.batch
-        return rows
 
     def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int,
                should_cancel: Cancel) -> torch.Tensor:
-        rows = self._rows()
+        rows = self.rows.next()
+        if rows is not None:
+            rows = rows.sort().values
         t = grid_mod.tuner_tensors(params, self.omega, self.depth, self.stacked, self.learn_bounds)
         target = self.target if rows is None else self.target[:, rows]
         weight = self.weight if (rows is None or self.weight is None) else self.weight[rows]
-        denominator = self.full_denominator if rows is None else self._denominator(rows)
         sep, cols = self.sep, None
         if self.cols < self.w:  # and a random subset of the columns: a random sub-grid
             cols = torch.randperm(self.w, generator=self.gen, device=target.device)[: self.cols].sort().values
             sep = dataclasses.replace(sep, e=sep.e[:, cols].contiguous())
             target = target[..., cols]
             weight = None if weight is None else weight[:, cols]
-            n = cols.numel() * target.shape[1] if weight is None else float(weight.sum())
-            denominator = max(1.0, n) * self.c
         self.last_sample = (rows, cols)
+        # The mean over the pixels this step sees (the mask's training pixels among them).
+        pixels = target.shape[1] * target.shape[3] if weight is None else float(weight.sum())
+        denominator = max(1.0, pixels) * self.c
         per = grid_mod.grid_losses(sep, t, target, weight, denominator, rows, should_cancel)
-        loss = per.sum()
-        if self.penalty:
-            pen = model.penalty()
-            if pen is not None:
-                loss = loss + pen
-                per = per + pen.detach()
-        loss.backward()
-        return per.detach()
+        return _backward(model, per, self.penalty)
 
     def drop(self, keep: list[int]) -> None:
         self.target = self.target[keep]
