@@ -100,7 +100,7 @@ def effort_encode(image: np.ndarray, bpp: float, effort: int) -> dict[str, Any]:
             "levels": fitted.meta.get("levels"), "retuned": fitted.meta.get("retuned")}
 
 
-def run_fit_speed(images: list[tuple[str, np.ndarray]], bpp: float, efforts: list[int], widths: list[int],
+def run_fit_speed(images: list[tuple[str, np.ndarray]], bpp: float, efforts: list[int],
                   results: Path | None, say: Callable[[str], None],
                   reference_steps: int = REFERENCE_STEPS) -> dict[str, Any]:
     """The whole fitting comparison; `results` (JSON) is read first and written after every image."""
@@ -110,7 +110,7 @@ def run_fit_speed(images: list[tuple[str, np.ndarray]], bpp: float, efforts: lis
     if done and (done.get("bpp") != bpp or done.get("reference_steps") != reference_steps):
         done = {}  # another comparison: start afresh
     report: dict[str, Any] = {"bpp": bpp, "reference_steps": reference_steps, "efforts": efforts,
-                              "step": done.get("step", []), "images": done.get("images", [])}
+                              "images": done.get("images", [])}
 
     def save() -> None:
         if results is not None:
@@ -118,15 +118,6 @@ def run_fit_speed(images: list[tuple[str, np.ndarray]], bpp: float, efforts: lis
 
             atomic_write(results, (json.dumps(report, indent=2) + "\n").encode())
 
-    timed = {row["width"] for row in report["step"]}
-    for width in widths:
-        if width in timed:
-            continue
-        row = dense_and_grid_step(images[0][1], width)
-        say(f"step width {width}: dense {row['dense_ms']} ms, grid {row['grid_ms']} ms ({row['speedup']}x), "
-            f"gradients within {row['grad_max_rel_diff']}")
-        report["step"].append(row)
-        save()
     seen = {entry["image"]: entry for entry in report["images"]}
     for name, image in images:
         entry = seen.get(name)

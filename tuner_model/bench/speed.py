@@ -155,7 +155,7 @@ def _speed_report(images_dir: Path, opts: SpeedOptions, fused: bool, log: TextIO
             from .fitspeed import run_fit_speed
 
             report["reference"] = run_fit_speed([(p.name, im) for p, im in zip(paths, images, strict=True)],
-                                                opts.bpp, opts.efforts or [DEFAULT_EFFORT], [], opts.results, say,
+                                                opts.bpp, opts.efforts or [DEFAULT_EFFORT], opts.results, say,
                                                 opts.reference_steps)
     if "batch" not in skip and opts.batch > 1:
         group = [im for im in images if im.shape == images[0].shape][: opts.batch]
