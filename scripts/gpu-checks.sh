@@ -15,7 +15,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 IMAGES=${IMAGES:-.kodak}
 LIMIT=${LIMIT:-12}
-tuner() { python3 -m tuner_model.cli "$@"; }
+tuner() { python3 -m tuner_cli "$@"; }
 status=0
 for part in "${@:-env}"; do
   echo "== $part $(date -u +%FT%TZ)"
@@ -37,7 +37,7 @@ for part in "${@:-env}"; do
       tuner bench rc-fit --images "$IMAGES" --limit "${RC_LIMIT:-4}" --steps "${STEPS:-3000}" --device cuda \
         --json "$OUT/ratecontrol_table.json" 2>&1 | tee "$OUT/rcfit.log"
       # A later `rd` in the same call measures the codec with the table just fitted.
-      [ -s "$OUT/ratecontrol_table.json" ] && cp "$OUT/ratecontrol_table.json" tuner_model/ratecontrol_table.json ;;
+      [ -s "$OUT/ratecontrol_table.json" ] && cp "$OUT/ratecontrol_table.json" tuner_model/rate/table.json ;;
     rd)
       tuner bench rd --images "$IMAGES" --limit "$LIMIT" --bpp "${BPPS:-0.25,0.5,0.75,1.0}" --steps "${STEPS:-3000}" \
         --device cuda --json "$OUT/rd.json" 2>&1 | tee "$OUT/rd.log" ;;

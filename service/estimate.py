@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tuner_model import ratecontrol
-from tuner_model.effort import CPU_SECONDS_PER_PIXEL_NEURON, effort_plan, estimate_seconds
+from tuner_model.rate import table as ratecontrol
+from tuner_model.rate.effort import CPU_SECONDS_PER_PIXEL_NEURON, effort_plan, estimate_seconds
 
 from .settings import Settings
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tuner_model.image_io import load_image
+from tuner_model.core.image_io import load_image
 
 REDIS_URL = os.environ.get("TUNER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # API processes started by the tests render eagerly: compiling the fused sine costs seconds of CPU per

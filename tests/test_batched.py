@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tuner_model.errors import ConfigError, FitCancelled
+from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.models import ModelConfig
 from tuner_model.train.batched import clip_per_network, fit_batch
 from tuner_model.train.fit import FitOptions, fit_image

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from tuner_cli.main import main
 from tuner_model.bench.paper import HOLDOUT, SIZE, holdout_mask
-from tuner_model.cli import main
 
 
 def test_holdout_is_five_percent_and_seeded():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner_model.cli import main
+from tuner_cli.main import main
 
 
 def sample_path(name: str) -> Path:
@@ -81,7 +81,7 @@ def test_mixed_precision_variant_runs_and_reports_quality(parrots):
     import torch
 
     from tuner_model.bench.speed import time_fit_steps
-    from tuner_model.encoder import default_config
+    from tuner_model.rate.encode import default_config
 
     img = parrots[:32, :48]
     cfg = default_config(48, 32, 3, 16)

@@ -18,9 +18,9 @@ from tuner_model.codec import QuantSpec, decode_blob, encode_blob, read_info
 from tuner_model.codec.blob import CONFIG_FIELDS
 from tuner_model.codec.container import MAGIC
 from tuner_model.codec.quant import plan, snap
-from tuner_model.errors import BlobError
-from tuner_model.image_model import FittedImage
+from tuner_model.core.errors import BlobError
 from tuner_model.models import ModelConfig, build_model
+from tuner_model.models.fitted import FittedImage
 
 
 def _fitted(config: ModelConfig, colour: str = "rgb", w: int = 24, h: int = 16, seed: int = 3) -> FittedImage:

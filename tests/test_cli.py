@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 TUNER = [str(Path(sys.executable).with_name("tuner"))] if Path(sys.executable).with_name("tuner").exists() else [
-    sys.executable, "-m", "tuner_model.cli"]
+    sys.executable, "-m", "tuner_cli"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -39,8 +39,8 @@ def encoded(tmp_path_factory, parrots_path) -> Path:
 
 
 def test_encode_decode_native_quality(encoded, tmp_path, parrots):
-    from tuner_model.image_io import load_image
-    from tuner_model.metrics import psnr
+    from tuner_model.core.image_io import load_image
+    from tuner_model.core.metrics import psnr
 
     p = run("decode", str(encoded), "-o", str(tmp_path / "native.png"))
     assert p.returncode == 0, p.stderr
@@ -60,8 +60,8 @@ def test_decode_twice_the_width_keeps_aspect(encoded, tmp_path):
 
 
 def test_info_reports_what_decoding_gives(encoded, tmp_path, parrots):
-    from tuner_model.image_io import load_image
-    from tuner_model.metrics import psnr
+    from tuner_model.core.image_io import load_image
+    from tuner_model.core.metrics import psnr
 
     p = run("info", str(encoded))
     assert p.returncode == 0, p.stderr
@@ -133,7 +133,7 @@ def test_readme_first_command_paths_exist():
 def test_progress_bar_shows_the_time_left(capsys):
     from types import SimpleNamespace
 
-    from tuner_model.cli import ProgressBar, eta_text
+    from tuner_cli.main import ProgressBar, eta_text
 
     assert eta_text(1.0, 0.0) == "--" and eta_text(1.0, 0.01) == "--"  # too early to tell
     assert eta_text(3.0, 0.01) == "4m57s" and eta_text(10.0, 0.5) == "10s" and eta_text(10.0, 1.0) == "0s"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import sample_path
-from tuner_model.cli import main
+from tuner_cli.main import main
 from tuner_model.codec import decode_blob
-from tuner_model.image_io import load_image
+from tuner_model.core.image_io import load_image
 
-CLI = [sys.executable, "-m", "tuner_model.cli"]
+CLI = [sys.executable, "-m", "tuner_cli"]
 
 
 def run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tuner_cli.main import main
 from tuner_model.bench.rd import interpolate
-from tuner_model.cli import main
-from tuner_model.image_io import save_image
+from tuner_model.core.image_io import save_image
 
 
 def test_interpolate_is_log_linear_and_refuses_to_extrapolate() -> None:

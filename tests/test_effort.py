@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuner_model import effort
-from tuner_model.errors import ConfigError
+from tuner_model.core.errors import ConfigError
+from tuner_model.rate import effort
 
 
 def test_more_effort_is_never_less_work() -> None:
@@ -38,7 +38,7 @@ def test_small_images_train_on_every_row_and_column() -> None:
 
 
 def test_the_encoder_follows_the_plan(monkeypatch) -> None:
-    from tuner_model import encoder
+    from tuner_model.rate import encode as encoder
     from tuner_model.train import objective
 
     seen = []

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from tuner_model import encoder, ratecontrol
 from tuner_model.codec import QuantSpec, read_info
 from tuner_model.codec.quant import plan
-from tuner_model.encoder import EncodeSettings, default_config, encode, encode_batch, iter_encode_batch
-from tuner_model.errors import ConfigError, FitCancelled
+from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.models import ModelConfig, build_model
+from tuner_model.rate import encode as encoder
+from tuner_model.rate import table as ratecontrol
+from tuner_model.rate.encode import EncodeSettings, default_config, encode, encode_batch, iter_encode_batch
 from tuner_model.train.batched import fit_batch
 from tuner_model.train.fit import FitOptions, FitProgress
 from tuner_model.train.qat import qat_finetune, qat_finetune_batch

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from tuner_model import encoder
 from tuner_model.codec import QuantSpec, encode_blob, entropy
 from tuner_model.codec.entropy import FAMILY_GAUSSIAN, FAMILY_LAPLACE, FAMILY_UNIFORM, SymbolModel
-from tuner_model.encoder import _find_levels, _search_levels, default_config
-from tuner_model.image_model import FittedImage
 from tuner_model.models import build_model
+from tuner_model.models.fitted import FittedImage
+from tuner_model.rate import encode as encoder
+from tuner_model.rate.encode import _find_levels, _search_levels, default_config
 from tuner_model.train.fit import FitOptions, fit_image
 
 WORD = 4  # the ANS stream is whole 32-bit words; the coder's rounding can tip a prediction by one

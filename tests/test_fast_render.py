@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from tuner_model import fast_render as fr
-from tuner_model.colour import forward
-from tuner_model.coords import Crop
-from tuner_model.encoder import default_config
-from tuner_model.image_model import FittedImage
-from tuner_model.metrics import psnr
+from tuner_model.core.colour import forward
+from tuner_model.core.coords import Crop
+from tuner_model.core.metrics import psnr
 from tuner_model.models import ModelConfig, build_model
-from tuner_model.render import render
+from tuner_model.models.fitted import FittedImage
+from tuner_model.rate.encode import default_config
+from tuner_model.render import fast as fr
+from tuner_model.render import resample, separable, sines
+from tuner_model.render.direct import render
 from tuner_model.train.fit import FitOptions, fit
 
 FAITHFUL_DB = 45.0
@@ -51,7 +52,7 @@ def resample_calls(monkeypatch):
     """Records each render that really took the resampling path (so a test cannot pass by never taking
     it); the probe's own small resamplings do not count."""
     calls = []
-    real = fr._resampled
+    real = fr.resampled
 
     def spy(*args, **kwargs):
         v = real(*args, **kwargs)
@@ -59,7 +60,7 @@ def resample_calls(monkeypatch):
             calls.append(v.shape)
         return v
 
-    monkeypatch.setattr(fr, "_resampled", spy)
+    monkeypatch.setattr(fr, "resampled", spy)
     return calls
 
 
@@ -114,8 +115,8 @@ def test_network_that_fails_the_probe_is_evaluated_exactly(resample_calls):
         v = model.hidden[0]
         v.copy_(torch.sign(torch.randn_like(v)) * model.weight_bound(0) / cfg.hidden_omega)
         model.out.weight.mul_(5)
-    h = fr.eval_spacing(model)
-    assert fr.probe_psnr(model, (48, 32), "rgb", h) < fr.PROBE_DB
+    h = resample.eval_spacing(model)
+    assert resample.probe_psnr(model, (48, 32), "rgb", h) < resample.PROBE_DB
     ref = render(model, (48, 32), 300, 200)
     got = fr.render_fast(model, (48, 32), 300, 200)
     assert not resample_calls
@@ -126,13 +127,13 @@ def test_probe_is_recomputed_when_weights_change(rgb_net):
     model, native = rgb_net
     model = build_model(model.config, seed=0)
     model.load_state_dict(rgb_net[0].state_dict())
-    h = fr.eval_spacing(model)
-    assert fr.passes_probe(model, native, "rgb", h)
+    h = resample.eval_spacing(model)
+    assert resample.passes_probe(model, native, "rgb", h)
     with torch.no_grad():
         v = model.hidden[0]
         v.copy_(torch.sign(torch.randn_like(v)) * model.weight_bound(0) / model.config.hidden_omega)
         model.out.weight.mul_(5)
-    assert not fr.passes_probe(model, native, "rgb", h)
+    assert not resample.passes_probe(model, native, "rgb", h)
 
 
 def test_deeper_tuner_network(parrots):
@@ -163,7 +164,8 @@ def test_other_architectures_fall_back_to_direct_evaluation(arch, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the separable path must not run for " + arch)
 
-    monkeypatch.setattr(fr, "grid_values", forbidden)
+    for module in (fr, resample):  # exact grids and the resampler's lattice
+        monkeypatch.setattr(module, "grid_values", forbidden)
     ref = render(model, (40, 30), 90, 50, Crop(0.1, 0.1, 0.9, 0.8))
     got = fr.render_fast(model, (40, 30), 90, 50, Crop(0.1, 0.1, 0.9, 0.8))
     np.testing.assert_array_equal(got, ref)
@@ -173,7 +175,8 @@ def test_fitted_image_render_uses_the_fast_path(rgb_net, monkeypatch):
     model, (w, h) = rgb_net
     calls = []
     real = fr.grid_values
-    monkeypatch.setattr(fr, "grid_values", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for module in (fr, resample):  # exact grids and the resampler's lattice
+        monkeypatch.setattr(module, "grid_values", lambda *a, **k: calls.append(1) or real(*a, **k))
     fitted = FittedImage(model.config, w, h, model, "rgb")
     got = fitted.render(200, 100)
     assert calls
@@ -182,7 +185,7 @@ def test_fitted_image_render_uses_the_fast_path(rgb_net, monkeypatch):
 
 def test_compiled_sine_matches_torch_sin():
     z = torch.linspace(-300, 300, 100_001)
-    assert float((fr.poly_sin(z) - torch.sin(z)).abs().max()) < 1e-4
+    assert float((sines.poly_sin(z) - torch.sin(z)).abs().max()) < 1e-4
 
 
 def test_compiled_render_matches_eager(rgb_net):
@@ -191,11 +194,11 @@ def test_compiled_render_matches_eager(rgb_net):
     model, native = rgb_net
     eager = [fr.render_fast(model, native), fr.render_fast(model, native, 333, 97)]
     try:
-        if not fr.warm_up(True):
+        if not sines.warm_up(True):
             pytest.skip("torch.compile is unavailable here (no C++ compiler)")
         compiled = [fr.render_fast(model, native), fr.render_fast(model, native, 333, 97)]
     finally:
-        fr.warm_up(False)
+        sines.warm_up(False)
     for a, b in zip(eager, compiled, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -222,14 +225,15 @@ def test_mirror_symmetric_grids_take_the_half_width_path_exactly(rgb_net, monkey
     xs = torch.linspace(-1, 1, nx + 2, dtype=torch.float64)[1:-1]
     ys = torch.linspace(-0.6, 0.7, 13, dtype=torch.float64)
     for model in (rgb_net[0], deep):
-        assert fr._symmetric(xs)
+        assert separable.is_symmetric(xs)
         taken = []
-        real_fold = fr._fold_impl
-        monkeypatch.setattr(fr, "_fold_impl", lambda taken=taken, real_fold=real_fold: taken.append(1) or real_fold())
-        half = fr.grid_values(model, xs, ys)
+        real_fold = separable.fold_impl
+        monkeypatch.setattr(separable, "fold_impl",
+                            lambda taken=taken, real_fold=real_fold: taken.append(1) or real_fold())
+        half = separable.grid_values(model, xs, ys)
         assert taken
-        monkeypatch.setattr(fr, "_symmetric", lambda _xs: False)
-        whole = fr.grid_values(model, xs, ys)
+        monkeypatch.setattr(separable, "is_symmetric", lambda _xs: False)
+        whole = separable.grid_values(model, xs, ys)
         monkeypatch.undo()
         np.testing.assert_allclose(half.numpy(), whole.numpy(), atol=2e-5)
-    assert not fr._symmetric(xs[1:])  # a crop's grid is not: the general path
+    assert not separable.is_symmetric(xs[1:])  # a crop's grid is not: the general path

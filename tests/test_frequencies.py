@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tuner_model.errors import ConfigError
-from tuner_model.frequencies import FrequencySpec, cycles_to_k, is_low, low_block, sample_frequencies
+from tuner_model.core.errors import ConfigError
+from tuner_model.core.frequencies import FrequencySpec, cycles_to_k, is_low, low_block, sample_frequencies
 
 
 @pytest.mark.parametrize("m,bandlimit,block", [(416, 85, 10), (256, 85, 10), (64, 32, 4), (2, 10, 3), (192, 128, 10)])

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from tuner_model import ratecontrol
 from tuner_model.codec import decode_blob, read_info
-from tuner_model.encoder import EncodeSettings, encode
-from tuner_model.errors import FitCancelled
+from tuner_model.core.errors import FitCancelled
+from tuner_model.rate import table as ratecontrol
+from tuner_model.rate.encode import EncodeSettings, encode
 
 
 def test_shipped_table_loads_and_is_monotonic() -> None:
@@ -91,9 +91,9 @@ def test_weights_are_fine_tuned_again_when_the_second_search_lowers_q(small: np.
     grid onto the coarser one (the ~2 dB seed swing it fixes)."""
     import copy
 
-    from tuner_model import encoder
     from tuner_model.codec.quant import QuantSpec, plan, snap
-    from tuner_model.metrics import psnr
+    from tuner_model.core.metrics import psnr
+    from tuner_model.rate import encode as encoder
 
     searches, tuned_at, before_retune = [], [], []
     real_search, real_qat = encoder._search_levels, encoder.qat_finetune

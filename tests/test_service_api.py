@@ -19,8 +19,8 @@ from PIL import Image
 from service.api.app import create_app
 from service.settings import Settings
 from service.storage import digest
-from tuner_model.encoder import EncodeSettings, encode
-from tuner_model.metrics import psnr
+from tuner_model.core.metrics import psnr
+from tuner_model.rate.encode import EncodeSettings, encode
 
 PROBLEM = "application/problem+json"
 
@@ -235,7 +235,7 @@ def test_broker_down_is_503(tmp_path: Path, parrots_path: Path) -> None:
 def test_renderer_compiles_in_the_background(tmp_path: Path, blob: bytes) -> None:
     """TUNER_RENDER_COMPILE: the API answers at once (eager renders) while the fused sine compiles, then
     reports it in /metrics and renders the same image with it."""
-    from tuner_model import fast_render
+    from tuner_model import render as fast_render
 
     fast_render.warm_up(False)
     try:
@@ -271,7 +271,7 @@ def _png(colour: tuple[int, int, int], size: tuple[int, int] = (8, 8)) -> bytes:
 
 
 def test_effort_is_an_encoding_parameter(client: TestClient, parrots_path: Path) -> None:
-    from tuner_model.effort import DEFAULT_EFFORT
+    from tuner_model.rate.effort import DEFAULT_EFFORT
 
     data = parrots_path.read_bytes()
     default = client.post("/v1/images?steps=30", content=data, headers={"content-type": "image/png"})
@@ -314,7 +314,7 @@ def test_job_stored_without_effort_means_the_default(client: TestClient) -> None
     """A job (and an image) recorded before `effort` existed still loads, at the default effort."""
     from service.db import Image as ImageRow
     from service.db import Job
-    from tuner_model.effort import DEFAULT_EFFORT
+    from tuner_model.rate.effort import DEFAULT_EFFORT
 
     db = client.app.state.db
     db.add_job(Job(id="job_old", image_id="img_old", status="succeeded", progress=1.0, step=10, steps=10,
@@ -362,8 +362,8 @@ def test_upload_estimated_past_the_time_limit_is_refused(tmp_path: Path, parrots
 def test_fit_estimate(tmp_path: Path) -> None:
     from service.api.schemas import EncodeParams
     from service.estimate import DEFAULT_BPP, estimate_fit_seconds, seconds_per_pixel_neuron
-    from tuner_model import encoder
-    from tuner_model.effort import CPU_SECONDS_PER_PIXEL_NEURON
+    from tuner_model.rate import encode as encoder
+    from tuner_model.rate.effort import CPU_SECONDS_PER_PIXEL_NEURON
 
     assert DEFAULT_BPP == encoder.DEFAULT_BPP  # the service's copy of the encoder's default rate
     cpu = Settings(data_dir=tmp_path)

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from tuner_model.codec import decode_blob
-from tuner_model.effort import DEFAULT_EFFORT
-from tuner_model.metrics import psnr
+from tuner_model.core.metrics import psnr
+from tuner_model.rate.effort import DEFAULT_EFFORT
 
 FAST = {  # short heartbeats so that progress, cancellation and recovery show within seconds
     "TUNER_HEARTBEAT_S": "0.3",
@@ -45,7 +45,7 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.p = subprocess.Popen([sys.executable, "-m", "tuner_model.cli", *args], env={**os.environ, **env},
+        self.p = subprocess.Popen([sys.executable, "-m", "tuner_cli", *args], env={**os.environ, **env},
                                   stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
@@ -231,7 +231,7 @@ def test_serve_creates_the_fit_queue_before_its_worker_starts(tmp_path: Path) ->
     harmless), so neither of them inserts it."""
     import sqlite3
 
-    from service.commands import _declare_fit_queue
+    from tuner_cli.serve import _declare_fit_queue
 
     url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
     _declare_fit_queue(url)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tuner_model.errors import FitCancelled
+from tuner_model.core.errors import FitCancelled
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.train import fused
 from tuner_model.train import grid as grid_mod
@@ -167,7 +167,7 @@ def test_cancel_inside_a_grid_step(monkeypatch):
 def test_decoding_a_blob_loads_no_training_code(tmp_path):
     from tuner_model.codec import encode_blob
     from tuner_model.codec.quant import QuantSpec
-    from tuner_model.image_model import FittedImage
+    from tuner_model.models.fitted import FittedImage
 
     cfg = ModelConfig(input_width=16, hidden=(16,), bandlimit=10, block_limit=3)
     blob = encode_blob(FittedImage(cfg, W, H, build_model(cfg), "rgb", {"psnr": 20.0}), QuantSpec(8))

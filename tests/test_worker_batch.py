@@ -218,7 +218,7 @@ def test_cancelling_one_member_leaves_the_others(ctx: WorkerContext, parrots: np
 
 def test_broken_batched_path_falls_back_to_one_at_a_time(ctx: WorkerContext, parrots: np.ndarray,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import tuner_model.encoder as encoder
+    import tuner_model.rate.encode as encoder
 
     def broken(*args: object, **kwargs: object):  # noqa: ANN202
         raise RuntimeError("CUDA error: an illegal memory access was encountered")

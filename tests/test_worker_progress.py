@@ -20,7 +20,7 @@ from PIL import Image
 from service.db import QUEUED, SUCCEEDED, Job
 from service.settings import Settings
 from service.storage import put_content
-from tuner_model.effort import DEFAULT_EFFORT
+from tuner_model.rate.effort import DEFAULT_EFFORT
 from worker.app import WorkerContext
 from worker.tasks import _encode_settings, _Heartbeat, _JobProgress, eta_seconds, run_fit
 

@@ -20,15 +20,15 @@ from celery.signals import worker_process_init, worker_ready, worker_shutting_do
 from service.db import CANCELLED, FAILED, SUCCEEDED, Image, Job
 from service.settings import Settings
 from service.storage import BlobNotFound, put_content
-from tuner_model.effort import seconds_left  # no torch: the parent process may import it
+from tuner_model.rate.effort import seconds_left  # no torch: the parent process may import it
 
 from .app import FIT_QUEUE, FIT_TASK, WorkerContext, torch_threads_per_child
 
 if TYPE_CHECKING:  # torch and the library are imported in the child that fits, not here
     import numpy as np
 
-    from tuner_model.encoder import EncodeSettings
-    from tuner_model.image_model import FittedImage
+    from tuner_model.models.fitted import FittedImage
+    from tuner_model.rate.encode import EncodeSettings
 
 log = logging.getLogger("tuner.worker")
 
@@ -173,7 +173,7 @@ class _Run:
         return check
 
     def settle_error(self, job: Job, error: Exception) -> dict[str, Any]:
-        from tuner_model.errors import FitCancelled, TunerError
+        from tuner_model.core.errors import FitCancelled, TunerError
 
         if isinstance(error, FitCancelled):
             return self.settle(job, "lost" if self.hb.stop_reason(job.id) == "lost" else CANCELLED, error="cancelled")
@@ -254,8 +254,8 @@ def _batching_applies(settings: Settings) -> bool:
     if settings.fit_batch_on_cpu:
         return True
     # Imported here: torch, and CUDA, are only ever initialised in the child that fits.
-    from tuner_model.device import resolve_device
-    from tuner_model.errors import TunerError
+    from tuner_model.core.device import resolve_device
+    from tuner_model.core.errors import TunerError
 
     try:
         return resolve_device(settings.fit_device).type == "cuda"
@@ -287,7 +287,7 @@ def _fit_jobs(run: _Run) -> None:
 
 
 def _load(run: _Run, job: Job) -> np.ndarray | None:
-    from tuner_model.image_io import load_image
+    from tuner_model.core.image_io import load_image
 
     try:
         data = run.ctx.store.get(f"uploads/{job.upload_digest}")
@@ -309,7 +309,7 @@ def _load(run: _Run, job: Job) -> np.ndarray | None:
 
 
 def _encode_settings(settings: Settings, job: Job) -> EncodeSettings:
-    from tuner_model.encoder import EncodeSettings
+    from tuner_model.rate.encode import EncodeSettings
 
     params = job.params or {}
     effort = params.get("effort")  # absent from jobs queued before it existed: the default
@@ -320,14 +320,14 @@ def _encode_settings(settings: Settings, job: Job) -> EncodeSettings:
 
 def _planned_steps(settings: EncodeSettings) -> int:
     """The total the encoder's progress counts to (one attempt's float fit and fine-tuning)."""
-    from tuner_model.effort import effort_plan
+    from tuner_model.rate.effort import effort_plan
 
     plan = effort_plan(settings.effort, settings.steps)
     return plan.steps + plan.qat_steps
 
 
 def _fit_alone(run: _Run, job: Job, image: np.ndarray, progress: _JobProgress | None = None) -> None:
-    from tuner_model.encoder import encode
+    from tuner_model.rate.encode import encode
 
     progress = progress or _JobProgress(run.hb, job.id)
     try:
@@ -344,7 +344,7 @@ def _fit_alone(run: _Run, job: Job, image: np.ndarray, progress: _JobProgress | 
 def _fit_together(run: _Run, items: list[tuple[Job, np.ndarray]]) -> None:
     """One batched fit (`encode_batch`); each job is recorded as soon as its blob is ready. Should the batch
     itself break, the jobs not yet recorded are fitted one at a time rather than all failed."""
-    from tuner_model.encoder import iter_encode_batch
+    from tuner_model.rate.encode import iter_encode_batch
 
     jobs = [j for j, _ in items]
     progress = [_JobProgress(run.hb, j.id) for j in jobs]

@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app.state.renderer = Renderer(settings, store)
     app.state.sweeper = Sweeper(settings, store, db)
     if settings.render_compile:
-        from tuner_model.fast_render import warm_up_in_background
+        from tuner_model.render import warm_up_in_background
 
         warm_up_in_background()
     app.state.metrics = Metrics(db)

@@ -32,7 +32,7 @@ class _JobCollector(Collector):
 
 class _RendererCollector(Collector):
     def collect(self) -> Iterator[Metric]:
-        from tuner_model.fast_render import compiled_in_use
+        from tuner_model.render import compiled_in_use
 
         yield GaugeMetricFamily("tuner_render_compiled", "1 once renders use the compiled sine "
                                 "(TUNER_RENDER_COMPILE), 0 while eager", value=int(compiled_in_use()))

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from service.settings import Settings
 from service.storage import BlobStore
-from tuner_model.image_io import MEDIA_TYPES, OUTPUT_FORMATS
+from tuner_model.core.image_io import MEDIA_TYPES, OUTPUT_FORMATS
 
 from .problems import ProblemError
 
@@ -123,8 +123,8 @@ class Renderer:
         if not self._slots.acquire(blocking=False):
             raise ProblemError(429, "too many renders in progress; retry shortly", headers={"Retry-After": "1"})
         try:
-            from tuner_model.coords import Crop
-            from tuner_model.image_io import encode_image
+            from tuner_model.core.coords import Crop
+            from tuner_model.core.image_io import encode_image
 
             fitted = self._fitted(blob_digest)
             pixels = fitted.render(p.width, p.height, Crop(*p.crop), device="cpu")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from tuner_model.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN  # pure Python: no torch in the API
+from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN  # pure Python: no torch in the API
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 

@@ -32,9 +32,9 @@ REFERENCE_STEPS = 1000
 def dense_and_grid_step(image: np.ndarray, width: int, steps: int = 3, warmup: int = 1) -> dict[str, Any]:
     """Seconds per full-image training step (forward, backward) of the dense fp32 eager path and of the grid
     path on the same network, and the largest relative difference of their gradients."""
-    from ..encoder import default_config
-    from ..models import build_model
-    from ..train.fit import FitOptions, make_objective
+    from tuner_model.models import build_model
+    from tuner_model.rate.encode import default_config
+    from tuner_model.train.fit import FitOptions, make_objective
 
     h, w, c = image.shape
     model = build_model(default_config(w, h, c, width), seed=0).train()
@@ -61,12 +61,12 @@ def dense_and_grid_step(image: np.ndarray, width: int, steps: int = 3, warmup: i
 
 def reference_encode(image: np.ndarray, bpp: float, steps: int = REFERENCE_STEPS) -> dict[str, Any]:
     """The old encoding: `steps` full-image steps with the encoder's settings, level search, snap, no QAT."""
-    from ..codec import encode_blob
-    from ..codec.quant import QuantSpec, plan, snap
-    from ..effort import effort_plan
-    from ..encoder import _rate_setup, _search_levels
-    from ..models import build_model
-    from ..train.fit import fit
+    from tuner_model.codec import encode_blob
+    from tuner_model.codec.quant import QuantSpec, plan, snap
+    from tuner_model.models import build_model
+    from tuner_model.rate.effort import effort_plan
+    from tuner_model.rate.encode import _rate_setup, _search_levels
+    from tuner_model.train.fit import fit
 
     setup = _rate_setup(image.shape, bpp, effort_plan(steps=steps), "cpu", 0)
     setup = replace(setup, batch_rows=None, batch_cols=None)  # full-image steps
@@ -89,7 +89,7 @@ def reference_encode(image: np.ndarray, bpp: float, steps: int = REFERENCE_STEPS
 
 
 def effort_encode(image: np.ndarray, bpp: float, effort: int) -> dict[str, Any]:
-    from ..encoder import EncodeSettings, encode
+    from tuner_model.rate.encode import EncodeSettings, encode
 
     t0 = time.perf_counter()
     fitted, blob = encode(image, EncodeSettings(bpp=bpp, effort=effort, device="cpu"))
@@ -114,7 +114,7 @@ def run_fit_speed(images: list[tuple[str, np.ndarray]], bpp: float, efforts: lis
 
     def save() -> None:
         if results is not None:
-            from ..files import atomic_write
+            from tuner_model.core.files import atomic_write
 
             atomic_write(results, (json.dumps(report, indent=2) + "\n").encode())
 
@@ -126,7 +126,7 @@ def run_fit_speed(images: list[tuple[str, np.ndarray]], bpp: float, efforts: lis
             report["images"].append(entry)
         if "dense_ms" not in entry:  # the baseline for this image's ratios, measured next to its encodes
             h, w, c = image.shape
-            from .. import ratecontrol
+            from tuner_model.rate import table as ratecontrol
 
             width = ratecontrol.plan_for_bpp(bpp, w, h, c).width
             step = dense_and_grid_step(image, width, steps=2)

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..device import resolve_device
-from ..errors import ConfigError, ImageError
-from ..metrics import gradient_psnr, psnr
-from ..models import ModelConfig, build_model
-from ..train.fit import FitOptions, fit, image_targets
-from .resume import load_runs, save_runs
+from tuner_model.bench.resume import load_runs, save_runs
+from tuner_model.core.device import resolve_device
+from tuner_model.core.errors import ConfigError, ImageError
+from tuner_model.core.metrics import gradient_psnr, psnr
+from tuner_model.models import ModelConfig, build_model
+from tuner_model.train.fit import FitOptions, fit, image_targets
 
 SIZE = 512
 HOLDOUT = 0.05

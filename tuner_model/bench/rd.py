@@ -1,5 +1,5 @@
 """`tuner bench rd`: rate–distortion of our codec against JPEG, WebP and AVIF (Pillow), and
-`tuner bench rc-fit`: refit the rate-control table (tuner_model/ratecontrol_table.json) by measurement.
+`tuner bench rc-fit`: refit the rate-control table (tuner_model/rate/table.json) by measurement.
 
 rd: for each image and each target bpp, encode with the real encoder, decode the blob, and measure
 PSNR/SSIM of what decoding gives at the bpp actually written; each classical codec is run over a
@@ -21,10 +21,10 @@ from typing import TextIO
 import numpy as np
 from PIL import Image
 
-from ..errors import ConfigError, ImageError
-from ..files import atomic_write
-from ..image_io import load_image, to_pil
-from ..metrics import psnr, ssim
+from tuner_model.core.errors import ConfigError, ImageError
+from tuner_model.core.files import atomic_write
+from tuner_model.core.image_io import load_image, to_pil
+from tuner_model.core.metrics import psnr, ssim
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Published Kodak points (CODEC_ANCHORS.md): COIN results.json; Strümpler et al. basic 8-bit.
@@ -91,10 +91,10 @@ def run_rd(images: Path, bpps: list[float], steps: int | None, device: str = "au
     """Our codec at each rate on each image, beside JPEG/WebP/AVIF interpolated at our bytes. `steps` None:
     the effort's. `results`: finished encodes are kept there and a later run with the same settings
     continues after them."""
-    from ..codec import decode_blob
-    from ..effort import DEFAULT_EFFORT
-    from ..encoder import EncodeSettings, encode
-    from .resume import load_runs, save_runs
+    from tuner_model.bench.resume import load_runs, save_runs
+    from tuner_model.codec import decode_blob
+    from tuner_model.rate.effort import DEFAULT_EFFORT
+    from tuner_model.rate.encode import EncodeSettings, encode
 
     effort = effort or DEFAULT_EFFORT
     settings_key = {"steps": steps, "effort": effort, "size": list(size) if size else None, "device": device}
@@ -188,8 +188,8 @@ def fit_table(images: Path, bpps: list[float], steps: int, device: str = "auto",
     """For each rate, try networks sized for a few bits-per-parameter guesses (the encoder's byte-budget
     search then finds Q); keep the size with the best mean PSNR and record its Q and measured bits per
     parameter and PSNR."""
-    from ..encoder import encode_at_rate
-    from ..ratecontrol import HEADER_BYTES, tuner_parameters, width_for_params
+    from tuner_model.rate.encode import encode_at_rate
+    from tuner_model.rate.table import HEADER_BYTES, tuner_parameters, width_for_params
 
     imgs = [load_sized(p, size) for p in list_images(images, limit)]
     rows, trials = [], []
@@ -228,8 +228,8 @@ def fit_table(images: Path, bpps: list[float], steps: int, device: str = "auto",
 
 def _levels_of(blob: bytes) -> int:
     """Q of the first bounded tensor (the hidden weights) of a blob."""
-    from ..codec.blob import _parse, expected_shapes
-    from ..codec.quant import KIND_BOUNDED
+    from tuner_model.codec.blob import _parse, expected_shapes
+    from tuner_model.codec.quant import KIND_BOUNDED
 
     info, r = _parse(blob)
     for name, shape in expected_shapes(info.config).items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..files import atomic_write
+from tuner_model.core.files import atomic_write
 
 
 def load_runs(path: Path | None, settings: dict, field: str) -> dict:

@@ -30,13 +30,13 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from .commands import RENDER_SIZES
-from .commands import sizes as parse_sizes
+from tuner_cli.bench import RENDER_SIZES
+from tuner_cli.bench import sizes as parse_sizes
+from tuner_model.core.errors import ConfigError
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
-    from ..files import atomic_write
+    from tuner_model.core.files import atomic_write
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - {"fit", "batch", "render", "reference"}
@@ -88,7 +88,7 @@ class SpeedOptions:
 
 def run_speed_bench(images_dir: Path, opts: SpeedOptions = SpeedOptions(),
                     log: TextIO | None = None) -> dict[str, Any]:
-    from ..device import resolve_device
+    from tuner_model.core.device import resolve_device
 
     with _grid_as_the_encoder_runs_it(resolve_device(opts.device).type == "cuda") as fused:
         return _speed_report(images_dir, opts, fused, log)
@@ -98,7 +98,7 @@ def run_speed_bench(images_dir: Path, opts: SpeedOptions = SpeedOptions(),
 def _grid_as_the_encoder_runs_it(cuda: bool) -> Iterator[bool]:
     """On a CPU, the grid path with the compiled fused backward when it compiles (as the encoder runs it);
     the process is left as it was."""
-    from ..train import fused
+    from tuner_model.train import fused
 
     was = fused.fused_in_use()
     try:
@@ -108,10 +108,10 @@ def _grid_as_the_encoder_runs_it(cuda: bool) -> Iterator[bool]:
 
 
 def _speed_report(images_dir: Path, opts: SpeedOptions, fused: bool, log: TextIO | None) -> dict[str, Any]:
-    from .. import ratecontrol
-    from ..bench.rd import list_images, load_sized
-    from ..device import resolve_device
-    from ..effort import DEFAULT_EFFORT
+    from tuner_model.bench.rd import list_images, load_sized
+    from tuner_model.core.device import resolve_device
+    from tuner_model.rate import table as ratecontrol
+    from tuner_model.rate.effort import DEFAULT_EFFORT
 
     skip = opts.skip
     if opts.threads:
@@ -152,7 +152,7 @@ def _speed_report(images_dir: Path, opts: SpeedOptions, fused: bool, log: TextIO
         if cuda:
             report["skipped"].append({"what": "reference comparison", "why": "CPU only (the encoder's time there)"})
         else:
-            from .fitspeed import run_fit_speed
+            from tuner_model.bench.fitspeed import run_fit_speed
 
             report["reference"] = run_fit_speed([(p.name, im) for p, im in zip(paths, images, strict=True)],
                                                 opts.bpp, opts.efforts or [DEFAULT_EFFORT], opts.results, say,
@@ -211,8 +211,8 @@ def _variant_unavailable(variant: str, dev: torch.device) -> str | None:
 def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: int, warmup: int,
               dev: torch.device, skipped: list[dict], say: Callable[[str], None]) -> list[dict[str, Any]]:
     """ms per full-image step (and PSNR after `steps`) per width and variant; fp32-eager is the baseline."""
-    from ..effort import effort_plan
-    from ..encoder import default_config
+    from tuner_model.rate.effort import effort_plan
+    from tuner_model.rate.encode import default_config
 
     h, w, c = image.shape
     plan = effort_plan()
@@ -251,9 +251,9 @@ def time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup: 
                    dev: torch.device) -> tuple[float, float, int | None]:
     """(ms per step, PSNR after warmup + steps, peak GPU bytes) of full-batch Adam steps with the clamp.
     `grid` is the same step on the grid path (train/grid.py), the others the network's dense forward."""
-    from ..metrics import mse_to_psnr
-    from ..models import build_model
-    from ..train.fit import FitOptions, image_targets, make_objective
+    from tuner_model.core.metrics import mse_to_psnr
+    from tuner_model.models import build_model
+    from tuner_model.train.fit import FitOptions, image_targets, make_objective
 
     model = build_model(config, seed=0).to(dev).train()
     coords, values = image_targets(image, dev)
@@ -312,7 +312,7 @@ def _mixed_forward(model, dev: torch.device) -> Callable[[torch.Tensor], torch.T
 
 
 def bench_full_encode(image: np.ndarray, device: str, say: Callable[[str], None]) -> dict[str, Any]:
-    from ..encoder import EncodeSettings, encode
+    from tuner_model.rate.encode import EncodeSettings, encode
 
     start = time.perf_counter()
     fitted, blob = encode(image, EncodeSettings(device=device))
@@ -325,9 +325,9 @@ def bench_full_encode(image: np.ndarray, device: str, say: Callable[[str], None]
 def bench_batched(images: list[np.ndarray], width: int, steps: int, warmup: int, dev: torch.device,
                   say: Callable[[str], None]) -> dict[str, Any]:
     """Images per second fitting K images at once against one after another (same steps)."""
-    from ..encoder import default_config
-    from ..train.batched import fit_batch
-    from ..train.fit import FitOptions, fit_image
+    from tuner_model.rate.encode import default_config
+    from tuner_model.train.batched import fit_batch
+    from tuner_model.train.fit import FitOptions, fit_image
 
     h, w, c = images[0].shape
     config = default_config(w, h, c, width)
@@ -371,13 +371,13 @@ def _best_time(fn: Callable[[], Any], repeats: int, dev: torch.device | None = N
 def bench_render(first: Path, blob: str | None, sizes: list[tuple[int, int]], direct_sizes: list[tuple[int, int]],
                  repeats: int, render_steps: int, dev: torch.device, compile_render: bool, skipped: list[dict],
                  say: Callable[[str], None]) -> dict[str, Any]:
-    from .. import fast_render
-    from ..codec import decode_blob
-    from ..encoder import EncodeSettings, encode
-    from ..image_io import load_image
-    from ..metrics import psnr
-    from ..models import build_model
-    from ..render import render
+    from tuner_model import render as fast_render
+    from tuner_model.codec import decode_blob
+    from tuner_model.core.image_io import load_image
+    from tuner_model.core.metrics import psnr
+    from tuner_model.models import build_model
+    from tuner_model.rate.encode import EncodeSettings, encode
+    from tuner_model.render.direct import render
 
     if blob:
         data = Path(blob).read_bytes()
@@ -436,15 +436,16 @@ def bench_render(first: Path, blob: str | None, sizes: list[tuple[int, int]], di
 
 
 def _resamples(model, native: tuple[int, int], w: int, h: int, colour: str) -> bool:
-    from .. import fast_render
-    from ..coords import extent
+    from tuner_model.core.coords import extent
+    from tuner_model.render.resample import eval_spacing, passes_probe
+    from tuner_model.render.separable import supports
 
-    if not fast_render.supports(model):
+    if not supports(model):
         return False
     sx, sy = extent(*native)
-    hh = fast_render.eval_spacing(model)
+    hh = eval_spacing(model)
     dense = 2 * sx / w < hh or 2 * sy / h < hh
-    return dense and fast_render.passes_probe(model, native, colour, hh)
+    return dense and passes_probe(model, native, colour, hh)
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:

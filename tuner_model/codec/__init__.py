@@ -7,7 +7,7 @@ Public API (stable for the CLI and the service):
     read_info(data) -> BlobInfo      (header only; cheap; no network is built)
 """
 
-from .blob import BlobInfo, decode_blob, encode_blob, read_info
-from .quant import QuantSpec
+from tuner_model.codec.blob import BlobInfo, decode_blob, encode_blob, read_info
+from tuner_model.codec.quant import QuantSpec
 
 __all__ = ["BlobInfo", "QuantSpec", "decode_blob", "encode_blob", "read_info"]

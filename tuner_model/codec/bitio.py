@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import struct
 
-from ..errors import BlobError
+from tuner_model.core.errors import BlobError
 
 MAX_VARINT_BYTES = 10  # enough for any 64-bit value; longer encodings are rejected, not looped over
 

@@ -16,14 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import colour as colour_mod
-from ..errors import BlobError, TunerError
-from ..image_model import FittedImage
-from ..models import ARCHS, ModelConfig, build_model
-from . import entropy
-from .bitio import Reader, Writer
-from .container import pack, unpack
-from .quant import (
+from tuner_model.codec import entropy
+from tuner_model.codec.bitio import Reader, Writer
+from tuner_model.codec.container import pack, unpack
+from tuner_model.codec.quant import (
     KIND_BOUNDED,
     KIND_CIRCULAR,
     KIND_F16,
@@ -38,6 +34,10 @@ from .quant import (
     plan,
     quantizer_for,
 )
+from tuner_model.core import colour as colour_mod
+from tuner_model.core.errors import BlobError, TunerError
+from tuner_model.models import ARCHS, ModelConfig, build_model
+from tuner_model.models.fitted import FittedImage
 
 MAX_PARAMETERS = 4_000_000  # far above any image codec setting; bounds what a header may ask for
 MAX_SIDE = 1 << 16

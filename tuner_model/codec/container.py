@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from ..errors import BlobError
+from tuner_model.core.errors import BlobError
 
 MAGIC = b"TUNR"
 VERSION = 2

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import BlobError
+from tuner_model.core.errors import BlobError
 
 FAMILY_UNIFORM, FAMILY_GAUSSIAN, FAMILY_LAPLACE = 0, 1, 2
 FAMILIES = (FAMILY_UNIFORM, FAMILY_GAUSSIAN, FAMILY_LAPLACE)

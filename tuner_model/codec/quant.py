@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BlobError, ConfigError
+from tuner_model.core.errors import BlobError, ConfigError
 
 KIND_F32, KIND_F16, KIND_BOUNDED, KIND_CIRCULAR, KIND_STEP = 0, 1, 2, 3, 4
 KINDS = (KIND_F32, KIND_F16, KIND_BOUNDED, KIND_CIRCULAR, KIND_STEP)

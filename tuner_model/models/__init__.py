@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ARCHS, ModelConfig
-from .ffm import FourierFeatureNet
-from .siren import SirenNet
-from .tuner import TunerNet
+from tuner_model.models.config import ARCHS, ModelConfig
+from tuner_model.models.ffm import FourierFeatureNet
+from tuner_model.models.siren import SirenNet
+from tuner_model.models.tuner import TunerNet
 
 __all__ = ["ARCHS", "ModelConfig", "TunerNet", "SirenNet", "FourierFeatureNet", "build_model"]
 

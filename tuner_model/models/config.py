@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from ..errors import ConfigError
+from tuner_model.core.errors import ConfigError
 
 ARCHS = ("tuner", "siren", "ffm")
 

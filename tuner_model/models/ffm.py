@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from tuner_model.models.config import ModelConfig
 
 
 class FourierFeatureNet(nn.Module):

@@ -8,8 +8,8 @@ import math
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .tuner import _uniform
+from tuner_model.models.config import ModelConfig
+from tuner_model.models.tuner import _uniform
 
 
 class SirenNet(nn.Module):

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from ..frequencies import FrequencySpec, is_low, sample_frequencies
-from .config import ModelConfig
+from tuner_model.core.frequencies import FrequencySpec, is_low, sample_frequencies
+from tuner_model.models.config import ModelConfig
 
 
 class TunerNet(nn.Module):

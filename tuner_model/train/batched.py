@@ -19,15 +19,15 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .. import colour as colour_mod
-from ..device import resolve_device
-from ..errors import ConfigError, FitCancelled
-from ..image_model import FittedImage
-from ..metrics import mse_to_psnr
-from ..models import ModelConfig, build_model
-from ..models.tuner import TunerNet
-from .fit import FitOptions, FitProgress, fit_image, loop_options, make_objective
-from .loop import train
+from tuner_model.core import colour as colour_mod
+from tuner_model.core.device import resolve_device
+from tuner_model.core.errors import ConfigError, FitCancelled
+from tuner_model.core.metrics import mse_to_psnr
+from tuner_model.models import ModelConfig, build_model
+from tuner_model.models.fitted import FittedImage
+from tuner_model.models.tuner import TunerNet
+from tuner_model.train.fit import FitOptions, FitProgress, fit_image, loop_options, make_objective
+from tuner_model.train.loop import train
 
 
 class BatchedTuner(torch.nn.Module):

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import colour as colour_mod
-from ..coords import pixel_grid
-from ..device import resolve_device
-from ..errors import ConfigError
-from ..metrics import mse_to_psnr
-from .loop import LoopOptions, train
-from .objective import DenseObjective, GridObjective, Objective, grid_applies
+from tuner_model.core import colour as colour_mod
+from tuner_model.core.coords import pixel_grid
+from tuner_model.core.device import resolve_device
+from tuner_model.core.errors import ConfigError
+from tuner_model.core.metrics import mse_to_psnr
+from tuner_model.train.loop import LoopOptions, train
+from tuner_model.train.objective import DenseObjective, GridObjective, Objective, grid_applies
 
 SCHEDULES = ("cosine", "constant")
 PATHS = ("auto", "grid", "dense")
@@ -177,8 +177,8 @@ def fit_image(image: np.ndarray, config, options: FitOptions = FitOptions(), col
               progress: Callable[[FitProgress], None] | None = None,
               should_cancel: Callable[[], bool] | None = None):
     """Fit a fresh network of `config` to an (H, W, C) RGB/gray image in [0, 1]: a FittedImage."""
-    from ..image_model import FittedImage
-    from ..models import build_model
+    from tuner_model.models import build_model
+    from tuner_model.models.fitted import FittedImage
 
     h, w, c = image.shape
     colour_mod.check(colour, c)

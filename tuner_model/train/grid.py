@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import FitCancelled
-from . import fused as fused_mod
+from tuner_model.core.errors import FitCancelled
+from tuner_model.train import fused as fused_mod
 
 TILE_ELEMENTS = 1 << 21  # pre-activations per tile: 8 MB of float32 stays in cache
 CANCEL_EVERY_TILES = 16  # poll the cancel callback this often inside a step

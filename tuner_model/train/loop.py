@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import FitCancelled
-from .objective import Objective
+from tuner_model.core.errors import FitCancelled
+from tuner_model.train.objective import Objective
 
 Quantizers = dict  # name -> codec.quant.Quantizer (anything with .fake(tensor))
 FIRST_REPORTED_STEPS = 5
@@ -92,7 +92,7 @@ def train(model: nn.Module, objective: Objective, options: LoopOptions, stacked:
                     break
                 raise FitCancelled(f"every network was cancelled at step {step}")
             if len(keep) < len(live):
-                from .batched import drop_members
+                from tuner_model.train.batched import drop_members
 
                 drop_members(model, opt, keep)
                 objective.drop(keep)
@@ -139,7 +139,7 @@ def _step_losses(model: nn.Module, objective: Objective, step: int, stacked: boo
     params = dict(model.named_parameters())
     if quantizers is None:
         return objective.losses(model, params, step, should_cancel).tolist()
-    from .batched import BatchedTuner
+    from tuner_model.train.batched import BatchedTuner
 
     with torch.no_grad():
         if stacked:
@@ -181,7 +181,7 @@ def _restore(model: nn.Module, j: int, stacked: bool, state: dict[str, torch.Ten
 def _clip(model: nn.Module, max_norm: float, stacked: bool) -> None:
     params = [p for p in model.parameters() if p.grad is not None]
     if stacked:
-        from .batched import clip_per_network
+        from tuner_model.train.batched import clip_per_network
 
         clip_per_network(params, max_norm)
     else:

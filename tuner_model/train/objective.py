@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..coords import axis_centres, extent, pixel_grid
-from . import grid as grid_mod
+from tuner_model.core.coords import axis_centres, extent, pixel_grid
+from tuner_model.train import grid as grid_mod
 
 Cancel = Callable[[], bool] | None
 
@@ -160,7 +160,7 @@ class GridObjective:
 
 def grid_applies(model: nn.Module) -> bool:
     """Whether `model` can train on the grid path: TUNER networks, single or stacked."""
-    from ..models.tuner import TunerNet
-    from .batched import BatchedTuner
+    from tuner_model.models.tuner import TunerNet
+    from tuner_model.train.batched import BatchedTuner
 
     return isinstance(model, TunerNet | BatchedTuner)

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..codec.quant import Quantizer
-from ..errors import FitCancelled
-from .fit import FitOptions, cosine_factor, make_objective
-from .loop import LoopOptions, train
+from tuner_model.codec.quant import Quantizer
+from tuner_model.core.errors import FitCancelled
+from tuner_model.train.fit import FitOptions, cosine_factor, make_objective
+from tuner_model.train.loop import LoopOptions, train
 
 QAT_FINAL_LR = 0.05  # the cosine ends at this fraction of the fine-tuning lr
 
@@ -65,7 +65,7 @@ def qat_finetune_batch(models: Sequence[nn.Module], targets: Sequence[np.ndarray
     float rounding (stacked as in `batched.fit_batch`: disjoint parameters, elementwise Adam, one
     schedule). Returns each network's best loss; None for one that `member_cancelled(k)` dropped, which
     is left as it was. Networks without a batched form are fine-tuned one after another."""
-    from .batched import BatchedTuner, batchable
+    from tuner_model.train.batched import BatchedTuner, batchable
 
     if len(models) == 1 or not batchable(models[0].config):
         return _one_by_one(models, targets, quantizers, steps, lr, device, chunk_pixels, progress, member_cancelled,
@@ -115,7 +115,7 @@ def _one_by_one(models, targets, quantizers, steps, lr, device, chunk_pixels, pr
 
 @torch.no_grad()
 def _load_member(net: nn.Module, stacked: nn.Module, j: int) -> None:
-    from .batched import BatchedTuner
+    from tuner_model.train.batched import BatchedTuner
 
     params = dict(net.named_parameters())
     for name, p in stacked.named_parameters():

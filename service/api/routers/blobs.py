@@ -31,7 +31,7 @@ def blob_image_id(blob_digest: str) -> str:
 
 def _validate(data: bytes):  # noqa: ANN202
     from tuner_model.codec import decode_blob, read_info
-    from tuner_model.errors import TunerError
+    from tuner_model.core.errors import TunerError
 
     try:
         info = read_info(data)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from service.db import ACTIVE, SUCCEEDED, Job, new_job_id
 from service.estimate import over_time_limit, planned_steps
 from service.storage import BlobNotFound, BlobStore, digest, put_content
-from tuner_model.effort import EFFORT_MAX, EFFORT_MIN
+from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
 from worker.app import FIT_QUEUE, FIT_TASK
 
 from ..deps import CeleryDep, DbDep, MetricsDep, RendererDep, SettingsDep, StoreDep
@@ -47,8 +47,8 @@ def _sniff(data: bytes, max_pixels: int) -> tuple[int, int, int]:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
-    from tuner_model.errors import ImageError
-    from tuner_model.image_io import INPUT_FORMATS, load_image
+    from tuner_model.core.errors import ImageError
+    from tuner_model.core.image_io import INPUT_FORMATS, load_image
 
     try:
         with PILImage.open(io.BytesIO(data), formats=INPUT_FORMATS):

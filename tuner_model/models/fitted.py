@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .coords import FULL, Crop
-from .fast_render import render_fast
-from .metrics import psnr
-from .models import ModelConfig
+from tuner_model.core.coords import FULL, Crop
+from tuner_model.core.metrics import psnr
+from tuner_model.models import ModelConfig
+from tuner_model.render.fast import render_fast
 
 
 @dataclass
@@ -30,7 +30,7 @@ class FittedImage:
 
     def render(self, width: int | None = None, height: int | None = None, crop: Crop = FULL,
                device: torch.device | str = "cpu") -> np.ndarray:
-        # TUNER networks on the CPU take the fast path (faithful to direct evaluation: fast_render.py).
+        # TUNER networks on the CPU take the fast path (faithful to direct evaluation: render/fast.py).
         return render_fast(self.model, self.native, width, height, crop, self.colour, device)
 
     def measure_psnr(self, image: np.ndarray, device: torch.device | str = "cpu") -> float:

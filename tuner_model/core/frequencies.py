@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import ConfigError
+from tuner_model.core.errors import ConfigError
 
 _MASK64 = (1 << 64) - 1
 

@@ -37,7 +37,7 @@ def square(text: str) -> int:
 
 
 def effort_level(text: str) -> int:
-    from ..effort import EFFORT_MAX, EFFORT_MIN
+    from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
 
     try:
         v = int(text)
@@ -81,7 +81,7 @@ def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
     """Adds `tuner bench paper`, `rd`, `rc-fit` and `speed`."""
-    from ..cli import _positive_int as positive
+    from tuner_cli.main import _positive_int as positive
 
     devices = ["auto", "cpu", "cuda"]
     bp = bench_sub.add_parser("paper", help="the TUNER paper's protocol: 512², 5%% held out, TUNER vs SIREN vs FFM")
@@ -104,7 +104,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                     help="override a TUNER setting, e.g. bandlimit=64 or lr=1e-3 (repeatable)")
     bp.add_argument("--json", required=True)
     bp.add_argument("--results", help="resumable results file: a stopped run continues where it was")
-    bp.set_defaults(func=_lazy("tuner_model.cli", "cmd_bench_paper"))
+    bp.set_defaults(func=_lazy("tuner_cli.main", "cmd_bench_paper"))
 
     p = bench_sub.add_parser("rd", help="rate–distortion against JPEG, WebP and AVIF, with a plot")
     p.add_argument("--images", required=True)
@@ -128,7 +128,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     f.add_argument("--size", type=size)
     f.add_argument("--guesses", type=bpp_list, default=[4.5, 5.5, 6.5, 7.5],
                    help="bits-per-parameter guesses that size the candidate networks")
-    f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/ratecontrol_table.json)")
+    f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/rate/table.json)")
     f.set_defaults(func=_lazy("tuner_model.bench.rd", "cmd_rc_fit"))
 
     s = bench_sub.add_parser("speed", help="fitting and rendering speed against a plain fp32 baseline")

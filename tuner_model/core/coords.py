@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ConfigError
+from tuner_model.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .errors import ConfigError
+from tuner_model.core.errors import ConfigError
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:

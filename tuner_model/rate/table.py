@@ -1,5 +1,5 @@
 """Rate control: from a target rate (or quality) to a network size and quantization, using a table
-measured on benchmark images (tuner_model/ratecontrol_table.json, refitted by `tuner bench rc-fit`).
+measured on benchmark images (tuner_model/rate/table.json, refitted by `tuner bench rc-fit`).
 
 The table gives, at each rate, the hidden-weight levels Q that measured best and the bits per
 parameter the entropy coder then spent; the encoder sizes the network so that its parameters fill the
@@ -15,9 +15,9 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError
+from tuner_model.core.errors import ConfigError
 
-TABLE_NAME = "ratecontrol_table.json"
+TABLE_NAME = "table.json"
 HEADER_BYTES = 24  # a typical v2 header + checksum: reserved before sizing the network
 MIN_WIDTH, MAX_WIDTH = 4, 1024
 
@@ -39,7 +39,7 @@ class Plan:
 
 
 def table_path() -> Path:
-    return Path(str(resources.files("tuner_model") / TABLE_NAME))
+    return Path(str(resources.files("tuner_model.rate") / TABLE_NAME))
 
 
 @lru_cache(maxsize=4)

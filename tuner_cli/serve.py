@@ -14,9 +14,8 @@ from pathlib import Path
 def _settings(**overrides: object):  # noqa: ANN202
     from pydantic import ValidationError
 
-    from tuner_model.errors import TunerError
-
-    from .settings import Settings
+    from service.settings import Settings
+    from tuner_model.core.errors import TunerError
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -32,7 +31,7 @@ def _run_api(settings, host: str, port: int) -> int:  # noqa: ANN001
 
     import uvicorn
 
-    from .api.app import create_app
+    from service.api.app import create_app
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -90,7 +89,7 @@ def _declare_fit_queue(broker_url: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The API and one local worker on an embedded broker (SQLite via kombu's SQLAlchemy transport): the
     same Celery code path as production, with nothing else to install or start."""
-    from .settings import Settings
+    from service.settings import Settings
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(**{**settings.model_dump(), "broker_url": args.broker})
     _declare_fit_queue(settings.resolved_broker_url)
     # Its own session, so a Ctrl-C in the terminal reaches only `serve`, which then stops it in order.
-    worker = subprocess.Popen([sys.executable, "-m", "tuner_model.cli", "worker", "--loglevel", args.loglevel],
+    worker = subprocess.Popen([sys.executable, "-m", "tuner_cli", "worker", "--loglevel", args.loglevel],
                               env=env, start_new_session=True, preexec_fn=_die_with_parent)
     try:
         return _run_api(settings, args.host, args.port)

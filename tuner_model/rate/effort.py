@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from tuner_model.core.errors import ConfigError
 
 EFFORT_MIN, EFFORT_MAX = 1, 9
 DEFAULT_EFFORT = 4

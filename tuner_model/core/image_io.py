@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
-from .files import atomic_write
+from tuner_model.core.errors import ImageError
+from tuner_model.core.files import atomic_write
 
 # Formats we decode. Anything else (SVG, PDF, EPS, FITS...) is refused before a decoder runs.
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "PPM")

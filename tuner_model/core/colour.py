@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from tuner_model.core.errors import ConfigError
 
 COLOURS = ("rgb", "ycbcr", "gray")
 

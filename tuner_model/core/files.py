@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import TunerError
+from tuner_model.core.errors import TunerError
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from .bench.commands import effort_level
-from .effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN, seconds_left
-from .errors import TunerError
-from .files import atomic_write
+from tuner_cli.bench import effort_level
+from tuner_model.core.errors import TunerError
+from tuner_model.core.files import atomic_write
+from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN, seconds_left
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -78,8 +78,8 @@ class ProgressBar:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .encoder import EncodeSettings, encode
-    from .image_io import load_image
+    from tuner_model.core.image_io import load_image
+    from tuner_model.rate.encode import EncodeSettings, encode
 
     image = load_image(args.input)
     settings = EncodeSettings(bpp=args.bpp, psnr=args.psnr, steps=args.steps, device=args.device, seed=args.seed,
@@ -94,10 +94,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from .codec import decode_blob
-    from .coords import Crop
-    from .device import resolve_device
-    from .image_io import format_for_path, save_image
+    from tuner_model.codec import decode_blob
+    from tuner_model.core.coords import Crop
+    from tuner_model.core.device import resolve_device
+    from tuner_model.core.image_io import format_for_path, save_image
 
     format_for_path(args.output)  # fail on a bad extension before the work
     fitted = decode_blob(_read(Path(args.input)))
@@ -110,7 +110,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .codec import read_info
+    from tuner_model.codec import read_info
 
     data = _read(Path(args.input))
     info = read_info(data)
@@ -122,7 +122,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_paper(args: argparse.Namespace) -> int:
-    from .bench.paper import PaperOptions, run_paper_bench
+    from tuner_model.bench.paper import PaperOptions, run_paper_bench
 
     opts = PaperOptions(epochs=args.epochs, width=args.width, device=args.device, methods=args.methods,
                         limit=args.limit, schedule=args.schedule, tuner_overrides=_overrides(args.tuner),
@@ -191,11 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True, parser_class=_Parser)
-    from .bench.commands import register as register_bench
+    from tuner_cli.bench import register as register_bench
 
     register_bench(bsub)
 
-    from service.commands import register as register_service
+    from tuner_cli.serve import register as register_service
 
     register_service(sub)
     return p

@@ -17,19 +17,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import colour as colour_mod
-from . import ratecontrol
-from .codec import encode_blob, entropy
-from .codec.quant import MAX_LEVELS, QuantSpec, plan, snap
-from .device import resolve_device
-from .effort import DEFAULT_EFFORT, EffortPlan, effort_plan, estimate_seconds
-from .errors import ConfigError, FitCancelled, TunerError
-from .frequencies import cycles_to_k
-from .image_model import FittedImage
-from .models import ModelConfig, build_model
-from .train import fused
-from .train.fit import FitOptions, FitProgress, fit
-from .train.qat import qat_finetune, qat_finetune_batch
+from tuner_model.codec import encode_blob, entropy
+from tuner_model.codec.quant import MAX_LEVELS, QuantSpec, plan, snap
+from tuner_model.core import colour as colour_mod
+from tuner_model.core.device import resolve_device
+from tuner_model.core.errors import ConfigError, FitCancelled, TunerError
+from tuner_model.core.frequencies import cycles_to_k
+from tuner_model.models import ModelConfig, build_model
+from tuner_model.models.fitted import FittedImage
+from tuner_model.rate import table as ratecontrol
+from tuner_model.rate.effort import DEFAULT_EFFORT, EffortPlan, effort_plan, estimate_seconds
+from tuner_model.train import fused
+from tuner_model.train.fit import FitOptions, FitProgress, fit
+from tuner_model.train.qat import qat_finetune, qat_finetune_batch
 
 CODEC_BETAS, CODEC_CLIP, CODEC_PHASE_LR = (0.9, 0.99), 0.02, 10.0  # the float fit's Adam (fit_options)
 # Neither --bpp nor --psnr: a rate that looks good, like an image proxy's default quality (JPEG needs
@@ -499,7 +499,7 @@ def _is_cancelled(cancel: Cancel | None) -> bool:
 def _batched_float_fit(setup: _RateSetup, images: Sequence[np.ndarray], progress: Sequence[RateProgress],
                        cancels: Sequence[Cancel | None]) -> list[_FirstFit | None]:
     """The first attempt's float fit of every image as one `fit_batch` (None for a cancelled image)."""
-    from .train.batched import fit_batch  # only batches pay for importing it
+    from tuner_model.train.batched import fit_batch  # only batches pay for importing it
 
     config = setup.config(setup.net_width)
 

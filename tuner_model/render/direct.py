@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import colour as colour_mod
-from .coords import FULL, Crop, row_coordinates
-from .errors import ConfigError
+from tuner_model.core import colour as colour_mod
+from tuner_model.core.coords import FULL, Crop, row_coordinates
+from tuner_model.core.errors import ConfigError
 
 MAX_RENDER_PIXELS = 100_000_000
 
