@@ -35,9 +35,9 @@ for part in "${@:-env}"; do
         --json "$OUT/speed.json" 2>&1 | tee "$OUT/speed.log" ;;
     rcfit)
       tuner bench rc-fit --images "$IMAGES" --limit "${RC_LIMIT:-4}" --steps "${STEPS:-3000}" --device cuda \
-        --json "$OUT/ratecontrol_table.json" 2>&1 | tee "$OUT/rcfit.log"
+        --json "$OUT/table.json" 2>&1 | tee "$OUT/rcfit.log"
       # A later `rd` in the same call measures the codec with the table just fitted.
-      [ -s "$OUT/ratecontrol_table.json" ] && cp "$OUT/ratecontrol_table.json" tuner_model/rate/table.json ;;
+      [ -s "$OUT/table.json" ] && cp "$OUT/table.json" tuner_model/rate/table.json ;;
     rd)
       tuner bench rd --images "$IMAGES" --limit "$LIMIT" --bpp "${BPPS:-0.25,0.5,0.75,1.0}" --steps "${STEPS:-3000}" \
         --device cuda --json "$OUT/rd.json" 2>&1 | tee "$OUT/rd.log" ;;

@@ -8,8 +8,9 @@ import torch
 
 from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.models import ModelConfig
-from tuner_model.train.batched import clip_per_network, fit_batch
+from tuner_model.train.batched import fit_batch
 from tuner_model.train.fit import FitOptions, fit_image
+from tuner_model.train.loop import clip_per_network
 
 CFG = ModelConfig(arch="tuner", channels=3, input_width=24, hidden=(24,), bandlimit=16, block_limit=6)
 

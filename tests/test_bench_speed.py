@@ -80,8 +80,8 @@ def test_mixed_precision_variant_runs_and_reports_quality(parrots):
     """The bf16 path is CUDA-only in the bench, but its code runs under CPU autocast too: check it trains."""
     import torch
 
-    from tuner_model.bench.speed import time_fit_steps
-    from tuner_model.rate.encode import default_config
+    from tuner_model.bench.fit_steps import time_fit_steps
+    from tuner_model.rate.pipeline import default_config
 
     img = parrots[:32, :48]
     cfg = default_config(48, 32, 3, 16)

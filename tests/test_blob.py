@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tuner_model.codec import QuantSpec, decode_blob, encode_blob, read_info
-from tuner_model.codec.blob import CONFIG_FIELDS
 from tuner_model.codec.container import MAGIC
+from tuner_model.codec.header import CONFIG_FIELDS
 from tuner_model.codec.quant import plan, snap
 from tuner_model.core.errors import BlobError
 from tuner_model.models import ModelConfig, build_model

@@ -39,6 +39,8 @@ def test_small_images_train_on_every_row_and_column() -> None:
 
 def test_the_encoder_follows_the_plan(monkeypatch) -> None:
     from tuner_model.rate import encode as encoder
+    from tuner_model.rate import pipeline
+    from tuner_model.rate.request import EncodeSettings
     from tuner_model.train import objective
 
     seen = []
@@ -54,13 +56,13 @@ def test_the_encoder_follows_the_plan(monkeypatch) -> None:
     image = np.clip(np.stack([np.sin(xx + yy), np.cos(2 * xx), np.sin(yy * xx)], -1) * 0.3 + 0.5
                     + 0.02 * rng.standard_normal((160, 256, 3)), 0, 1).astype(np.float32)
     fracs = []
-    fitted, blob = encoder.encode(image, encoder.EncodeSettings(bpp=1.0, effort=1, steps=40, device="cpu"),
+    fitted, blob = encoder.encode(image, EncodeSettings(bpp=1.0, effort=1, steps=40, device="cpu"),
                                   progress=lambda p: fracs.append(p.step / p.steps))
     assert len(blob) * 8 <= 1.0 * 160 * 256 and fitted.meta["psnr"] > 15
     assert seen[0] == (128, 128)  # the float fit: half the rows and columns, at least MIN_BATCH_ROWS
     assert seen[1] == (160, 256)  # the fine-tuning: every row and column at effort 1
     assert fracs == sorted(fracs) and fracs[-1] == 1.0
-    setup = encoder._rate_setup(image.shape, 1.0, effort.effort_plan(1, 40), "cpu")
+    setup = pipeline.rate_setup(image.shape, pipeline.RateOptions(1.0, effort.effort_plan(1, 40), "cpu"))
     # The float fit's share of the progress bar is its share of the work (steps × pixels seen).
     fit_work, qat_work = 40 * 128 * 128, setup.n_qat * 160 * 256
     assert setup.fit_share == pytest.approx(fit_work / (fit_work + qat_work))

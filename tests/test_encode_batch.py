@@ -16,12 +16,16 @@ from tuner_model.codec import QuantSpec, read_info
 from tuner_model.codec.quant import plan
 from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.models import ModelConfig, build_model
-from tuner_model.rate import encode as encoder
+from tuner_model.rate import batch as batch_mod
+from tuner_model.rate import pipeline
 from tuner_model.rate import table as ratecontrol
-from tuner_model.rate.encode import EncodeSettings, default_config, encode, encode_batch, iter_encode_batch
+from tuner_model.rate.batch import encode_batch, iter_encode_batch
+from tuner_model.rate.encode import encode
+from tuner_model.rate.pipeline import default_config
+from tuner_model.rate.request import EncodeSettings
 from tuner_model.train.batched import fit_batch
 from tuner_model.train.fit import FitOptions, FitProgress
-from tuner_model.train.qat import qat_finetune, qat_finetune_batch
+from tuner_model.train.qat import QatOptions, qat_finetune, qat_finetune_batch
 
 
 def _crops(parrots: np.ndarray) -> list[np.ndarray]:
@@ -173,7 +177,7 @@ def test_batched_fine_tuning_matches_each_alone(parrots: np.ndarray) -> None:
     losses_alone = [qat_finetune(m, im, qs, 25) for m, im, qs in zip(alone, images, quantizers, strict=True)]
     seen: list[tuple[int, int]] = []
     # Small chunks: several passes per step, unlike the single pass alone.
-    losses = qat_finetune_batch(models, images, quantizers, 25, chunk_pixels=2048,
+    losses = qat_finetune_batch(models, images, quantizers, QatOptions(25, chunk_pixels=2048),
                                 progress=lambda k, step, loss: seen.append((k, step)))
     assert losses == pytest.approx(losses_alone, rel=1e-5)
     for m, a in zip(models, alone, strict=True):
@@ -221,7 +225,7 @@ def test_networks_without_a_batched_form_are_fine_tuned_one_by_one(parrots: np.n
 
 def test_encode_batch_fine_tunes_as_one_batch(parrots: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: dict[str, list[int]] = {"alone": [], "batch": []}
-    batch_ = encoder.qat_finetune_batch
+    batch_ = batch_mod.qat_finetune_batch
 
     def alone(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls["alone"].append(1)
@@ -231,8 +235,8 @@ def test_encode_batch_fine_tunes_as_one_batch(parrots: np.ndarray, monkeypatch: 
         calls["batch"].append(len(models))
         return batch_(models, *args, **kwargs)
 
-    monkeypatch.setattr(encoder, "qat_finetune", alone)
-    monkeypatch.setattr(encoder, "qat_finetune_batch", batch)
+    monkeypatch.setattr(pipeline, "qat_finetune", alone)
+    monkeypatch.setattr(batch_mod, "qat_finetune_batch", batch)
     outcomes = encode_batch(_crops(parrots), EncodeSettings(steps=20, device="cpu"))
     assert calls == {"alone": [], "batch": [3]}
     assert all(o.blob is not None and o.batch_size == 3 for o in outcomes)

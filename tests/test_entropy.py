@@ -12,8 +12,9 @@ from tuner_model.codec import QuantSpec, encode_blob, entropy
 from tuner_model.codec.entropy import FAMILY_GAUSSIAN, FAMILY_LAPLACE, FAMILY_UNIFORM, SymbolModel
 from tuner_model.models import build_model
 from tuner_model.models.fitted import FittedImage
-from tuner_model.rate import encode as encoder
-from tuner_model.rate.encode import _find_levels, _search_levels, default_config
+from tuner_model.rate import levels
+from tuner_model.rate.levels import find_levels, search_levels
+from tuner_model.rate.pipeline import default_config
 from tuner_model.train.fit import FitOptions, fit_image
 
 WORD = 4  # the ANS stream is whole 32-bit words; the coder's rounding can tip a prediction by one
@@ -172,7 +173,7 @@ def test_find_levels_matches_bisection_on_any_growing_size() -> None:
 
         budget = int(rng.integers(sizes[1] - 50, sizes[hi] + 50))
         guess = None if rng.random() < 0.5 else int(rng.integers(1, hi + 1))
-        assert _find_levels(real, predicted, budget, hi, guess) == _plain_bisection(real, budget, hi)
+        assert find_levels(real, predicted, budget, hi, guess) == _plain_bisection(real, budget, hi)
 
 
 @pytest.fixture(scope="module")
@@ -191,20 +192,20 @@ def nets(parrots: np.ndarray) -> list[FittedImage]:
 def test_search_picks_the_plain_bisections_levels_within_budget(nets: list[FittedImage],
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     real_encodes = {"n": 0}
-    encode_blob_ = encoder.encode_blob
+    encode_blob_ = levels.encode_blob
 
     def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         real_encodes["n"] += not entropy._PREDICTING.get()
         return encode_blob_(*args, **kwargs)
 
-    monkeypatch.setattr(encoder, "encode_blob", counting)
+    monkeypatch.setattr(levels, "encode_blob", counting)
     searches = 0
     for f in nets:
         spec = QuantSpec(6)
         q1 = len(encode_blob(f, spec.with_levels(1)))
         for budget in (q1 - 1, q1, q1 + 37, 2 * q1, 5 * q1, 20 * q1):
             for hi in (4096, 9):
-                q = _search_levels(f, spec, budget, hi=hi)
+                q = search_levels(f, spec, budget, hi=hi)
                 searches += 1
                 assert q == _plain_search(f, spec, budget, hi), (f.config.input_width, budget, hi)
                 if q is None:

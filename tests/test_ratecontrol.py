@@ -10,7 +10,8 @@ import pytest
 from tuner_model.codec import decode_blob, read_info
 from tuner_model.core.errors import FitCancelled
 from tuner_model.rate import table as ratecontrol
-from tuner_model.rate.encode import EncodeSettings, encode
+from tuner_model.rate.encode import encode
+from tuner_model.rate.request import EncodeSettings
 
 
 def test_shipped_table_loads_and_is_monotonic() -> None:
@@ -93,24 +94,25 @@ def test_weights_are_fine_tuned_again_when_the_second_search_lowers_q(small: np.
 
     from tuner_model.codec.quant import QuantSpec, plan, snap
     from tuner_model.core.metrics import psnr
-    from tuner_model.rate import encode as encoder
+    from tuner_model.models.fitted import FittedImage
+    from tuner_model.rate import pipeline
 
     searches, tuned_at, before_retune = [], [], []
-    real_search, real_qat = encoder._search_levels, encoder.qat_finetune
+    real_search, real_qat = pipeline.search_levels, pipeline.qat_finetune
 
     def search(fitted, spec, budget, hi=4096, guess=None):
         q = real_search(fitted, spec, budget, hi, guess)
         searches.append(q)
         return q - 1 if len(searches) == 2 and q and q > 2 else q  # as if tuning had cost a few bytes
 
-    def qat(model, target, quantizers, steps, **kw):
+    def qat(model, target, quantizers, *args, **kw):
         tuned_at.append(int(quantizers["hidden.0"].param))
         if len(tuned_at) == 2:
             before_retune.append(copy.deepcopy(model))
-        return real_qat(model, target, quantizers, steps, **kw)
+        return real_qat(model, target, quantizers, *args, **kw)
 
-    monkeypatch.setattr(encoder, "_search_levels", search)
-    monkeypatch.setattr(encoder, "qat_finetune", qat)
+    monkeypatch.setattr(pipeline, "search_levels", search)
+    monkeypatch.setattr(pipeline, "qat_finetune", qat)
     fitted, blob = encode(small, EncodeSettings(bpp=2.0, steps=80, device="cpu"))
     q1 = searches[0]
     assert q1 > 2 and tuned_at == [q1, q1 - 1]
@@ -123,7 +125,7 @@ def test_weights_are_fine_tuned_again_when_the_second_search_lowers_q(small: np.
     # The alternative this replaces: the weights tuned at q1, snapped at the lower Q.
     stale = before_retune[0]
     snap(stale, plan(stale, QuantSpec(final_q)))
-    stale_psnr = psnr(encoder.FittedImage(fitted.config, fitted.width, fitted.height, stale.cpu(), "rgb").render(),
+    stale_psnr = psnr(FittedImage(fitted.config, fitted.width, fitted.height, stale.cpu(), "rgb").render(),
                       small)
     print(f"retuned {fitted.meta['psnr']:.2f} dB, stale {stale_psnr:.2f} dB")
     assert fitted.meta["psnr"] > stale_psnr

@@ -20,7 +20,8 @@ from service.api.app import create_app
 from service.settings import Settings
 from service.storage import digest
 from tuner_model.core.metrics import psnr
-from tuner_model.rate.encode import EncodeSettings, encode
+from tuner_model.rate.encode import encode
+from tuner_model.rate.request import EncodeSettings
 
 PROBLEM = "application/problem+json"
 
@@ -362,10 +363,10 @@ def test_upload_estimated_past_the_time_limit_is_refused(tmp_path: Path, parrots
 def test_fit_estimate(tmp_path: Path) -> None:
     from service.api.schemas import EncodeParams
     from service.estimate import DEFAULT_BPP, estimate_fit_seconds, seconds_per_pixel_neuron
-    from tuner_model.rate import encode as encoder
+    from tuner_model.rate import request, table
     from tuner_model.rate.effort import CPU_SECONDS_PER_PIXEL_NEURON
 
-    assert DEFAULT_BPP == encoder.DEFAULT_BPP  # the service's copy of the encoder's default rate
+    assert DEFAULT_BPP == request.DEFAULT_BPP  # the service's copy of the encoder's default rate
     cpu = Settings(data_dir=tmp_path)
     assert seconds_per_pixel_neuron(cpu) == CPU_SECONDS_PER_PIXEL_NEURON  # "auto" counts as the CPU
     cuda = Settings(data_dir=tmp_path, fit_device="cuda:0")
@@ -379,4 +380,4 @@ def test_fit_estimate(tmp_path: Path) -> None:
     one = estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1), cpu)
     assert estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=4), cpu) > one
     assert estimate_fit_seconds(768, 512, 3, EncodeParams(psnr=30), cpu) > 1.5 * estimate_fit_seconds(
-        768, 512, 3, EncodeParams(bpp=encoder.ratecontrol.bpp_for_psnr(30)), cpu)
+        768, 512, 3, EncodeParams(bpp=table.bpp_for_psnr(30)), cpu)

@@ -79,7 +79,8 @@ def test_api_on_s3_storage(moto_endpoint: str, tmp_path: Path, parrots) -> None:
     from PIL import Image
 
     from service.api.app import create_app
-    from tuner_model.rate.encode import EncodeSettings, encode
+    from tuner_model.rate.encode import encode
+    from tuner_model.rate.request import EncodeSettings
 
     _, blob = encode(parrots, EncodeSettings(steps=30, device="cpu"))
     settings = Settings(data_dir=tmp_path, storage="s3", s3_bucket="tuner-api", s3_endpoint_url=moto_endpoint,

@@ -21,7 +21,8 @@ from service.db import CANCELLED, QUEUED, RUNNING, SUCCEEDED, Database, Job
 from service.settings import Settings
 from service.storage import BlobNotFound, LocalBlobStore, S3BlobStore, digest, put_content
 from service.sweeper import Sweeper
-from tuner_model.rate.encode import EncodeSettings, encode
+from tuner_model.rate.encode import encode
+from tuner_model.rate.request import EncodeSettings
 
 DAY = 86_400.0
 

@@ -11,9 +11,9 @@ import torch
 
 from tuner_model.core.errors import FitCancelled
 from tuner_model.models import ModelConfig, build_model
+from tuner_model.models.stacked import BatchedTuner
 from tuner_model.train import fused
 from tuner_model.train import grid as grid_mod
-from tuner_model.train.batched import BatchedTuner
 from tuner_model.train.fit import FitOptions, fit, make_objective
 
 H, W = 20, 28

@@ -1,97 +1,30 @@
-"""The `tuner bench ...` subcommands' arguments. Only argparse here: each benchmark's module, and torch
-with it, is imported when its command runs, so `tuner --help` and the other commands start quickly."""
+"""`tuner bench paper|rd|rc-fit|speed`: their arguments and what each command runs. Each benchmark's
+module, and torch with it, is imported when its command runs, so `tuner --help` and the other commands
+start quickly."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-from collections.abc import Callable
+import json
+import sys
+from pathlib import Path
 
-RENDER_SIZES = "768x512,1920x1080,3840x2160"
-
-
-def size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 192x128, got {text!r}") from None
-    if not (8 <= w <= 8192 and 8 <= h <= 8192):
-        raise argparse.ArgumentTypeError("size sides must be in 8..8192")
-    return w, h
-
-
-def square(text: str) -> int:
-    """A square side: N or NxN."""
-    if "x" in text.lower():
-        w, h = size(text)
-        if w != h:
-            raise argparse.ArgumentTypeError(f"the paper's protocol is square: got {text!r}")
-        return w
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return v
-
-
-def effort_level(text: str) -> int:
-    from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not EFFORT_MIN <= v <= EFFORT_MAX:
-        raise argparse.ArgumentTypeError(f"must be in {EFFORT_MIN}..{EFFORT_MAX}, got {v}")
-    return v
-
-
-def sizes(text: str) -> list[tuple[int, int]]:
-    return [size(t) for t in text.split(",") if t.strip()] if text else []
-
-
-def ints(text: str) -> list[int]:
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
-    return vals
-
-
-def bpp_list(text: str) -> list[float]:
-    try:
-        vals = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if not vals or not all(0.01 <= v <= 64 for v in vals):
-        raise argparse.ArgumentTypeError("bpp values must be in [0.01, 64]")
-    return vals
-
-
-def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        return getattr(importlib.import_module(module), func)(args)
-
-    return run
+from tuner_cli.args import bpp_list, effort_level, ints, positive_int, size, sizes, square
+from tuner_model.core.errors import ConfigError, TunerError
+from tuner_model.core.files import atomic_write
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
     """Adds `tuner bench paper`, `rd`, `rc-fit` and `speed`."""
-    from tuner_cli.main import _positive_int as positive
-
     devices = ["auto", "cpu", "cuda"]
     bp = bench_sub.add_parser("paper", help="the TUNER paper's protocol: 512², 5%% held out, TUNER vs SIREN vs FFM")
     bp.add_argument("--images", required=True)
-    bp.add_argument("--epochs", type=positive, help="default: 1000 at 512, 500 below (the CPU-scale protocol)")
-    bp.add_argument("--width", type=positive, help="m = n, input and hidden neurons (default: 416 at 512, "
+    bp.add_argument("--epochs", type=positive_int, help="default: 1000 at 512, 500 below (the CPU-scale protocol)")
+    bp.add_argument("--width", type=positive_int, help="m = n, input and hidden neurons (default: 416 at 512, "
                     "scaled with the side below)")
     bp.add_argument("--device", default="auto", choices=devices)
     bp.add_argument("--methods", default="tuner,siren,ffm")
-    bp.add_argument("--limit", type=positive, help="only the first N images")
+    bp.add_argument("--limit", type=positive_int, help="only the first N images")
     bp.add_argument("--size", type=square, default=512,
                     help="square size the images are resized to, N or NxN (the paper: 512; below it the "
                     "CPU-scale protocol)")
@@ -104,32 +37,32 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                     help="override a TUNER setting, e.g. bandlimit=64 or lr=1e-3 (repeatable)")
     bp.add_argument("--json", required=True)
     bp.add_argument("--results", help="resumable results file: a stopped run continues where it was")
-    bp.set_defaults(func=_lazy("tuner_cli.main", "cmd_bench_paper"))
+    bp.set_defaults(func=cmd_bench_paper)
 
     p = bench_sub.add_parser("rd", help="rate–distortion against JPEG, WebP and AVIF, with a plot")
     p.add_argument("--images", required=True)
     p.add_argument("--bpp", type=bpp_list, default=[0.25, 0.5, 1.0, 2.0], help="comma-separated targets")
     p.add_argument("--device", default="auto", choices=devices)
-    p.add_argument("--steps", type=positive, help="float-fit steps (default: the effort's)")
+    p.add_argument("--steps", type=positive_int, help="float-fit steps (default: the effort's)")
     p.add_argument("--effort", type=effort_level, help="encoder effort 1..9 (default: the encoder's)")
-    p.add_argument("--limit", type=positive, help="only the first N images")
+    p.add_argument("--limit", type=positive_int, help="only the first N images")
     p.add_argument("--size", type=size, help="resize images to WxH first (quick CPU runs)")
     p.add_argument("--json", required=True)
     p.add_argument("--plot", help="PNG path (default: the JSON path with .png)")
     p.add_argument("--results", help="resumable results file: a stopped run continues after its finished encodes")
-    p.set_defaults(func=_lazy("tuner_model.bench.rd", "cmd_rd"))
+    p.set_defaults(func=cmd_rd)
 
     f = bench_sub.add_parser("rc-fit", help="refit the rate-control table by measurement")
     f.add_argument("--images", required=True)
     f.add_argument("--bpp", type=bpp_list, default=[0.25, 0.5, 1.0, 2.0])
     f.add_argument("--device", default="auto", choices=devices)
-    f.add_argument("--steps", type=positive, default=1000)
-    f.add_argument("--limit", type=positive)
+    f.add_argument("--steps", type=positive_int, default=1000)
+    f.add_argument("--limit", type=positive_int)
     f.add_argument("--size", type=size)
     f.add_argument("--guesses", type=bpp_list, default=[4.5, 5.5, 6.5, 7.5],
                    help="bits-per-parameter guesses that size the candidate networks")
     f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/rate/table.json)")
-    f.set_defaults(func=_lazy("tuner_model.bench.rd", "cmd_rc_fit"))
+    f.set_defaults(func=cmd_rc_fit)
 
     s = bench_sub.add_parser("speed", help="fitting and rendering speed against a plain fp32 baseline")
     s.add_argument("--images", required=True, help="directory of images (the first --limit are used)")
@@ -137,30 +70,101 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", required=True, help="where to write the report")
     s.add_argument("--widths", type=ints, help="network widths m = n to time (default: the rate-control table's "
                    "widths at the fit size)")
-    s.add_argument("--steps", type=positive, help="timed steps per variant (default 200 on CUDA, 5 on CPU)")
+    s.add_argument("--steps", type=positive_int, help="timed steps per variant (default 200 on CUDA, 5 on CPU)")
     s.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
-    s.add_argument("--limit", type=positive, default=4, help="images to use (batched fitting uses them all)")
+    s.add_argument("--limit", type=positive_int, default=4, help="images to use (batched fitting uses them all)")
     s.add_argument("--fit-size", type=size, help="resize images to WxH for fitting (default: native)")
     s.add_argument("--variants", default="fp32-eager,grid,bf16-autocast,compiled,bf16-compiled",
                    help="fitting variants (grid: the separable grid path; bf16: hidden and output products in bf16, "
                    "input layer and sines in fp32; CUDA only); fp32-eager is always run as the baseline")
-    s.add_argument("--batch", type=positive, default=4, help="K for batched fitting (--skip batch skips it)")
-    s.add_argument("--sizes", type=sizes, default=sizes(RENDER_SIZES), help="render sizes WxH,WxH,...")
+    s.add_argument("--batch", type=positive_int, default=4, help="K for batched fitting (--skip batch skips it)")
+    s.add_argument("--sizes", type=sizes, help="render sizes WxH,WxH,... (default: 768x512,1920x1080,3840x2160)")
     s.add_argument("--direct-sizes", type=sizes, help="sizes at which direct CPU evaluation is timed too "
                    "(default: all; it is slow on a small CPU)")
-    s.add_argument("--repeats", type=positive, default=3, help="render timings keep the fastest of these")
+    s.add_argument("--repeats", type=positive_int, default=3, help="render timings keep the fastest of these")
     s.add_argument("--blob", help="render this blob (default: encode the first image at the default setting)")
-    s.add_argument("--render-steps", type=positive, default=100,
+    s.add_argument("--render-steps", type=positive_int, default=100,
                    help="fit steps for the blob rendered when no --blob is given")
     s.add_argument("--compile-render", action="store_true", help="also time the fast renderer's compiled sine")
     s.add_argument("--full-encode", action="store_true",
                    help="time the real encoder at its default setting on the first image (slow on CPU)")
-    s.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--skip", default="", help="comma-separated parts to skip: fit,reference,batch,render")
     s.add_argument("--bpp", type=float, default=1.0, help="rate of the reference comparison (CPU)")
     s.add_argument("--efforts", type=ints, help="encoder efforts timed against the reference (default: the default)")
-    s.add_argument("--reference-steps", type=positive, default=1000,
+    s.add_argument("--reference-steps", type=positive_int, default=1000,
                    help="full-image steps of the reference encode (the encoder before effort levels: 1000)")
     s.add_argument("--results", help="resumable results file of the reference comparison (a stopped run "
                    "continues where it was)")
-    s.set_defaults(func=_lazy("tuner_model.bench.speed", "cmd_bench_speed"))
+    s.set_defaults(func=cmd_bench_speed)
+
+
+def cmd_bench_paper(args: argparse.Namespace) -> int:
+    from tuner_model.bench.paper import PaperOptions, run_paper_bench
+
+    opts = PaperOptions(epochs=args.epochs, width=args.width, device=args.device, methods=args.methods,
+                        limit=args.limit, schedule=args.schedule, tuner_overrides=overrides(args.tuner),
+                        size=args.size, batches=args.batches, results=Path(args.results) if args.results else None)
+    report = run_paper_bench(Path(args.images), opts, log=sys.stderr)
+    atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    print(json.dumps(report["mean"], indent=2))
+    return 0
+
+
+def overrides(pairs: list[str] | None) -> dict:
+    """KEY=VALUE pairs (values parsed as JSON when they can be) for exploring a benchmark's settings."""
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise TunerError(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_rd(args: argparse.Namespace) -> int:
+    from tuner_model.bench.rd import RdOptions, plot, run_rd
+
+    opts = RdOptions(bpps=args.bpp, steps=args.steps, device=args.device, limit=args.limit, size=args.size,
+                     effort=args.effort, results=Path(args.results) if args.results else None)
+    report = run_rd(Path(args.images), opts, log=sys.stderr)
+    out = Path(args.json)
+    atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())
+    plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
+    plot(report, plot_path)
+    print(json.dumps({"mean": report["mean"], "plot": str(plot_path)}, indent=2))
+    return 0
+
+
+def cmd_rc_fit(args: argparse.Namespace) -> int:
+    from tuner_model.bench.rd import fit_table
+
+    table = fit_table(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size,
+                      bits_guesses=tuple(args.guesses), log=sys.stderr)
+    atomic_write(args.json, (json.dumps(table, indent=2) + "\n").encode())
+    print(json.dumps(table["rows"], indent=2))
+    return 0
+
+
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from tuner_model.bench.speed import SpeedOptions, run_speed_bench
+
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - {"fit", "batch", "render", "reference"}
+    if unknown:
+        raise ConfigError(f"unknown --skip parts: {', '.join(sorted(unknown))}")
+    opts = SpeedOptions(device=args.device, widths=args.widths, steps=args.steps, warmup=args.warmup,
+                        limit=args.limit, fit_size=args.fit_size,
+                        variants=[v.strip() for v in args.variants.split(",") if v.strip()], batch=args.batch,
+                        sizes=args.sizes, direct_sizes=args.direct_sizes, repeats=args.repeats, blob=args.blob,
+                        render_steps=args.render_steps, compile_render=args.compile_render,
+                        full_encode=args.full_encode, threads=args.threads, skip=skip, bpp=args.bpp,
+                        efforts=args.efforts, results=Path(args.results) if args.results else None,
+                        reference_steps=args.reference_steps)
+    report = run_speed_bench(Path(args.images), opts, log=sys.stderr)
+    atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    print(json.dumps(report["summary"], indent=2))
+    return 0

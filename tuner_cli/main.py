@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tuner_cli.bench import effort_level
+from tuner_cli.args import effort_level, positive_float, positive_int
 from tuner_model.core.errors import TunerError
 from tuner_model.core.files import atomic_write
 from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN, seconds_left
@@ -22,26 +22,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like argparse but without the usage dump
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(EXIT_USAGE)
-
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {s}")
-    return v
 
 
 def eta_text(elapsed: float, frac: float) -> str:
@@ -79,7 +59,8 @@ class ProgressBar:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from tuner_model.core.image_io import load_image
-    from tuner_model.rate.encode import EncodeSettings, encode
+    from tuner_model.rate.encode import encode
+    from tuner_model.rate.request import EncodeSettings
 
     image = load_image(args.input)
     settings = EncodeSettings(bpp=args.bpp, psnr=args.psnr, steps=args.steps, device=args.device, seed=args.seed,
@@ -121,32 +102,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_paper(args: argparse.Namespace) -> int:
-    from tuner_model.bench.paper import PaperOptions, run_paper_bench
-
-    opts = PaperOptions(epochs=args.epochs, width=args.width, device=args.device, methods=args.methods,
-                        limit=args.limit, schedule=args.schedule, tuner_overrides=_overrides(args.tuner),
-                        size=args.size, batches=args.batches, results=Path(args.results) if args.results else None)
-    report = run_paper_bench(Path(args.images), opts, log=sys.stderr)
-    atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
-    print(json.dumps(report["mean"], indent=2))
-    return 0
-
-
-def _overrides(pairs: list[str] | None) -> dict:
-    """KEY=VALUE pairs (values parsed as JSON when they can be) for exploring a benchmark's settings."""
-    out: dict = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise TunerError(f"expected KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -165,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="fit a network to an image and write its blob")
     e.add_argument("input")
     e.add_argument("-o", "--output", required=True)
-    e.add_argument("--steps", type=_positive_int)
-    e.add_argument("--bpp", type=_positive_float, help="target bits per pixel (the blob stays at or under it)")
-    e.add_argument("--psnr", type=_positive_float, help="target quality in dB")
+    e.add_argument("--steps", type=positive_int)
+    e.add_argument("--bpp", type=positive_float, help="target bits per pixel (the blob stays at or under it)")
+    e.add_argument("--psnr", type=positive_float, help="target quality in dB")
     e.add_argument("--effort", type=effort_level, default=DEFAULT_EFFORT,
                    help=f"how much fitting, {EFFORT_MIN} (fastest) to {EFFORT_MAX} (best); default {DEFAULT_EFFORT}")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -177,11 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="render a blob to an image at any size")
     d.add_argument("input")
     d.add_argument("-o", "--output", required=True, help="output image; the format follows the extension")
-    d.add_argument("--width", type=_positive_int)
-    d.add_argument("--height", type=_positive_int)
+    d.add_argument("--width", type=positive_int)
+    d.add_argument("--height", type=positive_int)
     d.add_argument("--crop", type=float, nargs=4, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
                    help="region in fractions of the image, e.g. 0 0 0.5 0.5")
-    d.add_argument("--quality", type=_positive_int, help="quality for jpg/webp/avif")
+    d.add_argument("--quality", type=positive_int, help="quality for jpg/webp/avif")
     d.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     d.set_defaults(func=cmd_decode)
 

@@ -1,0 +1,43 @@
+"""TUNER image codec: fit a bounded sinusoidal network to an image and store its quantized, entropy-coded
+weights as a blob that renders at any resolution.
+
+    from tuner_model import EncodeSettings, encode, decode_blob
+    fitted, blob = encode(pixels, EncodeSettings(bpp=1.0))   # pixels: (H, W, C) float in [0, 1]
+    decode_blob(blob).render(width=2048)
+
+The package by role: core/ (coordinates, colour, frequencies, metrics, errors, image files), models/,
+train/, render/, codec/ (the bitstream), rate/ (the request, effort, level search, the encode pipeline,
+batching, the rate-control table), bench/. The names below load lazily, so that `import tuner_model.codec`
+and decoding a blob load no training code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "encode": "tuner_model.rate.encode",
+    "encode_batch": "tuner_model.rate.batch",
+    "EncodeSettings": "tuner_model.rate.request",
+    "EncodeRequest": "tuner_model.rate.request",
+    "decode_blob": "tuner_model.codec.blob",
+    "read_info": "tuner_model.codec.blob",
+    "FittedImage": "tuner_model.models.fitted",
+}
+
+if TYPE_CHECKING:
+    from tuner_model.codec.blob import decode_blob, read_info
+    from tuner_model.models.fitted import FittedImage
+    from tuner_model.rate.batch import encode_batch
+    from tuner_model.rate.encode import encode
+    from tuner_model.rate.request import EncodeRequest, EncodeSettings
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tuner_model' has no attribute {name!r}")
+
+
+__all__ = ["EncodeRequest", "EncodeSettings", "FittedImage", "decode_blob", "encode", "encode_batch", "read_info"]

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # torch and the library are imported in the child that fits, 
     import numpy as np
 
     from tuner_model.models.fitted import FittedImage
-    from tuner_model.rate.encode import EncodeSettings
+    from tuner_model.rate.request import EncodeSettings
 
 log = logging.getLogger("tuner.worker")
 
@@ -309,7 +309,7 @@ def _load(run: _Run, job: Job) -> np.ndarray | None:
 
 
 def _encode_settings(settings: Settings, job: Job) -> EncodeSettings:
-    from tuner_model.rate.encode import EncodeSettings
+    from tuner_model.rate.request import EncodeSettings
 
     params = job.params or {}
     effort = params.get("effort")  # absent from jobs queued before it existed: the default
@@ -344,7 +344,7 @@ def _fit_alone(run: _Run, job: Job, image: np.ndarray, progress: _JobProgress | 
 def _fit_together(run: _Run, items: list[tuple[Job, np.ndarray]]) -> None:
     """One batched fit (`encode_batch`); each job is recorded as soon as its blob is ready. Should the batch
     itself break, the jobs not yet recorded are fitted one at a time rather than all failed."""
-    from tuner_model.rate.encode import iter_encode_batch
+    from tuner_model.rate.batch import iter_encode_batch
 
     jobs = [j for j, _ in items]
     progress = [_JobProgress(run.hb, j.id) for j in jobs]

@@ -33,7 +33,7 @@ def dense_and_grid_step(image: np.ndarray, width: int, steps: int = 3, warmup: i
     """Seconds per full-image training step (forward, backward) of the dense fp32 eager path and of the grid
     path on the same network, and the largest relative difference of their gradients."""
     from tuner_model.models import build_model
-    from tuner_model.rate.encode import default_config
+    from tuner_model.rate.pipeline import default_config
     from tuner_model.train.fit import FitOptions, make_objective
 
     h, w, c = image.shape
@@ -65,10 +65,11 @@ def reference_encode(image: np.ndarray, bpp: float, steps: int = REFERENCE_STEPS
     from tuner_model.codec.quant import QuantSpec, plan, snap
     from tuner_model.models import build_model
     from tuner_model.rate.effort import effort_plan
-    from tuner_model.rate.encode import _rate_setup, _search_levels
+    from tuner_model.rate.levels import search_levels
+    from tuner_model.rate.pipeline import RateOptions, rate_setup
     from tuner_model.train.fit import fit
 
-    setup = _rate_setup(image.shape, bpp, effort_plan(steps=steps), "cpu", 0)
+    setup = rate_setup(image.shape, RateOptions(bpp, effort_plan(steps=steps), "cpu", 0))
     setup = replace(setup, batch_rows=None, batch_cols=None)  # full-image steps
     config = setup.config(setup.net_width)
     model = build_model(config, seed=setup.seed)
@@ -76,7 +77,7 @@ def reference_encode(image: np.ndarray, bpp: float, steps: int = REFERENCE_STEPS
     fit(model, image, replace(setup.fit_options(), progress_every=10**9))
     fitted = setup.unquantized(config, model.cpu())
     float_psnr = fitted.measure_psnr(image)
-    q = _search_levels(fitted, QuantSpec(setup.q_plan), setup.budget)
+    q = search_levels(fitted, QuantSpec(setup.q_plan), setup.budget)
     if q is None:
         raise RuntimeError("the reference network does not fit the budget")
     quantizers = plan(fitted.model, QuantSpec(setup.q_plan).with_levels(q))
@@ -89,7 +90,8 @@ def reference_encode(image: np.ndarray, bpp: float, steps: int = REFERENCE_STEPS
 
 
 def effort_encode(image: np.ndarray, bpp: float, effort: int) -> dict[str, Any]:
-    from tuner_model.rate.encode import EncodeSettings, encode
+    from tuner_model.rate.encode import encode
+    from tuner_model.rate.request import EncodeSettings
 
     t0 = time.perf_counter()
     fitted, blob = encode(image, EncodeSettings(bpp=bpp, effort=effort, device="cpu"))

@@ -9,12 +9,10 @@ Writes a JSON report and a PNG plot with COIN's and Strümpler et al.'s publishe
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import math
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -22,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 from tuner_model.core.errors import ConfigError, ImageError
-from tuner_model.core.files import atomic_write
 from tuner_model.core.image_io import load_image, to_pil
 from tuner_model.core.metrics import psnr, ssim
 
@@ -85,22 +82,33 @@ def interpolate(curve: list[tuple[float, ...]], bpp: float) -> tuple[float | Non
     return tuple(curve[-1][1:])
 
 
-def run_rd(images: Path, bpps: list[float], steps: int | None, device: str = "auto", limit: int | None = None,
-           size: tuple[int, int] | None = None, log: TextIO | None = None, effort: int | None = None,
-           results: Path | None = None) -> dict:
-    """Our codec at each rate on each image, beside JPEG/WebP/AVIF interpolated at our bytes. `steps` None:
-    the effort's. `results`: finished encodes are kept there and a later run with the same settings
-    continues after them."""
+@dataclass(frozen=True)
+class RdOptions:
+    bpps: tuple[float, ...] | list[float] = (0.25, 0.5, 1.0, 2.0)
+    steps: int | None = None  # float-fit steps (None: the effort's)
+    device: str = "auto"
+    limit: int | None = None  # only the first N images
+    size: tuple[int, int] | None = None  # resize to WxH first (None: native)
+    effort: int | None = None  # None: the default
+    results: Path | None = None  # resumable results file
+
+
+def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = None) -> dict:
+    """Our codec at each rate on each image, beside JPEG/WebP/AVIF interpolated at our bytes. With
+    `opts.results`, finished encodes are kept there and a later run with the same settings continues after
+    them."""
     from tuner_model.bench.resume import load_runs, save_runs
     from tuner_model.codec import decode_blob
     from tuner_model.rate.effort import DEFAULT_EFFORT
-    from tuner_model.rate.encode import EncodeSettings, encode
+    from tuner_model.rate.encode import encode
+    from tuner_model.rate.request import EncodeSettings
 
-    effort = effort or DEFAULT_EFFORT
+    effort = opts.effort or DEFAULT_EFFORT
+    steps, device, size, bpps = opts.steps, opts.device, opts.size, list(opts.bpps)
     settings_key = {"steps": steps, "effort": effort, "size": list(size) if size else None, "device": device}
-    done = load_runs(results, settings_key, "rows")
+    done = load_runs(opts.results, settings_key, "rows")
     per_image = []
-    for path in list_images(images, limit):
+    for path in list_images(images, opts.limit):
         img = load_sized(path, size)
         curves = {fmt.lower(): classical_curve(img, fmt) for fmt in ("JPEG", "WEBP", "AVIF")}
         rows = []
@@ -119,7 +127,7 @@ def run_rd(images: Path, bpps: list[float], steps: int | None, device: str = "au
                 row[f"{name}_psnr"], row[f"{name}_ssim"] = p, s
             rows.append(row)
             done[key] = row
-            save_runs(results, settings_key, "rows", done)
+            save_runs(opts.results, settings_key, "rows", done)
             if log:
                 log.write(f"{path.name} {bpp}: {row['bpp']:.3f} bpp {row['psnr']:.2f} dB "
                           f"(jpeg {_fmt(row['jpeg_psnr'])}, webp {_fmt(row['webp_psnr'])}, "
@@ -188,7 +196,7 @@ def fit_table(images: Path, bpps: list[float], steps: int, device: str = "auto",
     """For each rate, try networks sized for a few bits-per-parameter guesses (the encoder's byte-budget
     search then finds Q); keep the size with the best mean PSNR and record its Q and measured bits per
     parameter and PSNR."""
-    from tuner_model.rate.encode import encode_at_rate
+    from tuner_model.rate.pipeline import RateOptions, encode_at_rate
     from tuner_model.rate.table import HEADER_BYTES, tuner_parameters, width_for_params
 
     imgs = [load_sized(p, size) for p in list_images(images, limit)]
@@ -202,7 +210,7 @@ def fit_table(images: Path, bpps: list[float], steps: int, device: str = "auto",
                 budget = math.floor(bpp * w * h / 8)
                 width = width_for_params(max(0, budget - HEADER_BYTES) * 8 / guess, c)
                 try:
-                    fitted, blob = encode_at_rate(img, bpp, steps, device=device, net_width=width)
+                    fitted, blob = encode_at_rate(img, RateOptions(bpp, steps, device, net_width=width))
                 except ConfigError:
                     continue
                 psnrs.append(fitted.meta["psnr"])
@@ -228,7 +236,8 @@ def fit_table(images: Path, bpps: list[float], steps: int, device: str = "auto",
 
 def _levels_of(blob: bytes) -> int:
     """Q of the first bounded tensor (the hidden weights) of a blob."""
-    from tuner_model.codec.blob import _parse, expected_shapes
+    from tuner_model.codec.blob import _parse
+    from tuner_model.codec.header import expected_shapes
     from tuner_model.codec.quant import KIND_BOUNDED
 
     info, r = _parse(blob)
@@ -246,25 +255,3 @@ def _levels_of(blob: bytes) -> int:
 
 def _size_text(size: tuple[int, int] | list[int] | None) -> str:
     return f"{size[0]}x{size[1]}" if size else "native size"
-
-
-# --- CLI ------------------------------------------------------------------------------------------
-
-
-def cmd_rd(args: argparse.Namespace) -> int:
-    report = run_rd(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size, log=sys.stderr,
-                    effort=args.effort, results=Path(args.results) if args.results else None)
-    out = Path(args.json)
-    atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())
-    plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
-    plot(report, plot_path)
-    print(json.dumps({"mean": report["mean"], "plot": str(plot_path)}, indent=2))
-    return 0
-
-
-def cmd_rc_fit(args: argparse.Namespace) -> int:
-    table = fit_table(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size,
-                      bits_guesses=tuple(args.guesses), log=sys.stderr)
-    atomic_write(args.json, (json.dumps(table, indent=2) + "\n").encode())
-    print(json.dumps(table["rows"], indent=2))
-    return 0

@@ -1,26 +1,15 @@
-"""`tuner bench speed`: fitting and rendering speed (issue 5).
+"""`tuner bench speed`: fitting and rendering speed.
 
-Every speed-up is a ratio measured side by side in the same run, on the same device:
-- fitting: ms per full-image step of the network rate control uses at each width, for a plain fp32 eager
-  baseline (TunerNet + MSE + Adam + clamp, nothing else) and for the faster variants (bf16 autocast,
-  torch.compile, both: CUDA only; recorded as skipped elsewhere), the PSNR each reaches after the same
-  steps, an estimate of seconds per image to the encoder's stopping point, and peak GPU memory;
-- batched fitting (`batched.fit_batch`): images per second for K images at once against one at a time;
-- rendering: the fast CPU renderer against direct evaluation (`render.render`) at 768×512, 1920×1080 and
-  3840×2160, with its fidelity (PSNR against direct evaluation, or against exact evaluation where the
-  direct render was not timed), and direct evaluation on the GPU when there is one.
+Every speed-up is a ratio measured side by side in the same run, on the same device: the fit step of each
+variant against a plain fp32 eager baseline (fit_steps.py); batched fitting (`batched.fit_batch`), images
+per second for K images at once against one at a time (here); the encoder against 1000 full-image steps
+(fitspeed.py); the fast CPU renderer against direct evaluation (render_speed.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
-import json
-import math
-import os
-import platform
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,35 +19,13 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from tuner_cli.bench import RENDER_SIZES
-from tuner_cli.bench import sizes as parse_sizes
+from tuner_model.bench.fit_steps import VARIANTS, bench_fit
+from tuner_model.bench.machine import describe_machine, sync
+from tuner_model.bench.render_speed import RENDER_SIZES, RenderTiming, bench_render
 from tuner_model.core.errors import ConfigError
-
-
-def cmd_bench_speed(args: argparse.Namespace) -> int:
-    from tuner_model.core.files import atomic_write
-
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    unknown = skip - {"fit", "batch", "render", "reference"}
-    if unknown:
-        raise ConfigError(f"unknown --skip parts: {', '.join(sorted(unknown))}")
-    opts = SpeedOptions(device=args.device, widths=args.widths, steps=args.steps, warmup=args.warmup,
-                        limit=args.limit, fit_size=args.fit_size,
-                        variants=[v.strip() for v in args.variants.split(",") if v.strip()], batch=args.batch,
-                        sizes=args.sizes, direct_sizes=args.direct_sizes, repeats=args.repeats, blob=args.blob,
-                        render_steps=args.render_steps, compile_render=args.compile_render,
-                        full_encode=args.full_encode, threads=args.threads, skip=skip, bpp=args.bpp,
-                        efforts=args.efforts, results=Path(args.results) if args.results else None,
-                        reference_steps=args.reference_steps)
-    report = run_speed_bench(Path(args.images), opts, log=sys.stderr)
-    atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
-    print(json.dumps(report["summary"], indent=2))
-    return 0
-
 
 # ----------------------------------------------------------------------------------------------- the run
 
-VARIANTS = ("fp32-eager", "grid", "bf16-autocast", "compiled", "bf16-compiled")
 
 
 @dataclass(frozen=True)
@@ -123,7 +90,7 @@ def _speed_report(images_dir: Path, opts: SpeedOptions, fused: bool, log: TextIO
     bad = set(variants) - set(VARIANTS)
     if bad:
         raise ConfigError(f"unknown variants: {', '.join(sorted(bad))}; choose from {', '.join(VARIANTS)}")
-    sizes = parse_sizes(RENDER_SIZES) if opts.sizes is None else opts.sizes
+    sizes = list(RENDER_SIZES) if opts.sizes is None else opts.sizes
     direct_sizes = sizes if opts.direct_sizes is None else opts.direct_sizes
     paths = list_images(images_dir, opts.limit)
     images = [load_sized(p, opts.fit_size) for p in paths]
@@ -137,7 +104,7 @@ def _speed_report(images_dir: Path, opts: SpeedOptions, fused: bool, log: TextIO
 
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(dev),
+        "machine": describe_machine(dev),
         "settings": {"device": str(dev), "widths": widths, "steps": steps, "warmup": opts.warmup,
                      "images": [p.name for p in paths], "fit_size": list(images[0].shape[1::-1]),
                      "batch": opts.batch, "render_sizes": [f"{w}x{h}" for w, h in sizes],
@@ -164,155 +131,15 @@ def _speed_report(images_dir: Path, opts: SpeedOptions, fused: bool, log: TextIO
         else:
             report["batched"] = bench_batched(group, widths[len(widths) // 2], steps, opts.warmup, dev, say)
     if "render" not in skip:
-        report["render"] = bench_render(paths[0], opts.blob, sizes, direct_sizes, opts.repeats, opts.render_steps,
-                                        dev, opts.compile_render, report["skipped"], say)
+        timing = RenderTiming(sizes, direct_sizes, opts.repeats, opts.blob, opts.render_steps, opts.compile_render)
+        report["render"] = bench_render(paths[0], timing, dev, report["skipped"], say)
     report["summary"] = _summary(report)
     return report
 
 
-def _machine(dev: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-                            "cpu_count": os.cpu_count(), "cpu": _cpu_name()}
-    if dev.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(dev)
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-# -------------------------------------------------------------------------------------------------- fitting
-
-
-def _variant_unavailable(variant: str, dev: torch.device) -> str | None:
-    if variant in ("fp32-eager", "grid"):
-        return None
-    if dev.type != "cuda":
-        return ("CUDA only: on the CPU bf16 matmuls and inductor's compile time (tens of seconds per shape) "
-                "do not pay for a fit; the service fits on GPUs")
-    if "bf16" in variant and not torch.cuda.is_bf16_supported():
-        return "this GPU has no bf16"
-    return None
-
-
-def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: int, warmup: int,
-              dev: torch.device, skipped: list[dict], say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """ms per full-image step (and PSNR after `steps`) per width and variant; fp32-eager is the baseline."""
-    from tuner_model.rate.effort import effort_plan
-    from tuner_model.rate.encode import default_config
-
-    h, w, c = image.shape
-    plan = effort_plan()
-    encoder_steps = round(plan.work(w, h))  # full-image step equivalents of a default-effort encode
-    rows = []
-    run = ["fp32-eager"] + [v for v in variants if v != "fp32-eager"]
-    for width in widths:
-        config = default_config(w, h, c, width)
-        base_ms = None
-        for variant in run:
-            why = _variant_unavailable(variant, dev)
-            if why is not None:
-                if width == widths[0]:
-                    skipped.append({"what": f"fit variant {variant}", "why": why})
-                continue
-            try:
-                ms, psnr_db, peak = time_fit_steps(config, image, variant, steps, warmup, dev)
-            except Exception as e:  # noqa: BLE001 - a variant that cannot run here is a finding, not a crash
-                skipped.append({"what": f"fit variant {variant} at width {width}", "why": f"failed: {e}"[:300]})
-                continue
-            if variant == "fp32-eager":
-                base_ms = ms
-            row = {"width": width, "variant": variant, "ms_per_step": round(ms, 3), "psnr": round(psnr_db, 3),
-                   "steps": steps, "pixels": w * h,
-                   "speedup_vs_fp32_eager": round(base_ms / ms, 3) if base_ms else None,
-                   "seconds_to_encoder_stop_estimate": round(ms * encoder_steps / 1000, 2),
-                   "encoder_full_step_equivalents": encoder_steps}
-            if peak is not None:
-                row["peak_gpu_mib"] = round(peak / 2**20, 1)
-            rows.append(row)
-            say(f"fit width {width} {variant}: {ms:.2f} ms/step, {psnr_db:.2f} dB after {steps} steps")
-    return rows
-
-
-def time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup: int,
-                   dev: torch.device) -> tuple[float, float, int | None]:
-    """(ms per step, PSNR after warmup + steps, peak GPU bytes) of full-batch Adam steps with the clamp.
-    `grid` is the same step on the grid path (train/grid.py), the others the network's dense forward."""
-    from tuner_model.core.metrics import mse_to_psnr
-    from tuner_model.models import build_model
-    from tuner_model.train.fit import FitOptions, image_targets, make_objective
-
-    model = build_model(config, seed=0).to(dev).train()
-    coords, values = image_targets(image, dev)
-    with torch.no_grad():
-        model.out.bias.copy_(values.mean(dim=0))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    forward: Callable[[torch.Tensor], torch.Tensor] = model
-    if "bf16" in variant:
-        forward = _mixed_forward(model, dev)
-    if "compiled" in variant:
-        forward = torch.compile(forward)
-    grid = make_objective(model, [image], FitOptions(path="grid"), dev, stacked=False) if variant == "grid" else None
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        if grid is not None:
-            grid.losses(model, dict(model.named_parameters()), 0, None)
-        else:
-            pred = forward(coords)
-            loss = ((pred.float() - values) ** 2).mean()
-            loss.backward()
-        opt.step()
-        model.project()
-
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    for _ in range(warmup):
-        step()
-    _sync(dev)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(dev)
-    ms = (time.perf_counter() - start) * 1000 / steps
-    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
-    with torch.no_grad():  # quality of what those steps learned, always measured in fp32
-        mse = float(((model.eval()(coords) - values) ** 2).mean())
-    return ms, mse_to_psnr(mse), peak
-
-
-def _mixed_forward(model, dev: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """TUNER with bf16 matrix products where accuracy allows: the input layer stays fp32 (its arguments
-    reach hundreds of radians, where bf16 keeps no fractional digits), the hidden and output products run
-    in bf16 under autocast, and every sine is taken in fp32."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        y = model.features(x)
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
-            for i in range(len(model.hidden)):
-                wh = model.config.hidden_omega
-                z = torch.nn.functional.linear(y, model.effective_weight(i), wh * model.hidden_bias[i])
-                y = torch.sin(z.float())
-            return model.out(y).float()
-
-    return forward
-
-
 def bench_full_encode(image: np.ndarray, device: str, say: Callable[[str], None]) -> dict[str, Any]:
-    from tuner_model.rate.encode import EncodeSettings, encode
+    from tuner_model.rate.encode import encode
+    from tuner_model.rate.request import EncodeSettings
 
     start = time.perf_counter()
     fitted, blob = encode(image, EncodeSettings(device=device))
@@ -325,7 +152,7 @@ def bench_full_encode(image: np.ndarray, device: str, say: Callable[[str], None]
 def bench_batched(images: list[np.ndarray], width: int, steps: int, warmup: int, dev: torch.device,
                   say: Callable[[str], None]) -> dict[str, Any]:
     """Images per second fitting K images at once against one after another (same steps)."""
-    from tuner_model.rate.encode import default_config
+    from tuner_model.rate.pipeline import default_config
     from tuner_model.train.batched import fit_batch
     from tuner_model.train.fit import FitOptions, fit_image
 
@@ -334,14 +161,14 @@ def bench_batched(images: list[np.ndarray], width: int, steps: int, warmup: int,
     total = steps + warmup
     opts = FitOptions(steps=total, device=str(dev), progress_every=total)
     fit_batch(images[:2], config, FitOptions(steps=1, device=str(dev)))  # warm caches and kernels
-    _sync(dev)
+    sync(dev)
     t0 = time.perf_counter()
     together = fit_batch(images, config, opts)
-    _sync(dev)
+    sync(dev)
     t_batch = time.perf_counter() - t0
     t0 = time.perf_counter()
     alone = [fit_image(im, config, opts) for im in images]
-    _sync(dev)
+    sync(dev)
     t_alone = time.perf_counter() - t0
     gap = max(abs(a.meta["psnr"] - b.meta["psnr"]) for a, b in zip(together, alone, strict=True))
     k = len(images)
@@ -350,102 +177,6 @@ def bench_batched(images: list[np.ndarray], width: int, steps: int, warmup: int,
             "seconds_one_at_a_time": round(t_alone, 3), "images_per_s_batched": round(k / t_batch, 4),
             "images_per_s_one_at_a_time": round(k / t_alone, 4), "speedup": round(t_alone / t_batch, 3),
             "max_psnr_gap_db": round(gap, 4)}
-
-
-# ------------------------------------------------------------------------------------------------ rendering
-
-
-def _best_time(fn: Callable[[], Any], repeats: int, dev: torch.device | None = None) -> tuple[float, Any]:
-    best, out = math.inf, None
-    for _ in range(repeats):
-        if dev is not None:
-            _sync(dev)
-        t0 = time.perf_counter()
-        out = fn()
-        if dev is not None:
-            _sync(dev)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
-def bench_render(first: Path, blob: str | None, sizes: list[tuple[int, int]], direct_sizes: list[tuple[int, int]],
-                 repeats: int, render_steps: int, dev: torch.device, compile_render: bool, skipped: list[dict],
-                 say: Callable[[str], None]) -> dict[str, Any]:
-    from tuner_model import render as fast_render
-    from tuner_model.codec import decode_blob
-    from tuner_model.core.image_io import load_image
-    from tuner_model.core.metrics import psnr
-    from tuner_model.models import build_model
-    from tuner_model.rate.encode import EncodeSettings, encode
-    from tuner_model.render.direct import render
-
-    if blob:
-        data = Path(blob).read_bytes()
-        source = {"blob": str(blob)}
-    else:
-        image = load_image(first)
-        _, data = encode(image, EncodeSettings(steps=render_steps, device=str(dev)))
-        source = {"encoded_from": first.name, "steps": render_steps}
-    fitted = decode_blob(data)
-    model, native, colour = fitted.model, fitted.native, fitted.colour
-    source.update(bytes=len(data), bpp=round(8 * len(data) / (native[0] * native[1]), 4),
-                  width=fitted.config.input_width, native=f"{native[0]}x{native[1]}", arch=fitted.config.arch)
-    compiled = False
-    if compile_render:
-        compiled = fast_render.warm_up(True)
-        if not compiled:
-            skipped.append({"what": "compiled render sine", "why": "torch.compile unavailable here"})
-    rows = []
-    for w, h in sizes:
-        row: dict[str, Any] = {"size": f"{w}x{h}", "cpu_threads": torch.get_num_threads()}
-        if compiled:
-            fast_render.warm_up(False)
-        t_fast, fast = _best_time(lambda w=w, h=h: fast_render.render_fast(model, native, w, h, colour=colour),
-                                  repeats)
-        row["cpu_fast_ms"] = round(t_fast * 1000, 1)
-        row["path"] = "resampled" if _resamples(model, native, w, h, colour) else "exact"
-        if compiled:
-            fast_render.warm_up(True)
-            t_c, _ = _best_time(lambda w=w, h=h: fast_render.render_fast(model, native, w, h, colour=colour),
-                                repeats)
-            row["cpu_fast_compiled_ms"] = round(t_c * 1000, 1)
-        if (w, h) in direct_sizes:
-            reps = max(1, min(repeats, 2 if w * h <= 1 << 21 else 1))
-            t_direct, ref = _best_time(lambda w=w, h=h: render(model, native, w, h, colour=colour), reps)
-            row["cpu_direct_ms"] = round(t_direct * 1000, 1)
-            row["cpu_speedup"] = round(t_direct / t_fast, 2)
-            row["psnr_vs_direct"] = round(psnr(fast, ref), 2)
-        else:
-            ref = fast_render.render_fast(model, native, w, h, colour=colour, resample=False)
-            row["psnr_vs_exact"] = round(psnr(fast, ref), 2)
-        if dev.type == "cuda":
-            gpu_model = build_model(fitted.config)
-            gpu_model.load_state_dict(model.state_dict())
-            gpu_model.to(dev)
-            render(gpu_model, native, w, h, colour=colour, device=dev)  # warm-up
-            t_gpu, _ = _best_time(lambda w=w, h=h, g=gpu_model: render(g, native, w, h, colour=colour, device=dev),
-                                  repeats, dev)
-            row["gpu_direct_ms"] = round(t_gpu * 1000, 1)
-        rows.append(row)
-        say(f"render {w}x{h}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "size"))
-    if compiled:
-        fast_render.warm_up(False)
-    if dev.type != "cuda":
-        skipped.append({"what": "GPU render timings", "why": "no CUDA device in this run"})
-    return {"source": source, "rows": rows}
-
-
-def _resamples(model, native: tuple[int, int], w: int, h: int, colour: str) -> bool:
-    from tuner_model.core.coords import extent
-    from tuner_model.render.resample import eval_spacing, passes_probe
-    from tuner_model.render.separable import supports
-
-    if not supports(model):
-        return False
-    sx, sy = extent(*native)
-    hh = eval_spacing(model)
-    dense = 2 * sx / w < hh or 2 * sy / h < hh
-    return dense and passes_probe(model, native, colour, hh)
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:

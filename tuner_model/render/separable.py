@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from tuner_model.models.tuner import TunerNet
 from tuner_model.render.sines import fold_impl, sin_impl
 
 TILE_ELEMENTS = 1 << 21  # pre-activations per tile (8 MB of float32: stays in cache)
@@ -24,8 +25,6 @@ TILE_ELEMENTS = 1 << 21  # pre-activations per tile (8 MB of float32: stays in c
 
 def supports(model: nn.Module) -> bool:
     """Whether `model` can take the fast path."""
-    from tuner_model.models.tuner import TunerNet  # models import nothing of rendering; keep it so
-
     return isinstance(model, TunerNet)
 
 

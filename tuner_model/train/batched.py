@@ -14,7 +14,7 @@ The loop is loop.py's, the step the objective's (the grid path for stacked TUNER
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,71 +25,9 @@ from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.core.metrics import mse_to_psnr
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.models.fitted import FittedImage
-from tuner_model.models.tuner import TunerNet
+from tuner_model.models.stacked import BatchedTuner, batchable
 from tuner_model.train.fit import FitOptions, FitProgress, fit_image, loop_options, make_objective
 from tuner_model.train.loop import train
-
-
-class BatchedTuner(torch.nn.Module):
-    """K TUNER networks of one configuration: parameters stacked along a leading K dimension."""
-
-    def __init__(self, nets: Sequence[TunerNet]) -> None:
-        super().__init__()
-        first = nets[0]
-        self.config: ModelConfig = first.config
-        self.register_buffer("k", first.k.clone(), persistent=False)
-        self.register_buffer("omega", first.omega.clone(), persistent=False)
-        self.phase = torch.nn.Parameter(torch.stack([n.phase.detach() for n in nets]))  # (K, m)
-        self.hidden = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.stack([n.hidden[i].detach() for n in nets])) for i in range(len(first.hidden))])
-        self.hidden_bias = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.stack([n.hidden_bias[i].detach() for n in nets]))
-             for i in range(len(first.hidden))])
-        self.out_weight = torch.nn.Parameter(torch.stack([n.out.weight.detach() for n in nets]))  # (K, C, n)
-        self.out_bias = torch.nn.Parameter(torch.stack([n.out.bias.detach() for n in nets]))  # (K, C)
-        # The clamp bound per entry of each hidden matrix; identical for every network of one config.
-        for i in range(len(first.hidden)):
-            bound = first.weight_bound(i).detach().clone() / self.config.hidden_omega
-            self.register_buffer(f"bound{i}", bound, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 2) shared coordinates → (K, N, C)."""
-        wh = self.config.hidden_omega
-        y = torch.sin((x @ self.omega.T)[None] + self.phase[:, None, :])  # (K, N, m)
-        for v, b in zip(self.hidden, self.hidden_bias, strict=True):
-            y = torch.sin(torch.baddbmm((wh * b)[:, None, :], y, (wh * v).transpose(1, 2)))
-        return torch.baddbmm(self.out_bias[:, None, :], y, self.out_weight.transpose(1, 2))
-
-    def penalty(self) -> None:
-        return None  # learned bounds have no batched form
-
-    @torch.no_grad()
-    def project(self) -> None:
-        for i, v in enumerate(self.hidden):
-            bound = getattr(self, f"bound{i}")
-            torch.maximum(torch.minimum(v, bound), -bound, out=v)
-
-    @staticmethod
-    def net_name(name: str) -> str:
-        """The TunerNet parameter that a stacked parameter holds (`out_weight` is `out.weight`)."""
-        return {"out_weight": "out.weight", "out_bias": "out.bias"}.get(name, name)
-
-    def unstack(self, k: int, seed: int) -> TunerNet:
-        """Network k as a plain TunerNet on the CPU."""
-        net = build_model(self.config, seed=seed)
-        assert isinstance(net, TunerNet)
-        with torch.no_grad():
-            net.phase.copy_(self.phase[k])
-            for i in range(len(net.hidden)):
-                net.hidden[i].copy_(self.hidden[i][k])
-                net.hidden_bias[i].copy_(self.hidden_bias[i][k])
-            net.out.weight.copy_(self.out_weight[k])
-            net.out.bias.copy_(self.out_bias[k])
-        return net.eval()
-
-
-def batchable(config: ModelConfig) -> bool:
-    return config.arch == "tuner" and not config.learn_bounds
 
 
 def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOptions = FitOptions(),
@@ -149,40 +87,6 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
     return results
 
 
-@torch.no_grad()
-def clip_per_network(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """`torch.nn.utils.clip_grad_norm_` applied to each stacked network alone: network k's gradients (index k
-    of the leading dimension of every parameter) are scaled by max_norm / (‖g_k‖ + 1e-6) when that is below 1.
-    A norm over the whole stack would clip every network by the others' gradients. Returns the K norms."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # (K,), as torch: norm of norms
-    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
-    return norms
-
-
-@torch.no_grad()
-def drop_members(model: BatchedTuner, opt: torch.optim.Optimizer, keep: list[int]) -> None:
-    """Keeps only the stacked networks at positions `keep`, with their Adam moments: the survivors go on
-    exactly as if the dropped ones had never been there (their parameters and gradients are disjoint).
-    New Parameter objects replace the old ones (autograd remembers a parameter's shape), in the model and in
-    the optimizer's groups, which the learning-rate schedule keeps using."""
-    idx = torch.tensor(keep, device=next(model.parameters()).device)
-    swaps: dict[torch.nn.Parameter, torch.nn.Parameter] = {}
-    for name, p in list(model.named_parameters()):
-        new = torch.nn.Parameter(p.detach().index_select(0, idx), requires_grad=p.requires_grad)
-        owner, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(owner) if owner else model, attr, new)
-        swaps[p] = new
-        state = opt.state.pop(p, None)
-        if state:
-            opt.state[new] = {k: v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v
-                              for k, v in state.items()}
-    for group in opt.param_groups:
-        group["params"] = [swaps.get(p, p) for p in group["params"]]
-
-
 def _fit_one_by_one(images: Sequence[np.ndarray], config: ModelConfig, options: FitOptions, colour: str,
                     progress: Callable[[FitProgress], None] | None, should_cancel: Callable[[], bool] | None,
                     member_cancelled: Callable[[int], bool] | None) -> list[FittedImage | None]:
@@ -203,4 +107,4 @@ def _fit_one_by_one(images: Sequence[np.ndarray], config: ModelConfig, options: 
     return results
 
 
-__all__ = ["BatchedTuner", "batchable", "clip_per_network", "drop_members", "fit_batch"]
+__all__ = ["fit_batch"]

@@ -17,8 +17,10 @@ from tuner_model.core.coords import pixel_grid
 from tuner_model.core.device import resolve_device
 from tuner_model.core.errors import ConfigError
 from tuner_model.core.metrics import mse_to_psnr
+from tuner_model.models import ModelConfig, build_model
+from tuner_model.models.fitted import FittedImage
 from tuner_model.train.loop import LoopOptions, train
-from tuner_model.train.objective import DenseObjective, GridObjective, Objective, grid_applies
+from tuner_model.train.objective import DenseObjective, GridObjective, Objective, SubGrid, grid_applies
 
 SCHEDULES = ("cosine", "constant")
 PATHS = ("auto", "grid", "dense")
@@ -119,8 +121,8 @@ def make_objective(model: nn.Module, images: list[np.ndarray], options: FitOptio
     if options.path == "grid" and not grid_applies(model):
         raise ConfigError("the grid path needs a TUNER network")
     if uses_grid(model, options):
-        return GridObjective(images, device, stacked, model, mask=mask, batch_rows=options.batch_rows,
-                             seed=options.seed, penalty=penalty, batch_cols=options.batch_cols)
+        sub_grid = SubGrid(options.batch_rows, options.batch_cols, options.seed)
+        return GridObjective(images, device, stacked, model, mask=mask, sub_grid=sub_grid, penalty=penalty)
     return DenseObjective(images, device, stacked, mask=mask, batch_pixels=options.batch_pixels,
                           chunk_pixels=options.chunk_pixels, seed=options.seed, penalty=penalty)
 
@@ -173,12 +175,10 @@ def _init_output_bias(model: nn.Module, image: np.ndarray, mask: np.ndarray | No
         out.bias.copy_(torch.as_tensor(pixels.mean(axis=0, dtype=np.float64), dtype=torch.float32))
 
 
-def fit_image(image: np.ndarray, config, options: FitOptions = FitOptions(), colour: str = "rgb",
+def fit_image(image: np.ndarray, config: ModelConfig, options: FitOptions = FitOptions(), colour: str = "rgb",
               progress: Callable[[FitProgress], None] | None = None,
-              should_cancel: Callable[[], bool] | None = None):
+              should_cancel: Callable[[], bool] | None = None) -> FittedImage:
     """Fit a fresh network of `config` to an (H, W, C) RGB/gray image in [0, 1]: a FittedImage."""
-    from tuner_model.models import build_model
-    from tuner_model.models.fitted import FittedImage
 
     h, w, c = image.shape
     colour_mod.check(colour, c)

@@ -1,6 +1,6 @@
 """Training TUNER networks on a pixel grid: the input layer summed separably, the rest in fused tiles.
 
-On a grid of pixel centres (xs × ys) TUNER's first hidden pre-activation separates (fast_render.py
+On a grid of pixel centres (xs × ys) TUNER's first hidden pre-activation separates (render/separable.py
 derives it): with the columns grouped by their integer kx,
     z_i(x, y) = Σ_r coef[r, y, i] · e[r, x],
 where the rows r of e are cos(ω_d x) for every distinct kx_d and sin(ω_d x) for kx_d ≠ 0, and
@@ -17,6 +17,9 @@ coef computation. The same function, summed in another order: gradients equal to
 to float32 rounding (tests/test_train_grid.py).
 
 Every network here is stacked (a leading K dimension, K >= 1): one TunerNet is K = 1.
+
+Over 300 lines: one autograd Function's hand-written forward and backward and the tile products they
+share; apart, neither half reads without the other.
 """
 
 from __future__ import annotations
@@ -114,12 +117,15 @@ def coefficients(sep: Separable, t: TunerTensors, rows: torch.Tensor | None = No
 class GridMSE(torch.autograd.Function):
     """Per-network weighted MSE of K stacked TUNER networks on a grid, forward and backward in tiles.
 
-    Inputs: coef (K, R, H, n1); e (R, W); target (K, H, C, W); weight (H, W) 0/1 or None (1 = a training
-    pixel); denominator (the loss is Σ weight·err² / denominator); then per deeper layer its W (K, n, n')
-    and bias (K, n); then the output layer (K, C, n) and (K, C). Returns the K losses."""
+    Inputs: coef (K, R, H, n1); the fixed inputs (_GridInputs: e, target, weight, where 1 marks a training
+    pixel, and the denominator: the loss is Σ weight·err² / denominator); the output layer (K, C, n) and
+    (K, C); then per deeper layer its W (K, n, n'), then per deeper layer its bias (K, n). Returns the K
+    losses."""
 
     @staticmethod
-    def forward(ctx, coef, e, target, weight, denominator, should_cancel, out_w, out_b, *deep):  # type: ignore[override]
+    def forward(ctx, coef, fixed, out_w, out_b, *deep):  # type: ignore[override]
+        e, target, weight, denominator, should_cancel = (fixed.e, fixed.target, fixed.weight, fixed.denominator,
+                                                         fixed.should_cancel)
         n_deep = len(deep) // 2
         deep_w, deep_b = deep[:n_deep], deep[n_deep:]
         k_count, r_count, h, n1 = coef.shape
@@ -172,7 +178,7 @@ class GridMSE(torch.autograd.Function):
                 o *= scale  # d loss / d out
                 d_out_b[k] += o.sum(dim=(0, 2))
                 _add_outer(d_out_w[k], o, last)
-                g = _backward_tile(k, t, o, cw, s, co, deep_w, d_deep_w, d_deep_b, fused)
+                g = _backward_tile(k, t, o, cw, s, co, _Deep(deep_w, d_deep_w, d_deep_b), fused)
                 torch.mm(e, g.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
         ctx.save_for_backward(d_coef, d_out_w, d_out_b, *d_deep_w, *d_deep_b)
         ctx.n_deep = n_deep
@@ -184,8 +190,7 @@ class GridMSE(torch.autograd.Function):
         d_coef, d_out_w, d_out_b = saved[:3]
         rest = saved[3:]
         k_shape = (-1,) + (1,) * 3
-        out = [d_coef * grad.view(k_shape), None, None, None, None, None,
-               d_out_w * grad.view(-1, 1, 1), d_out_b * grad.view(-1, 1)]
+        out = [d_coef * grad.view(k_shape), None, d_out_w * grad.view(-1, 1, 1), d_out_b * grad.view(-1, 1)]
         n_deep = ctx.n_deep
         out += [d * grad.view(-1, 1, 1) for d in rest[:n_deep]]
         out += [d * grad.view(-1, 1) for d in rest[n_deep:]]
@@ -205,8 +210,29 @@ def _activate(sine: torch.Tensor, pre: torch.Tensor, keep_pre: bool) -> None:
         pre.cos_()
 
 
+@dataclass(frozen=True)
+class _GridInputs:
+    """GridMSE's inputs that take no gradient: the first layer's x factors e (R, W), the target
+    (K, H, C, W), the 0/1 weight (H, W) or None, the loss's denominator, and the cancel check."""
+
+    e: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor | None
+    denominator: float
+    should_cancel: Callable[[], bool] | None
+
+
+@dataclass(frozen=True)
+class _Deep:
+    """The deeper hidden layers' weights (K, n, n') and the gradients accumulated into: weights and biases."""
+
+    weights: tuple[torch.Tensor, ...] | list[torch.Tensor]
+    d_weights: list[torch.Tensor]
+    d_biases: list[torch.Tensor]
+
+
 def _backward_tile(k: int, t: int, d_out: torch.Tensor, cw: torch.Tensor, s: list[torch.Tensor],
-                   co: list[torch.Tensor], deep_w, d_deep_w, d_deep_b, fused: bool = False) -> torch.Tensor:
+                   co: list[torch.Tensor], deep: _Deep, fused: bool = False) -> torch.Tensor:
     """The gradient with respect to the first pre-activation of one tile, accumulating the deeper layers'
     weight gradients on the way; written over the cosine buffers (no new image-sized memory)."""
     top = len(s) - 1
@@ -216,10 +242,10 @@ def _backward_tile(k: int, t: int, d_out: torch.Tensor, cw: torch.Tensor, s: lis
     else:
         _mul_left_mm(g, cw.T, d_out)
     for li in range(top, 0, -1):  # layer li takes s[li - 1] through W = deep_w[li - 1]
-        wl = deep_w[li - 1][k]
+        wl = deep.weights[li - 1][k]
         below = co[li - 1]
-        d_deep_b[li - 1][k] += g.sum(dim=(0, 2))
-        _add_outer(d_deep_w[li - 1][k], g, s[li - 1])
+        deep.d_biases[li - 1][k] += g.sum(dim=(0, 2))
+        _add_outer(deep.d_weights[li - 1][k], g, s[li - 1])
         _mul_left_mm(below, wl.T, g)
         g = below
     return g
@@ -291,7 +317,7 @@ def grid_losses(sep: Separable, t: TunerTensors, target: torch.Tensor, weight: t
     """The K networks' losses on the grid rows `rows` (target and weight already restricted to them),
     differentiable in every tensor of `t`."""
     coef = coefficients(sep, t, rows)
-    return GridMSE.apply(coef, sep.e, target, weight, float(denominator), should_cancel,
-                         t.out_weight, t.out_bias, *t.weights[1:], *t.biases[1:])
+    fixed = _GridInputs(sep.e, target, weight, float(denominator), should_cancel)
+    return GridMSE.apply(coef, fixed, t.out_weight, t.out_bias, *t.weights[1:], *t.biases[1:])
 
 

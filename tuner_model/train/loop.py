@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tuner_model.core.errors import FitCancelled
+from tuner_model.models.stacked import BatchedTuner
 from tuner_model.train.objective import Objective
 
 Quantizers = dict  # name -> codec.quant.Quantizer (anything with .fake(tensor))
@@ -92,8 +93,6 @@ def train(model: nn.Module, objective: Objective, options: LoopOptions, stacked:
                     break
                 raise FitCancelled(f"every network was cancelled at step {step}")
             if len(keep) < len(live):
-                from tuner_model.train.batched import drop_members
-
                 drop_members(model, opt, keep)
                 objective.drop(keep)
                 live = [live[j] for j in keep]
@@ -139,8 +138,6 @@ def _step_losses(model: nn.Module, objective: Objective, step: int, stacked: boo
     params = dict(model.named_parameters())
     if quantizers is None:
         return objective.losses(model, params, step, should_cancel).tolist()
-    from tuner_model.train.batched import BatchedTuner
-
     with torch.no_grad():
         if stacked:
             fake = {name: torch.stack([_fake(qs, BatchedTuner.net_name(name), p[j]) for j, qs in enumerate(quantizers)])
@@ -181,8 +178,40 @@ def _restore(model: nn.Module, j: int, stacked: bool, state: dict[str, torch.Ten
 def _clip(model: nn.Module, max_norm: float, stacked: bool) -> None:
     params = [p for p in model.parameters() if p.grad is not None]
     if stacked:
-        from tuner_model.train.batched import clip_per_network
-
         clip_per_network(params, max_norm)
     else:
         nn.utils.clip_grad_norm_(params, max_norm)
+
+
+@torch.no_grad()
+def clip_per_network(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` applied to each stacked network alone: network k's gradients (index k
+    of the leading dimension of every parameter) are scaled by max_norm / (‖g_k‖ + 1e-6) when that is below 1.
+    A norm over the whole stack would clip every network by the others' gradients. Returns the K norms."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # (K,), as torch: norm of norms
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+    return norms
+
+
+@torch.no_grad()
+def drop_members(model: BatchedTuner, opt: torch.optim.Optimizer, keep: list[int]) -> None:
+    """Keeps only the stacked networks at positions `keep`, with their Adam moments: the survivors go on
+    exactly as if the dropped ones had never been there (their parameters and gradients are disjoint).
+    New Parameter objects replace the old ones (autograd remembers a parameter's shape), in the model and in
+    the optimizer's groups, which the learning-rate schedule keeps using."""
+    idx = torch.tensor(keep, device=next(model.parameters()).device)
+    swaps: dict[torch.nn.Parameter, torch.nn.Parameter] = {}
+    for name, p in list(model.named_parameters()):
+        new = torch.nn.Parameter(p.detach().index_select(0, idx), requires_grad=p.requires_grad)
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attr, new)
+        swaps[p] = new
+        state = opt.state.pop(p, None)
+        if state:
+            opt.state[new] = {k: v.index_select(0, idx) if torch.is_tensor(v) and v.dim() > 0 else v
+                              for k, v in state.items()}
+    for group in opt.param_groups:
+        group["params"] = [swaps.get(p, p) for p in group["params"]]

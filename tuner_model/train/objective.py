@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +22,8 @@ from torch import nn
 from torch.func import functional_call
 
 from tuner_model.core.coords import axis_centres, extent, pixel_grid
+from tuner_model.models.stacked import BatchedTuner
+from tuner_model.models.tuner import TunerNet
 from tuner_model.train import grid as grid_mod
 
 Cancel = Callable[[], bool] | None
@@ -110,13 +113,22 @@ class DenseObjective:
         self.values = self.values[keep]
 
 
+@dataclass(frozen=True)
+class SubGrid:
+    """The random sub-grid each grid step sees: `rows` × `cols` of the image (None: all), drawn from `seed`."""
+
+    rows: int | None = None
+    cols: int | None = None
+    seed: int = 0
+
+
 class GridObjective:
     """TUNER networks on the image's pixel grid: every row each step, or `batch_rows` rows drawn as
     shuffled epochs of the rows (stochastic over rows, keeping the separable structure)."""
 
     def __init__(self, images: list[np.ndarray], device: torch.device, stacked: bool, model: nn.Module,
-                 mask: np.ndarray | None = None, batch_rows: int | None = None, seed: int = 0,
-                 penalty: bool = True, batch_cols: int | None = None) -> None:
+                 mask: np.ndarray | None = None, sub_grid: SubGrid = SubGrid(), penalty: bool = True) -> None:
+        batch_rows, batch_cols, seed = sub_grid.rows, sub_grid.cols, sub_grid.seed
         h, w, c = images[0].shape
         sx, sy = extent(w, h)
         xs = axis_centres(w, sx, device=device).to(torch.float64)
@@ -160,7 +172,4 @@ class GridObjective:
 
 def grid_applies(model: nn.Module) -> bool:
     """Whether `model` can train on the grid path: TUNER networks, single or stacked."""
-    from tuner_model.models.tuner import TunerNet
-    from tuner_model.train.batched import BatchedTuner
-
     return isinstance(model, TunerNet | BatchedTuner)

@@ -5,6 +5,7 @@ live on the grid the blob stores. The one training loop (loop.py) with quantizer
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,10 +13,24 @@ from torch import nn
 
 from tuner_model.codec.quant import Quantizer
 from tuner_model.core.errors import FitCancelled
+from tuner_model.models.stacked import BatchedTuner, batchable
 from tuner_model.train.fit import FitOptions, cosine_factor, make_objective
 from tuner_model.train.loop import LoopOptions, train
 
 QAT_FINAL_LR = 0.05  # the cosine ends at this fraction of the fine-tuning lr
+
+
+@dataclass(frozen=True)
+class QatOptions:
+    steps: int
+    lr: float = 2e-4
+    device: torch.device | str = "cpu"
+    chunk_pixels: int = 1 << 18  # pixels per forward pass
+    batch_rows: int | None = None  # rows per step (None: all; keep-best only then)
+
+
+def _qat_options(options: QatOptions | int) -> QatOptions:
+    return QatOptions(options) if isinstance(options, int) else options
 
 
 def _options(steps: int, lr: float, batch_rows: int | None) -> LoopOptions:
@@ -31,22 +46,23 @@ def _objective(model: nn.Module, targets: Sequence[np.ndarray], device: torch.de
                           device, stacked=stacked, penalty=False)
 
 
-def qat_finetune(model: nn.Module, target: np.ndarray, quantizers: dict[str, Quantizer], steps: int,
-                 lr: float = 2e-4, device: torch.device | str = "cpu", chunk_pixels: int = 1 << 18,
+def qat_finetune(model: nn.Module, target: np.ndarray, quantizers: dict[str, Quantizer], options: QatOptions | int,
                  progress: Callable[[int, float], None] | None = None,
-                 should_cancel: Callable[[], bool] | None = None, batch_rows: int | None = None) -> float:
-    """Fine-tune `model` in place through its quantizers; keeps the parameters whose quantized network
-    had the lowest loss. `target` is the image in the network's colour space. Returns that loss."""
-    dev = torch.device(device)
+                 should_cancel: Callable[[], bool] | None = None) -> float:
+    """Fine-tune `model` in place through its quantizers (`options`: a QatOptions, or that many steps);
+    keeps the parameters whose quantized network had the lowest loss when every step sees every row.
+    `target` is the image in the network's colour space. Returns the kept parameters' loss."""
+    o = _qat_options(options)
+    dev = torch.device(o.device)
     model.to(dev).train()
-    objective = _objective(model, [target], dev, False, chunk_pixels, batch_rows)
+    objective = _objective(model, [target], dev, False, o.chunk_pixels, o.batch_rows)
 
     def report(step: int, _live: list[int], losses: list[float]) -> None:
         if progress is not None:
             progress(step, losses[0])
 
-    result = train(model, objective, _options(steps, lr, batch_rows), quantizers=[dict(quantizers)], progress=report,
-                   should_cancel=should_cancel)
+    result = train(model, objective, _options(o.steps, o.lr, o.batch_rows), quantizers=[dict(quantizers)],
+                   progress=report, should_cancel=should_cancel)
     loss = result.losses[0]
     return float("inf") if loss is None else loss
 
@@ -55,24 +71,20 @@ MemberProgress = Callable[[int, int, float], None]  # (member, step, loss)
 
 
 def qat_finetune_batch(models: Sequence[nn.Module], targets: Sequence[np.ndarray],
-                       quantizers: Sequence[dict[str, Quantizer]], steps: int, lr: float = 2e-4,
-                       device: torch.device | str = "cpu", chunk_pixels: int = 1 << 18,
+                       quantizers: Sequence[dict[str, Quantizer]], options: QatOptions | int,
                        progress: MemberProgress | None = None,
-                       member_cancelled: Callable[[int], bool] | None = None,
-                       batch_rows: int | None = None) -> list[float | None]:
+                       member_cancelled: Callable[[int], bool] | None = None) -> list[float | None]:
     """`qat_finetune` of several networks of one configuration, each on its own image (all one shape)
     through its own quantizers, fine-tuned together; each gets what `qat_finetune` alone gives it up to
     float rounding (stacked as in `batched.fit_batch`: disjoint parameters, elementwise Adam, one
     schedule). Returns each network's best loss; None for one that `member_cancelled(k)` dropped, which
     is left as it was. Networks without a batched form are fine-tuned one after another."""
-    from tuner_model.train.batched import BatchedTuner, batchable
-
     if len(models) == 1 or not batchable(models[0].config):
-        return _one_by_one(models, targets, quantizers, steps, lr, device, chunk_pixels, progress, member_cancelled,
-                           batch_rows)
-    dev = torch.device(device)
+        return _one_by_one(models, targets, quantizers, options, progress, member_cancelled)
+    o = _qat_options(options)
+    dev = torch.device(o.device)
     model = BatchedTuner(models).to(dev).train()  # type: ignore[arg-type]
-    objective = _objective(model, targets, dev, True, chunk_pixels, batch_rows)
+    objective = _objective(model, targets, dev, True, o.chunk_pixels, o.batch_rows)
 
     def report(step: int, live: list[int], losses: list[float]) -> None:
         if progress is not None:
@@ -80,7 +92,7 @@ def qat_finetune_batch(models: Sequence[nn.Module], targets: Sequence[np.ndarray
                 progress(k, step, loss)
 
     try:
-        result = train(model, objective, _options(steps, lr, batch_rows), stacked=True,
+        result = train(model, objective, _options(o.steps, o.lr, o.batch_rows), stacked=True,
                        quantizers=[dict(q) for q in quantizers], progress=report, member_cancelled=member_cancelled)
     except FitCancelled:  # every member was dropped: each is left as it was
         return [None] * len(models)
@@ -90,8 +102,9 @@ def qat_finetune_batch(models: Sequence[nn.Module], targets: Sequence[np.ndarray
     return result.losses
 
 
-def _one_by_one(models, targets, quantizers, steps, lr, device, chunk_pixels, progress, member_cancelled,
-                batch_rows) -> list[float | None]:
+def _one_by_one(models: Sequence[nn.Module], targets: Sequence[np.ndarray],
+                quantizers: Sequence[dict[str, Quantizer]], options: QatOptions | int,
+                progress: MemberProgress | None, member_cancelled: Callable[[int], bool] | None) -> list[float | None]:
     import copy
 
     out: list[float | None] = []
@@ -105,8 +118,7 @@ def _one_by_one(models, targets, quantizers, steps, lr, device, chunk_pixels, pr
 
         state = copy.deepcopy(model.state_dict())
         try:
-            out.append(qat_finetune(model, target, qs, steps, lr, device, chunk_pixels, member_progress, cancelled,
-                                    batch_rows))
+            out.append(qat_finetune(model, target, qs, options, member_progress, cancelled))
         except FitCancelled:
             model.load_state_dict(state)  # a dropped network is left as it was, as in the batched form
             out.append(None)
@@ -115,8 +127,6 @@ def _one_by_one(models, targets, quantizers, steps, lr, device, chunk_pixels, pr
 
 @torch.no_grad()
 def _load_member(net: nn.Module, stacked: nn.Module, j: int) -> None:
-    from tuner_model.train.batched import BatchedTuner
-
     params = dict(net.named_parameters())
     for name, p in stacked.named_parameters():
         params[BatchedTuner.net_name(name)].copy_(p[j])

@@ -1,0 +1,51 @@
+"""What a benchmark report says about the machine it ran on, and the device synchronisation its timers need."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def describe_machine(dev: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+                            "cpu_count": os.cpu_count(), "cpu": _cpu_name()}
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def best_time(fn: Callable[[], Any], repeats: int, dev: torch.device | None = None) -> tuple[float, Any]:
+    """The fastest of `repeats` runs of fn (seconds) and the last result."""
+    best, out = math.inf, None
+    for _ in range(repeats):
+        if dev is not None:
+            sync(dev)
+        t0 = time.perf_counter()
+        out = fn()
+        if dev is not None:
+            sync(dev)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
