@@ -110,13 +110,15 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
     per_image = []
     for path in list_images(images, opts.limit):
         img = load_sized(path, size)
-        curves = {fmt.lower(): classical_curve(img, fmt) for fmt in ("JPEG", "WEBP", "AVIF")}
+        curves = None  # the classical curves (seconds of AVIF encodes) only for an image with rates to run
         rows = []
         for bpp in bpps:
             key = f"{path.name}@{bpp}"
             if key in done:
                 rows.append(done[key])
                 continue
+            if curves is None:
+                curves = {fmt.lower(): classical_curve(img, fmt) for fmt in ("JPEG", "WEBP", "AVIF")}
             t = time.perf_counter()
             _, blob = encode(img, EncodeSettings(bpp=bpp, steps=steps, device=device, effort=effort))
             dec = decode_blob(blob).render()
