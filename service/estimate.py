@@ -1,19 +1,15 @@
 """How long a job's encode will take, judged at upload from the image's size and the job's parameters, so
-that the API refuses what the worker's soft time limit would kill. Pure arithmetic: tuner_model.effort and
-tuner_model.ratecontrol import no torch (tuner_model.encoder does, and the API never imports it)."""
+that the API refuses what the worker's soft time limit would kill. Pure arithmetic: tuner_model.rate's effort,
+request and table modules import no torch (the encoder does, and the API never imports it)."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from tuner_model.rate import table as ratecontrol
 from tuner_model.rate.effort import CPU_SECONDS_PER_PIXEL_NEURON, effort_plan, estimate_seconds
+from tuner_model.rate.request import DEFAULT_BPP, EncodeRequest
 
 from .settings import Settings
 
-# tuner_model.encoder.DEFAULT_BPP (the rate with neither bpp nor psnr); copied because that module imports
-# torch. tests/test_service_api.py checks that the two agree.
-DEFAULT_BPP = 2.0
 # A GPU worker's speed when the setting leaves it open: 20x the 2-core CPU. A guess, not a measurement
 # (docs/PERFORMANCE.md has no GPU figures yet): a 768x512 step at width 264 is 0.19 s on the CPU, and on a
 # datacenter GPU its few large matmuls take milliseconds, so for the large images whose fits come near the
@@ -28,13 +24,6 @@ PSNR_ATTEMPT_FACTOR = 2.0
 SAFETY_FACTOR = 1.5
 
 
-class FitRequest(Protocol):  # service.api.schemas.EncodeParams
-    bpp: float | None
-    psnr: float | None
-    steps: int | None
-    effort: int
-
-
 def seconds_per_pixel_neuron(settings: Settings) -> float:
     """The setting, else the CPU figure, or the CUDA guess when fit_device names CUDA. "auto" counts as the
     CPU: resolving it would import torch (and the API's machine need not be the workers')."""
@@ -45,7 +34,7 @@ def seconds_per_pixel_neuron(settings: Settings) -> float:
     return CPU_SECONDS_PER_PIXEL_NEURON
 
 
-def first_bpp(params: FitRequest) -> float:
+def first_bpp(params: EncodeRequest) -> float:
     """The rate of the first encode attempt, as the encoder picks it."""
     if params.bpp is not None:
         return params.bpp
@@ -54,13 +43,13 @@ def first_bpp(params: FitRequest) -> float:
     return DEFAULT_BPP
 
 
-def planned_steps(params: FitRequest, settings: Settings) -> int:
+def planned_steps(params: EncodeRequest, settings: Settings) -> int:
     """The steps the encoder's progress counts for one attempt: the float fit's and the fine-tuning's."""
     plan = effort_plan(params.effort, params.steps or settings.default_steps)
     return plan.steps + plan.qat_steps
 
 
-def estimate_fit_seconds(width: int, height: int, channels: int, params: FitRequest, settings: Settings) -> float:
+def estimate_fit_seconds(width: int, height: int, channels: int, params: EncodeRequest, settings: Settings) -> float:
     """Expected wall seconds of the job's encode on a worker configured by `settings`."""
     net_width = ratecontrol.plan_for_bpp(first_bpp(params), width, height, channels).width
     plan = effort_plan(params.effort, params.steps or settings.default_steps)
@@ -68,7 +57,7 @@ def estimate_fit_seconds(width: int, height: int, channels: int, params: FitRequ
     return seconds * (PSNR_ATTEMPT_FACTOR if params.psnr is not None else 1.0)
 
 
-def over_time_limit(width: int, height: int, channels: int, params: FitRequest, settings: Settings) -> str | None:
+def over_time_limit(width: int, height: int, channels: int, params: EncodeRequest, settings: Settings) -> str | None:
     """Why the job would run past the worker's soft time limit (a message for the client), or None."""
     seconds = estimate_fit_seconds(width, height, channels, params, settings)
     limit = settings.soft_time_limit_s

@@ -366,7 +366,7 @@ def test_fit_estimate(tmp_path: Path) -> None:
     from tuner_model.rate import request, table
     from tuner_model.rate.effort import CPU_SECONDS_PER_PIXEL_NEURON
 
-    assert DEFAULT_BPP == request.DEFAULT_BPP  # the service's copy of the encoder's default rate
+    assert DEFAULT_BPP == request.DEFAULT_BPP
     cpu = Settings(data_dir=tmp_path)
     assert seconds_per_pixel_neuron(cpu) == CPU_SECONDS_PER_PIXEL_NEURON  # "auto" counts as the CPU
     cuda = Settings(data_dir=tmp_path, fit_device="cuda:0")

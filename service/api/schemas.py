@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field
 
-from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN  # pure Python: no torch in the API
+from tuner_model.rate.request import EncodeRequest  # pure data: no torch in the API
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -28,27 +28,9 @@ class Problem(BaseModel):
     instance: str | None = None
 
 
-class EncodeParams(BaseModel):
-    """What the client asks of the fit: a target rate or a target quality (not both), and an effort (like
-    AVIF's speed: more fitting, a better picture at the same rate, a longer job); `steps` overrides the
-    effort's number of optimisation steps (advanced). A job stored before `effort` existed loads with the
-    default."""
-
-    model_config = ConfigDict(extra="forbid")
-    bpp: float | None = Field(None, ge=0.01, le=64, description="target bits per pixel")
-    psnr: float | None = Field(None, ge=10, le=80, description="target PSNR in dB")
-    steps: int | None = Field(None, ge=1, description="optimisation steps (advanced)")
-    effort: int = Field(DEFAULT_EFFORT, ge=EFFORT_MIN, le=EFFORT_MAX,
-                        description=f"how much fitting, {EFFORT_MIN} (fastest) to {EFFORT_MAX} (best)")
-
-    @model_validator(mode="after")
-    def _one_target(self) -> EncodeParams:
-        if self.bpp is not None and self.psnr is not None:
-            raise ValueError("give a target bpp or a target psnr, not both")
-        return self
-
-    def canonical(self) -> dict[str, float | int | None]:
-        return {"bpp": self.bpp, "psnr": self.psnr, "steps": self.steps, "effort": self.effort}
+# The client's encoding parameters are the library's request object, validated once, by its own rules
+# (bounds, one target): the worker rebuilds the same object from the job's stored parameters.
+EncodeParams = EncodeRequest
 
 
 class Links(BaseModel):
