@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.db import Database
+from service.records import Database
 from service.settings import Settings
 from service.storage import BlobStore
 

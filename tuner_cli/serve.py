@@ -80,7 +80,7 @@ def _declare_fit_queue(broker_url: str) -> None:
     neither inserts it."""
     from kombu import Connection, Queue
 
-    from worker.app import FIT_QUEUE
+    from service.jobqueue import FIT_QUEUE
 
     with Connection(broker_url) as conn:
         Queue(FIT_QUEUE)(conn.default_channel).declare()

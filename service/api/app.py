@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from celery import Celery
 from fastapi import FastAPI
 
-from service.db import Database
+from service.jobqueue import create_celery
+from service.records import Database
 from service.settings import Settings
 from service.storage import BlobStore, make_store
 from service.sweeper import Sweeper
@@ -22,8 +23,6 @@ from .routers import blobs, health, images, jobs
 
 def create_app(settings: Settings | None = None, *, store: BlobStore | None = None,
                celery: Celery | None = None) -> FastAPI:
-    from worker.app import create_celery
-
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 

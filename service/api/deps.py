@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
 
-from service.db import Database
+from service.records import Database
 from service.settings import Settings
 from service.storage import BlobStore
 
@@ -45,3 +46,22 @@ StoreDep = Annotated[BlobStore, Depends(get_store)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 RendererDep = Annotated[Renderer, Depends(get_renderer)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+@dataclass(frozen=True)
+class Services:
+    """The app's services in one parameter, for a route that needs most of them."""
+
+    settings: Settings
+    db: Database
+    store: BlobStore
+    celery: Celery
+    metrics: Metrics
+
+
+def get_services(request: Request) -> Services:
+    state = request.app.state
+    return Services(state.settings, state.db, state.store, state.celery, state.metrics)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.db import Database
+from service.records import Database
 
 FIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.db import RUNNING, SUCCEEDED, Image, Job
+from service.records import RUNNING, SUCCEEDED, Image, Job
 
 from .schemas import EncodeParams, ImageOut, JobOut, Links
 

@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from service.db import Image
+from service.records import Image
 from service.storage import digest, put_content
 
 from ..deps import DbDep, StoreDep

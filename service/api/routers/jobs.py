@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 
-from service.db import ACTIVE
+from service.records import ACTIVE
 
 from ..deps import DbDep
 from ..problems import ProblemError

@@ -15,7 +15,7 @@ import pytest
 from pg_fixtures import postgres_url  # noqa: F401 - a fixture
 from sqlalchemy import text
 
-from service.db import CANCELLED, QUEUED, RUNNING, Database, Job
+from service.records import CANCELLED, QUEUED, RUNNING, Database, Job
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

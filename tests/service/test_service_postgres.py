@@ -9,7 +9,7 @@ import numpy as np
 from pg_fixtures import postgres_url  # noqa: F401 - a fixture
 from test_service_e2e import FAST, Proc, encode_and_render, free_port, wait_ready
 
-from service.db import SUCCEEDED, Database
+from service.records import SUCCEEDED, Database
 
 
 def test_api_and_worker_on_postgres(redis_url: str, postgres_url: str, tmp_path: Path,  # noqa: F811

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from test_service_e2e import FAST, Proc, free_port, submit, wait_fitting, wait_job, wait_ready
 
-from service.db import QUEUED, RUNNING, Database, Job
+from service.records import QUEUED, RUNNING, Database, Job
 from service.settings import Settings
 from worker.app import FIT_QUEUE, FIT_TASK, create_celery
 

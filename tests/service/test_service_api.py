@@ -313,8 +313,8 @@ def test_effort_out_of_range_is_422(client: TestClient, parrots_path: Path) -> N
 
 def test_job_stored_without_effort_means_the_default(client: TestClient) -> None:
     """A job (and an image) recorded before `effort` existed still loads, at the default effort."""
-    from service.db import Image as ImageRow
-    from service.db import Job
+    from service.records import Image as ImageRow
+    from service.records import Job
     from tuner_model.rate.effort import DEFAULT_EFFORT
 
     db = client.app.state.db

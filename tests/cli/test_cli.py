@@ -123,7 +123,7 @@ def test_bad_inputs_fail_with_one_line(tmp_path, parrots_path, encoded):
 
 def test_readme_first_command_paths_exist():
     """The README's first command names the shipped sample; it must be in the repo."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text()
     assert "tuner_model/samples/parrots-96x64.png" in readme or "tuner serve" in readme
     assert (root / "tuner_model/samples/parrots-96x64.png").exists()

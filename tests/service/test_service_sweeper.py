@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from pg_fixtures import postgres_url  # noqa: F401 - a fixture
 
 from service.api.app import create_app
-from service.db import CANCELLED, QUEUED, RUNNING, SUCCEEDED, Database, Job
+from service.records import CANCELLED, QUEUED, RUNNING, SUCCEEDED, Database, Job
 from service.settings import Settings
 from service.storage import BlobNotFound, LocalBlobStore, S3BlobStore, digest, put_content
 from service.sweeper import Sweeper

@@ -17,12 +17,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.db import QUEUED, SUCCEEDED, Job
+from service.records import QUEUED, SUCCEEDED, Job
 from service.settings import Settings
 from service.storage import put_content
 from tuner_model.rate.effort import DEFAULT_EFFORT
-from worker.app import WorkerContext
-from worker.tasks import _encode_settings, _Heartbeat, _JobProgress, eta_seconds, run_fit
+from worker.context import WorkerContext
+from worker.fitting import encode_settings as _encode_settings
+from worker.heartbeat import Heartbeat as _Heartbeat
+from worker.heartbeat import JobProgress as _JobProgress
+from worker.heartbeat import eta_seconds
+from worker.run import run_fit
 
 
 def test_eta_rule() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from test_service_e2e import FAST, Proc, free_port, wait_job, wait_ready
 
-from service.db import QUEUED, Database, Job, new_job_id
+from service.records import QUEUED, Database, Job, new_job_id
 from service.settings import Settings
 from service.storage import make_store, put_content
 

@@ -27,12 +27,12 @@ from sqlalchemy import inspect, text
 from test_service_e2e import FAST, Proc, free_port, wait_job, wait_ready
 from test_service_records import _race
 
-from service.api.routers.images import batch_key
-from service.db import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Database, Job
+from service.records import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Database, Job
 from service.settings import Settings
 from service.storage import put_content
-from worker.app import WorkerContext
-from worker.tasks import run_fit
+from service.submit import batch_key
+from worker.context import WorkerContext
+from worker.run import run_fit
 
 KEY = batch_key(48, 32, 3, json.dumps({"bpp": None, "psnr": None, "steps": 30}, sort_keys=True))
 
@@ -218,13 +218,13 @@ def test_cancelling_one_member_leaves_the_others(ctx: WorkerContext, parrots: np
 
 def test_broken_batched_path_falls_back_to_one_at_a_time(ctx: WorkerContext, parrots: np.ndarray,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import tuner_model.rate.encode as encoder
+    from worker import fitting  # where the worker looks the batched encoder up
 
     def broken(*args: object, **kwargs: object):  # noqa: ANN202
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
         yield  # a generator, like the real one
 
-    monkeypatch.setattr(encoder, "iter_encode_batch", broken)
+    monkeypatch.setattr(fitting, "iter_encode_batch", broken)
     ids = [_submit(ctx, png, created_ago=10 - i) for i, png in enumerate(_crops(parrots)[:3])]
     out = run_fit(ctx, ids[0], "d")
     assert out["status"] == SUCCEEDED and out["batch"] == ids

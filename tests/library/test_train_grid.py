@@ -182,7 +182,7 @@ def test_decoding_a_blob_loads_no_training_code(tmp_path):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(tmp_path.parent.parent),
-                   env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+                   env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[2]),
                         "PATH": "/usr/bin:/bin"})
 
 

@@ -1,0 +1,29 @@
+"""Durable job and image records (SQLAlchemy; SQLite under the data dir by default). Redis is only the
+broker: these rows are the truth about every accepted job and every finished image.
+
+tables.py (the models), states.py (job states and outcomes as enums), schema.py (creating and upgrading the
+schema), engine.py (engines and sessions per process), jobs.py and images.py (the queries)."""
+
+from service.records.images import ImageRecords
+from service.records.jobs import JobRecords
+from service.records.states import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    STATES,
+    SUCCEEDED,
+    ClaimOutcome,
+    HeartbeatState,
+    JobState,
+)
+from service.records.tables import IdempotencyKey, Image, Job, new_job_id
+
+
+class Database(JobRecords, ImageRecords):
+    """One process's records: the job and image queries over one engine."""
+
+
+__all__ = ["ACTIVE", "CANCELLED", "FAILED", "QUEUED", "RUNNING", "STATES", "SUCCEEDED", "ClaimOutcome", "Database",
+           "HeartbeatState", "IdempotencyKey", "Image", "Job", "JobState", "new_job_id"]

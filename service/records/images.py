@@ -1,0 +1,37 @@
+"""Queries of finished images."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from service.records.engine import Records
+from service.records.tables import Image
+
+
+class ImageRecords(Records):
+    def get_image(self, image_id: str) -> Image | None:
+        with self.session() as s:
+            return s.get(Image, image_id)
+
+    def add_image(self, image: Image) -> Image:
+        """Insert unless present (a re-run or a second upload of the same blob keeps the first record)."""
+        try:
+            with self.session() as s:
+                s.add(image)
+        except IntegrityError:
+            existing = self.get_image(image.id)
+            assert existing is not None
+            return existing
+        return image
+
+    def delete_image(self, image_id: str) -> Image | None:
+        with self.session() as s:
+            img = s.get(Image, image_id)
+            if img is not None:
+                s.delete(img)
+            return img
+
+    def blob_in_use(self, blob_digest: str) -> bool:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Image).where(Image.blob_digest == blob_digest)) > 0

@@ -1,0 +1,76 @@
+"""The record tables: jobs, images and idempotency keys (SQLAlchemy declarative models)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import JSON, Float, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from service.records.states import QUEUED
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=QUEUED)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    psnr: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    upload_digest: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    # When the job's message was last sent to the broker (set when the job is accepted, just before the
+    # first send). A queued job whose last send is old may have lost its message; it is sent again.
+    sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fit_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Jobs with the same key can share one batched fit: the image's width x height x channels and the
+    # canonical fit parameters, set by the API at submission (None: never batched, e.g. older rows).
+    batch_key: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    # How many jobs shared the fit that made this job's blob (1: fitted alone); set when it succeeds.
+    batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Seconds the running fit still needs, estimated by its worker's heartbeat from the time since the fit
+    # started and its progress (None until it can tell); 0 once succeeded.
+    eta_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Image(Base):
+    __tablename__ = "images"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(Integer)
+    bpp: Mapped[float] = mapped_column(Float)
+    psnr: Mapped[float | None] = mapped_column(Float, nullable=True)
+    parameters: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    blob_digest: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))  # "fit" or "upload"
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+def new_job_id() -> str:
+    return "job_" + uuid.uuid4().hex

@@ -1,0 +1,117 @@
+"""Submitting an upload for fitting: deduplication, idempotency, admission (time limit, back-pressure), the job
+row, the message, and compensation when the queue is down. The route reads the upload and the parameters
+and builds the response; this decides what happens to the request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from celery import Celery
+
+from service.estimate import over_time_limit, planned_steps
+from service.jobqueue import send_fit
+from service.records import ACTIVE, QUEUED, SUCCEEDED, Database, Job, new_job_id
+from service.settings import Settings
+from service.storage import BlobStore, digest, put_content
+from tuner_model.rate.request import EncodeRequest
+
+log = logging.getLogger("tuner.api")
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    width: int
+    height: int
+    channels: int
+    params: EncodeRequest
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    deduplicated: bool  # an identical request (or the same Idempotency-Key) was accepted before: its job
+
+
+class SubmitRefused(Exception):
+    """The request is refused: an HTTP status, a one-line reason, and headers such as Retry-After."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+def batch_key(width: int, height: int, channels: int, canonical_params: str) -> str:
+    """Jobs that may share one batched fit: images of one shape fitted with the same parameters."""
+    return f"{width}x{height}x{channels}|{canonical_params}"
+
+
+def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobStore, celery: Celery) -> Submitted:
+    """The job for `upload`: an earlier one when the request repeats, else a new queued job whose message is
+    sent. Raises SubmitRefused (422 time limit or reused key, 429 back-pressure, 503 queue down)."""
+    # Dedupe works on the records, so an upload is stored only when a new job will need it (below).
+    upload_digest = digest(upload.data)
+    canonical = json.dumps(upload.params.canonical(), sort_keys=True)
+    fingerprint = hashlib.sha256(f"{upload_digest}|{canonical}".encode()).hexdigest()
+    image_id = "img_" + fingerprint[:32]
+    earlier = _earlier_job(db, upload.idempotency_key, fingerprint, image_id)
+    if earlier is not None:
+        return Submitted(earlier, True)
+    # After dedupe (an image already fitted is served whatever its cost), before anything is stored.
+    too_long = over_time_limit(upload.width, upload.height, upload.channels, upload.params, settings)
+    if too_long is not None:
+        raise SubmitRefused(422, too_long)
+    if db.count_jobs(ACTIVE) >= settings.max_pending_jobs:
+        raise SubmitRefused(429, "too many jobs waiting; retry later", {"Retry-After": "30"})
+
+    put_content(store, "uploads", upload.data)
+    job = Job(id=new_job_id(), image_id=image_id, status=QUEUED, progress=0.0, step=0,
+              steps=planned_steps(upload.params, settings), params=upload.params.model_dump(),
+              upload_digest=upload_digest, attempts=0, cancel_requested=0, created_at=time.time(),
+              sent_at=time.time(), batch_key=batch_key(upload.width, upload.height, upload.channels, canonical))
+    stored = db.add_job(job, upload.idempotency_key, fingerprint)
+    if stored.id != job.id:
+        return Submitted(stored, True)
+    _keep_upload(store, upload_digest, upload.data)
+    # If this process dies before the message is sent, the job is still safe: it is queued with sent_at set,
+    # and a worker's recovery scan sends it once TUNER_RESEND_QUEUED_AFTER_S has passed.
+    try:
+        send_fit(celery, job.id)
+    except Exception:  # noqa: BLE001 - the broker is down: the job can't run; say so and don't keep it queued
+        log.warning("could not queue job %s", job.id, exc_info=True)
+        db.fail_job(job.id, "the queue was unavailable when the job was submitted")
+        raise SubmitRefused(503, "the job queue is unavailable; retry later", {"Retry-After": "10"}) from None
+    return Submitted(job, False)
+
+
+def _earlier_job(db: Database, idempotency_key: str | None, fingerprint: str, image_id: str) -> Job | None:
+    """The job an earlier identical request made: by its Idempotency-Key, its fitted image, or its active job."""
+    if idempotency_key:
+        found = db.get_idempotency(idempotency_key)
+        if found is not None:
+            if found.fingerprint != fingerprint:
+                raise SubmitRefused(422, "this Idempotency-Key was used with a different request")
+            job = db.get_job(found.job_id)
+            if job is not None:
+                return job
+    if db.get_image(image_id) is not None:
+        done = db.latest_job_for_image(image_id, SUCCEEDED)
+        if done is not None:
+            return done
+    return db.active_job_for_image(image_id)
+
+
+def _keep_upload(store: BlobStore, upload_digest: str, data: bytes) -> None:
+    """The sweeper may have deleted an old identical upload between our put (which only touched it) and the
+    job row that now protects it; we still hold the bytes, so put them back before any worker looks."""
+    key = f"uploads/{upload_digest}"
+    if not store.exists(key):
+        log.info("upload %s was swept before its job was saved; storing it again", upload_digest)
+        store.put(key, data)
+
+
