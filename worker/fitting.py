@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
 from service.records import Image, Job, JobState
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
     from worker.run import JobRun
 
 log = logging.getLogger("tuner.worker")
+
+
+def set_torch_threads(n: int) -> None:
+    """Each prefork child's share of the CPU (called when the child starts)."""
+    torch.set_num_threads(n)
 
 
 def batching_applies(settings: Settings) -> bool:

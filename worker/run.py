@@ -47,7 +47,7 @@ class JobRun:
         else:  # nothing is left to wait for: 0 s once succeeded, and no estimate for a job that stopped
             self.ctx.db.finish_job(job.id, self.worker, status, **{"eta_s": 0.0 if status == SUCCEEDED else None,
                                                                    **values})
-            result = {"job_id": job.id, "status": status, **({"image_id": job.image_id} if status == SUCCEEDED
+            result = {"job_id": job.id, "status": str(status), **({"image_id": job.image_id} if status == SUCCEEDED
                                                               else {})}
         self.results[job.id] = result
         return result
@@ -83,11 +83,11 @@ def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
     state, job = db.claim_job(job_id, worker, settings.stale_after_s, settings.max_attempts)
     if state != ClaimOutcome.CLAIMED or job is None:
         log.info("job %s not run: %s", job_id, state)
-        return {"job_id": job_id, "status": job.status if job else "missing", "skipped": state}
+        return {"job_id": job_id, "status": str(job.status) if job else "missing", "skipped": str(state)}
 
     if db.get_image(job.image_id) is not None:  # an earlier run got as far as the image: nothing to fit
         db.finish_job(job_id, worker, SUCCEEDED, progress=1.0, eta_s=0.0)
-        return {"job_id": job_id, "status": SUCCEEDED, "image_id": job.image_id}
+        return {"job_id": job_id, "status": str(SUCCEEDED), "image_id": job.image_id}
 
     run = JobRun(ctx, worker, [job, *_claim_partners(ctx, job, worker)])
     run.hb.start()

@@ -43,6 +43,6 @@ def register(app: Celery) -> None:
 
     @worker_process_init.connect(weak=False)
     def _child_init(**_: Any) -> None:
-        import torch
+        from worker import fitting  # torch, in the child only
 
-        torch.set_num_threads(torch_threads_per_child(ctx.settings.worker_concurrency))
+        fitting.set_torch_threads(torch_threads_per_child(ctx.settings.worker_concurrency))
