@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,21 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_prefix: str = ""
+
+    # Access (docs/SERVICE.md, "Keys, tenants, signing and limits"). auto: keys are needed once a bootstrap key
+    # is set or any key was created with `tuner keys create`; off: open to anyone (local use only: the API
+    # refuses to listen beyond loopback without keys); on: keys needed even before one exists.
+    auth: Literal["auto", "on", "off"] = "auto"
+    bootstrap_key: SecretStr | None = None  # a key accepted without a record (compose), for bootstrap_tenant
+    bootstrap_tenant: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # Comma-separated HMAC keys for signed render URLs (the first signs, any verifies); empty: signing off.
+    signing_keys: SecretStr | None = None
+    # Requests per second per tenant (a token bucket; the embedded mode counts per process), 0: no limit.
+    rate_limit_per_s: float = Field(20.0, ge=0)
+    rate_limit_burst: int = Field(100, ge=1)
+    max_pending_jobs_per_tenant: int = Field(100, ge=1)  # a tenant's queued + running jobs; above: 429
+    max_stored_bytes_per_tenant: int = Field(1024**3, ge=0)  # a tenant's blobs; above: 403. 0: no quota
+    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser ("*": any)
 
     # Uploads and encoding
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
@@ -49,7 +64,13 @@ class Settings(BaseSettings):
     max_render_width: int = Field(8192, ge=1)
     max_render_height: int = Field(8192, ge=1)
     max_render_pixels: int = Field(16_777_216, ge=1)
-    render_concurrency: int = Field(2, ge=1)  # simultaneous renders in one API process; more get 429
+    render_concurrency: int = Field(2, ge=1)  # simultaneous renders in one API process; more wait
+    render_queue_max: int = Field(32, ge=0)  # renders that may wait for a slot; more get 429
+    render_queue_timeout_s: float = Field(20.0, gt=0)  # a render waiting longer gets 429 with Retry-After
+    render_timeout_s: float = Field(60.0, gt=0)  # a render still running after this stops (503)
+    # The most work one render may ask for, in output pixels × network parameters (the multiply-adds of
+    # evaluating every pixel exactly), checked before it starts: 422 above it. 2 CPU cores do ~1.5e10 a second.
+    max_render_work: float = Field(1.0e12, gt=0)
     decoded_cache_entries: int = Field(16, ge=0)
     # Compile the renderer's fused sine in the background at start-up (seconds of CPU, needs a C++
     # compiler; renders are eager until it is ready, and stay eager if it fails): ~0.65x the render time.
@@ -68,8 +89,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: int | None = None  # None: hard limit + 10 minutes
     max_attempts: int = Field(3, ge=1)  # a job whose worker dies this many times is failed
     heartbeat_s: float = Field(5.0, gt=0)
-    stale_after_s: float = Field(60.0, gt=0)  # a running job without heartbeat for this long is re-queued
-    recovery_interval_s: float = Field(15.0, gt=0)
+    # A running job without heartbeat for this long is re-queued; with the scan interval, a dead worker's
+    # job is running again within 25 s.
+    stale_after_s: float = Field(20.0, gt=0)
+    recovery_interval_s: float = Field(5.0, gt=0)
     # A queued job whose message was last sent this long ago is sent again, in case the broker lost it
     # (Redis restarted without persistence; the API died between saving the job and sending it). Longer
     # than a send takes; a duplicate costs a worker one database read.
@@ -81,6 +104,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.soft_time_limit_s >= self.hard_time_limit_s:
             raise ValueError("TUNER_SOFT_TIME_LIMIT_S must be lower than TUNER_HARD_TIME_LIMIT_S")
+        signing = self.signing_keys.get_secret_value() if self.signing_keys else ""
+        if any(len(k.strip()) < 16 for k in signing.split(",") if k.strip()):
+            raise ValueError("TUNER_SIGNING_KEYS: each key must be at least 16 characters")
         if self.visibility_timeout_s is not None and self.visibility_timeout_s <= self.hard_time_limit_s:
             raise ValueError("TUNER_VISIBILITY_TIMEOUT_S must be above TUNER_HARD_TIME_LIMIT_S")
         if self.stale_after_s <= 2 * self.heartbeat_s:

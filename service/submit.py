@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from service.estimate import over_time_limit, planned_steps
+from service.estimate import first_bpp, over_time_limit, planned_steps
 from service.jobqueue import send_fit
-from service.records import ACTIVE, QUEUED, SUCCEEDED, Database, Job, new_job_id
+from service.records import ACTIVE, LOCAL_TENANT, QUEUED, SUCCEEDED, Database, Job, new_job_id
 from service.settings import Settings
 from service.storage import BlobStore, digest, put_content
 from tuner_model.rate.request import EncodeRequest
@@ -30,6 +30,7 @@ class Upload:
     channels: int
     params: EncodeRequest
     idempotency_key: str | None = None
+    tenant: str = LOCAL_TENANT
 
 
 @dataclass(frozen=True)
@@ -51,30 +52,55 @@ def batch_key(width: int, height: int, channels: int, canonical_params: str) -> 
     return f"{width}x{height}x{channels}|{canonical_params}"
 
 
+def tenant_scoped(tenant: str, value: str) -> str:
+    """`value` within a tenant: the same bytes (or Idempotency-Key) from two tenants are two things. The local
+    tenant keeps the unscoped value, so the ids of a service from before tenants existed stay as they were."""
+    return value if tenant == LOCAL_TENANT else f"{tenant}\x1f{value}"
+
+
+def idempotency_record_key(tenant: str, key: str) -> str:
+    return hashlib.sha256(tenant_scoped(tenant, key).encode()).hexdigest()
+
+
+def check_quota(db: Database, settings: Settings, tenant: str, adding: int = 0) -> None:
+    """Raises SubmitRefused(403) when the tenant's stored blobs are at (or `adding` would pass) its quota."""
+    quota = settings.max_stored_bytes_per_tenant
+    if quota and db.stored_bytes(tenant) + adding > quota:
+        raise SubmitRefused(403, f"storage quota of {quota} bytes reached; delete images to make room")
+
+
 def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobStore, celery: Celery) -> Submitted:
     """The job for `upload`: an earlier one when the request repeats, else a new queued job whose message is
-    sent. Raises SubmitRefused (422 time limit or reused key, 429 back-pressure, 503 queue down)."""
+    sent. Raises SubmitRefused (403 quota, 422 time limit or reused key, 429 back-pressure, 503 queue down)."""
     # Dedupe works on the records, so an upload is stored only when a new job will need it (below).
     upload_digest = digest(upload.data)
     canonical = json.dumps(upload.params.canonical(), sort_keys=True)
-    fingerprint = hashlib.sha256(f"{upload_digest}|{canonical}".encode()).hexdigest()
+    fingerprint = hashlib.sha256(tenant_scoped(upload.tenant, f"{upload_digest}|{canonical}").encode()).hexdigest()
     image_id = "img_" + fingerprint[:32]
-    earlier = _earlier_job(db, upload.idempotency_key, fingerprint, image_id)
+    id_key = idempotency_record_key(upload.tenant, upload.idempotency_key) if upload.idempotency_key else None
+    earlier = _earlier_job(db, id_key, fingerprint, image_id)
     if earlier is not None:
+        if id_key is not None:
+            _remember(db, id_key, fingerprint, earlier)
         return Submitted(earlier, True)
     # After dedupe (an image already fitted is served whatever its cost), before anything is stored.
     too_long = over_time_limit(upload.width, upload.height, upload.channels, upload.params, settings)
     if too_long is not None:
         raise SubmitRefused(422, too_long)
+    # The blob to come counts at its planned size: a tenant at its quota can't queue fits past it.
+    check_quota(db, settings, upload.tenant, int(first_bpp(upload.params) * upload.width * upload.height / 8))
+    if db.count_jobs(ACTIVE, upload.tenant) >= settings.max_pending_jobs_per_tenant:
+        raise SubmitRefused(429, f"this tenant has {settings.max_pending_jobs_per_tenant} jobs waiting or running "
+                                 "(its limit); retry when some have finished", {"Retry-After": "30"})
     if db.count_jobs(ACTIVE) >= settings.max_pending_jobs:
         raise SubmitRefused(429, "too many jobs waiting; retry later", {"Retry-After": "30"})
 
     put_content(store, "uploads", upload.data)
-    job = Job(id=new_job_id(), image_id=image_id, status=QUEUED, progress=0.0, step=0,
+    job = Job(id=new_job_id(), tenant=upload.tenant, image_id=image_id, status=QUEUED, progress=0.0, step=0,
               steps=planned_steps(upload.params, settings), params=upload.params.model_dump(),
               upload_digest=upload_digest, attempts=0, cancel_requested=0, created_at=time.time(),
               sent_at=time.time(), batch_key=batch_key(upload.width, upload.height, upload.channels, canonical))
-    stored = db.add_job(job, upload.idempotency_key, fingerprint)
+    stored = db.add_job(job, id_key, fingerprint)
     if stored.id != job.id:
         return Submitted(stored, True)
     _keep_upload(store, upload_digest, upload.data)
@@ -104,6 +130,13 @@ def _earlier_job(db: Database, idempotency_key: str | None, fingerprint: str, im
         if done is not None:
             return done
     return db.active_job_for_image(image_id)
+
+
+def _remember(db: Database, id_key: str, fingerprint: str, earlier: Job) -> None:
+    """A key first used on a deduplicated request is recorded too, so that reusing it for another image is
+    refused like any reuse."""
+    if db.remember_idempotency(id_key, fingerprint, earlier.id).fingerprint != fingerprint:
+        raise SubmitRefused(422, "this Idempotency-Key was used with a different request")
 
 
 def _keep_upload(store: BlobStore, upload_digest: str, data: bytes) -> None:

@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuner_cli.serve import register as register_service
 
     register_service(sub)
+    from tuner_cli.access import register as register_access
+
+    register_access(sub, _Parser)
     return p
 
 

@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tuner_model.core.errors import TunerError
 
-def _settings(**overrides: object):  # noqa: ANN202
+
+def settings_from_env(**overrides: object):  # noqa: ANN202
+    """Settings from TUNER_* variables (and overrides), or a one-line TunerError."""
     from pydantic import ValidationError
 
     from service.settings import Settings
-    from tuner_model.core.errors import TunerError
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -26,12 +28,31 @@ def _settings(**overrides: object):  # noqa: ANN202
         raise TunerError(f"bad setting {where}: {msg}" if where else f"bad settings: {msg}") from None
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_exposure(settings, host: str) -> None:  # noqa: ANN001
+    """An API without keys is open to whoever reaches it: fine on loopback, refused anywhere else."""
+    if host in _LOOPBACK or host.startswith("127."):
+        return
+    from service.access.keys import KeyRing
+    from service.records import Database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.auth == "off" or not KeyRing(settings, Database(settings.resolved_database_url)).required():
+        raise TunerError(f"refusing to listen on {host} without API keys: anyone could use the service. Create a "
+                         "key with `tuner keys create --tenant NAME` (or set TUNER_BOOTSTRAP_KEY), "
+                         "or listen on 127.0.0.1")
+
+
 def _run_api(settings, host: str, port: int) -> int:  # noqa: ANN001
     import contextlib
 
     import uvicorn
 
     from service.api.app import create_app
+
+    check_exposure(settings, host)
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -58,13 +79,13 @@ def _die_with_parent() -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    return _run_api(_settings(), args.host, args.port)
+    return _run_api(settings_from_env(), args.host, args.port)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.app import FIT_QUEUE, create_celery
 
-    settings = _settings(worker_concurrency=args.concurrency)
+    settings = settings_from_env(worker_concurrency=args.concurrency)
     app = create_celery(settings, with_tasks=True)
     argv = ["worker", "--queues", FIT_QUEUE, "--pool", "prefork",
             "--concurrency", str(settings.worker_concurrency), "--loglevel", args.loglevel,
@@ -98,8 +119,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env.pop("TUNER_BROKER_URL", None)
     if args.broker:
         env["TUNER_BROKER_URL"] = args.broker
-    settings = _settings(data_dir=data_dir)
+    settings = settings_from_env(data_dir=data_dir)
     settings = Settings(**{**settings.model_dump(), "broker_url": args.broker})
+    check_exposure(settings, args.host)  # before the worker starts, so a refusal leaves nothing running
     _declare_fit_queue(settings.resolved_broker_url)
     # Its own session, so a Ctrl-C in the terminal reaches only `serve`, which then stops it in order.
     worker = subprocess.Popen([sys.executable, "-m", "tuner_cli", "worker", "--loglevel", args.loglevel],

@@ -52,7 +52,8 @@ def store(run: JobRun, job: Job, fitted: FittedImage, blob: bytes, batch_size: i
     blob_digest = put_content(run.ctx.store, "blobs", blob)
     info = read_info(blob)
     params = job.params or {}
-    run.ctx.db.add_image(Image(id=job.image_id, width=info.width, height=info.height, channels=info.channels,
+    run.ctx.db.add_image(Image(id=job.image_id, tenant=job.tenant, width=info.width, height=info.height,
+                               channels=info.channels,
                                bytes=len(blob), bpp=round(info.bpp, 5), psnr=fitted.meta.get("psnr"),
                                parameters=info.parameters, params=params, blob_digest=blob_digest,
                                source="fit", job_id=job.id, created_at=time.time()))

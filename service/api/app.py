@@ -7,14 +7,17 @@ from contextlib import asynccontextmanager
 
 from celery import Celery
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from service.access.keys import KeyRing
+from service.access.ratelimit import make_limiter
 from service.jobqueue import create_celery
 from service.records import Database
 from service.settings import Settings
 from service.storage import BlobStore, make_store
 from service.sweeper import Sweeper
 
-from . import problems
+from . import openapi, problems
 from .limits import BodySizeLimit
 from .metrics import Metrics
 from .render import Renderer
@@ -46,6 +49,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app.state.db = db
     app.state.store = store
     app.state.celery = celery or create_celery(settings)
+    app.state.keyring = KeyRing(settings, db)
+    app.state.limiter = make_limiter(settings.broker_url, settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.renderer = Renderer(settings, store)
     app.state.sweeper = Sweeper(settings, store, db)
     if settings.render_compile:
@@ -54,7 +59,13 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         warm_up_in_background()
     app.state.metrics = Metrics(db)
     problems.install(app)
+    openapi.install(app)
     for r in (health.router, images.router, jobs.router, blobs.router):
         app.include_router(r)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off unless configured: a browser page on another origin may then call the API
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                           expose_headers=["Location", "ETag", "Retry-After", "X-Result-Width", "X-Result-Height"])
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -36,12 +37,30 @@ def problem_response(status: int, detail: str | None, instance: str | None = Non
     return JSONResponse(content, status_code=status, media_type=PROBLEM_JSON, headers=h)
 
 
+def allowed_methods(app: FastAPI, path: str) -> set[str]:
+    """Every method the API documents at `path` (the OpenAPI paths are the routes, flattened)."""
+    methods: set[str] = set()
+    for template, item in app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in item if m in _METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return methods
+
+
+_METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         extra = getattr(exc, "extra", None)
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem_response(exc.status_code, detail, request.url.path, dict(exc.headers or {}), extra)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            headers["Allow"] = ", ".join(sorted(allowed_methods(app, request.url.path)))
+        return problem_response(exc.status_code, detail, request.url.path, headers, extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

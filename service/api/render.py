@@ -1,12 +1,15 @@
 """Rendering an image from its blob: output geometry (fit modes, crop, caps), a strong cache key, a
 cache of rendered files in the blob store (bounded by service/sweeper.py), a small LRU of decoded
-networks, and a bound on concurrent renders so that overload answers 429 rather than queueing without end."""
+networks, a compute budget checked before a render starts, single flight for identical misses, and a few
+render threads with a short bounded wait queue (overload answers 429 rather than queueing without end)."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +26,7 @@ RENDERER_VERSION = "3"
 
 Fit = Literal["contain", "cover", "fill"]
 Format = Literal["png", "webp", "jpeg", "avif"]
+RequestedFormat = Literal["png", "webp", "jpeg", "avif", "auto"]
 # Media types come from the codec's own table, so the two can't drift apart.
 MEDIA = {name: MEDIA_TYPES[OUTPUT_FORMATS[name]] for name in ("png", "webp", "jpeg", "avif")}
 DEFAULT_QUALITY = {"png": None, "webp": 90, "jpeg": 90, "avif": 80}
@@ -43,6 +47,15 @@ class RenderPlan:
 
     def cache_key(self, blob_digest: str) -> str:
         return hashlib.sha256(f"{blob_digest}|{self.canonical()}|r{RENDERER_VERSION}".encode()).hexdigest()
+
+
+def negotiate(requested: RequestedFormat, accept: str | None) -> str:
+    """`auto` picks AVIF, then WebP, from the request's Accept header, else PNG (the answer then varies with
+    Accept); any other format is taken as asked."""
+    if requested != "auto":
+        return requested
+    accepted = {part.split(";")[0].strip().lower() for part in (accept or "").split(",")}
+    return "avif" if "image/avif" in accepted else "webp" if "image/webp" in accepted else "png"
 
 
 def parse_crop(text: str | None) -> tuple[float, float, float, float]:
@@ -92,13 +105,41 @@ def plan(native: tuple[int, int], width: int | None, height: int | None, fit: Fi
     return RenderPlan(w, h, (l, t, r, b), fmt, q)
 
 
+def check_work(p: RenderPlan, parameters: int, settings: Settings) -> None:
+    """Refuses (422) a render whose exact evaluation would cost more than the budget, before any work: the
+    output pixels × the network's parameters (its multiply-adds per pixel, near enough)."""
+    work = p.width * p.height * max(1, parameters)
+    if work > settings.max_render_work:
+        most = int(settings.max_render_work // max(1, parameters))
+        raise ProblemError(422, f"a {p.width}x{p.height} render of this {parameters}-parameter network is over the "
+                                f"render budget; ask for at most {most} pixels")
+
+
+class _Flight:
+    """One render and every request waiting for it (identical concurrent misses render once)."""
+
+    def __init__(self) -> None:
+        self.result: Future[bytes] = Future()
+        self.clients: list[threading.Event] = []  # set when that request's client has gone
+
+    def abandoned(self) -> bool:
+        return all(gone.is_set() for gone in list(self.clients))
+
+
 class Renderer:
+    """Renders on a few threads (render_concurrency); up to render_queue_max more wait their turn, each for at
+    most render_queue_timeout_s; beyond that, 429. A render stops when every client asking for it has gone or
+    after render_timeout_s."""
+
     def __init__(self, settings: Settings, store: BlobStore) -> None:
         self.settings = settings
         self.store = store
-        self._slots = threading.BoundedSemaphore(settings.render_concurrency)
+        self._pool = ThreadPoolExecutor(settings.render_concurrency, thread_name_prefix="render")
+        self._flights: dict[str, _Flight] = {}
+        self._pending = 0  # renders submitted and not finished (running + waiting)
         self._decoded: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self.shared = 0  # requests answered by another request's render (single flight)
 
     @property
     def caching(self) -> bool:
@@ -118,22 +159,72 @@ class Renderer:
             self.store.touch(f"renders/{key}")  # recency for the sweeper's LRU eviction
         return data
 
-    def render(self, blob_digest: str, p: RenderPlan) -> bytes:
-        """Render and encode (blocking: call it from a worker thread), then keep it in the render cache."""
-        if not self._slots.acquire(blocking=False):
-            raise ProblemError(429, "too many renders in progress; retry shortly", headers={"Retry-After": "1"})
-        try:
-            from tuner_model.core.coords import Crop
-            from tuner_model.core.image_io import encode_image
+    def submit(self, blob_digest: str, p: RenderPlan, gone: threading.Event) -> Future[bytes]:
+        """The render's future: a new one, or the one already running for the same key. Raises 429 when the
+        wait queue is full. `gone` is set by the caller when its client disconnects."""
+        key = p.cache_key(blob_digest)
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                flight.clients.append(gone)
+                self.shared += 1
+                return flight.result
+            if self._pending >= self.settings.render_concurrency + self.settings.render_queue_max:
+                raise ProblemError(429, "too many renders waiting; retry shortly", headers={"Retry-After": "2"})
+            flight = self._flights[key] = _Flight()
+            flight.clients.append(gone)
+            self._pending += 1
+        self._pool.submit(self._run, key, blob_digest, p, flight, time.monotonic())
+        return flight.result
 
-            fitted = self._fitted(blob_digest)
-            pixels = fitted.render(p.width, p.height, Crop(*p.crop), device="cpu")
-            data = encode_image(pixels, p.format, p.quality)
+    def render(self, blob_digest: str, p: RenderPlan) -> bytes:
+        """Render now and wait for it (blocking; for callers outside the event loop)."""
+        return self.submit(blob_digest, p, threading.Event()).result()
+
+    def _run(self, key: str, blob_digest: str, p: RenderPlan, flight: _Flight, queued_at: float) -> None:
+        try:
+            waited = time.monotonic() - queued_at
+            if flight.abandoned():
+                raise ProblemError(499, "the client went away before its render started")
+            if waited > self.settings.render_queue_timeout_s:
+                raise ProblemError(429, f"the render waited {waited:.0f} s for a free renderer; retry shortly",
+                                   headers={"Retry-After": "5"})
+            flight.result.set_result(self._render_now(blob_digest, p, flight))
+        except BaseException as e:  # noqa: BLE001 - every waiting request gets the outcome
+            flight.result.set_exception(e)
         finally:
-            self._slots.release()
+            with self._lock:
+                self._flights.pop(key, None)
+                self._pending -= 1
+
+    def _render_now(self, blob_digest: str, p: RenderPlan, flight: _Flight) -> bytes:
+        from tuner_model.core.coords import Crop
+        from tuner_model.core.image_io import encode_image
+        from tuner_model.render.guard import RenderStopped, stop_when
+
+        deadline = time.monotonic() + self.settings.render_timeout_s
+
+        def stop() -> str | None:
+            if flight.abandoned():
+                return "client gone"
+            return "time limit" if time.monotonic() > deadline else None
+
+        try:
+            with stop_when(stop):
+                fitted = self._fitted(blob_digest)
+                pixels = fitted.render(p.width, p.height, Crop(*p.crop), device="cpu")
+        except RenderStopped as e:
+            if str(e) == "client gone":
+                raise ProblemError(499, "the client went away; the render was stopped") from None
+            raise ProblemError(503, f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "
+                                    "ask for a smaller size", headers={"Retry-After": "60"}) from None
+        data = encode_image(pixels, p.format, p.quality)
         if self.caching and len(data) <= self.settings.render_cache_max_bytes:  # a larger one would go at once
             self.store.put(f"renders/{p.cache_key(blob_digest)}", data)
         return data
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _fitted(self, blob_digest: str) -> Any:
         from tuner_model.codec import decode_blob

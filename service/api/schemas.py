@@ -40,6 +40,11 @@ class Links(BaseModel):
     render: str | None = None
 
 
+class SignedUrl(BaseModel):
+    url: str = Field(description="a path with its query; renders without an API key until it expires")
+    expires_at: Timestamp | None = None
+
+
 class JobAccepted(BaseModel):
     job_id: str
     image_id: str

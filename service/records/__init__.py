@@ -2,10 +2,11 @@
 broker: these rows are the truth about every accepted job and every finished image.
 
 tables.py (the models), states.py (job states and outcomes as enums), schema.py (creating and upgrading the
-schema), engine.py (engines and sessions per process), jobs.py and images.py (the queries)."""
+schema), engine.py (engines and sessions per process), jobs.py, images.py and keys.py (the queries)."""
 
 from service.records.images import ImageRecords
 from service.records.jobs import JobRecords
+from service.records.keys import KeyRecords
 from service.records.states import (
     ACTIVE,
     CANCELLED,
@@ -18,12 +19,12 @@ from service.records.states import (
     HeartbeatState,
     JobState,
 )
-from service.records.tables import IdempotencyKey, Image, Job, new_job_id
+from service.records.tables import LOCAL_TENANT, ApiKey, IdempotencyKey, Image, Job, new_job_id
 
 
-class Database(JobRecords, ImageRecords):
-    """One process's records: the job and image queries over one engine."""
+class Database(JobRecords, ImageRecords, KeyRecords):
+    """One process's records: the job, image and key queries over one engine."""
 
 
-__all__ = ["ACTIVE", "CANCELLED", "FAILED", "QUEUED", "RUNNING", "STATES", "SUCCEEDED", "ClaimOutcome", "Database",
-           "HeartbeatState", "IdempotencyKey", "Image", "Job", "JobState", "new_job_id"]
+__all__ = ["ACTIVE", "CANCELLED", "FAILED", "LOCAL_TENANT", "QUEUED", "RUNNING", "STATES", "SUCCEEDED", "ApiKey",
+           "ClaimOutcome", "Database", "HeartbeatState", "IdempotencyKey", "Image", "Job", "JobState", "new_job_id"]

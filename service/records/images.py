@@ -32,6 +32,11 @@ class ImageRecords(Records):
                 s.delete(img)
             return img
 
+    def stored_bytes(self, tenant: str) -> int:
+        """The bytes of a tenant's stored blobs (its quota counts these)."""
+        with self.session() as s:
+            return int(s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.tenant == tenant)) or 0)
+
     def blob_in_use(self, blob_digest: str) -> bool:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(Image).where(Image.blob_digest == blob_digest)) > 0

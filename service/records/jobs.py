@@ -51,9 +51,24 @@ class JobRecords(Records):
         with self.session() as s:
             return s.get(IdempotencyKey, key)
 
-    def count_jobs(self, statuses: tuple[str, ...]) -> int:
+    def remember_idempotency(self, key: str, fingerprint: str, job_id: str) -> IdempotencyKey:
+        """Records a key first used on a request that was answered with an earlier job (deduplicated), so
+        that reusing it for another request is refused like any other; keeps the first record if there is one."""
+        try:
+            with self.session() as s:
+                s.add(IdempotencyKey(key=key, fingerprint=fingerprint, job_id=job_id, created_at=time.time()))
+        except IntegrityError:
+            pass
+        found = self.get_idempotency(key)
+        assert found is not None
+        return found
+
+    def count_jobs(self, statuses: tuple[str, ...], tenant: str | None = None) -> int:
+        query = select(func.count()).select_from(Job).where(Job.status.in_(statuses))
+        if tenant is not None:
+            query = query.where(Job.tenant == tenant)
         with self.session() as s:
-            return s.scalar(select(func.count()).select_from(Job).where(Job.status.in_(statuses))) or 0
+            return s.scalar(query) or 0
 
     def jobs_by_state(self) -> dict[str, int]:
         with self.session() as s:

@@ -9,6 +9,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.records.states import QUEUED
 
+# The tenant of everything made without an API key (a service with no keys: `tuner serve` on 127.0.0.1, and
+# every row from before tenants existed).
+LOCAL_TENANT = "local"
+
 
 class Base(DeclarativeBase):
     pass
@@ -17,6 +21,7 @@ class Base(DeclarativeBase):
 class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True, default=LOCAL_TENANT)
     image_id: Mapped[str] = mapped_column(String(40), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default=QUEUED)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
@@ -50,6 +55,7 @@ class Job(Base):
 class Image(Base):
     __tablename__ = "images"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True, default=LOCAL_TENANT)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     channels: Mapped[int] = mapped_column(Integer)
@@ -66,10 +72,24 @@ class Image(Base):
 
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
+    # The client's key scoped to its tenant (service/submit.py: a hash of both), so tenants can't collide.
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored (the key is 32 random bytes, so a fast hash is enough; a slow
+    password hash guards guessable secrets). `id` is public and names the key in lists and logs."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 def new_job_id() -> str:

@@ -199,22 +199,6 @@ def test_blob_upload_render_and_caching(client: TestClient, blob: bytes, parrots
     _problem(client.get(f"{base}?width=192"), 404)
 
 
-def test_render_overload_is_429(client: TestClient, blob: bytes) -> None:
-    image_id = client.post("/v1/blobs", content=blob, headers={"content-type": "application/octet-stream"}).json()[
-        "image_id"]
-    slots = client.app.state.renderer._slots
-    for _ in range(client.app.state.settings.render_concurrency):
-        slots.acquire()
-    try:
-        r = client.get(f"/v1/images/{image_id}/render?width=33")
-        _problem(r, 429)
-        assert r.headers["retry-after"] == "1"
-    finally:
-        for _ in range(client.app.state.settings.render_concurrency):
-            slots.release()
-    assert client.get(f"/v1/images/{image_id}/render?width=33").status_code == 200
-
-
 def test_bad_blobs_are_422(client: TestClient, blob: bytes) -> None:
     _problem(client.post("/v1/blobs", content=b"garbage" * 10, headers={"content-type": "application/octet-stream"}),
              422)

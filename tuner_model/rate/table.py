@@ -92,6 +92,16 @@ def plan_for_bpp(bpp: float, width: int, height: int, channels: int = 3,
     return Plan(width_for_params(params, channels), levels, bpp_param, budget)
 
 
+def max_parameters(width: int, height: int, channels: int = 3) -> int:
+    """The most parameters an encode of a width×height image can store (the network the highest accepted
+    rate plans), with a margin for the level search's and a retune's small changes: a bound the service
+    holds a blob made elsewhere to."""
+    from tuner_model.rate.request import BPP_MAX
+
+    planned = tuner_parameters(plan_for_bpp(BPP_MAX, width, height, channels).width, channels)
+    return int(planned * 1.25) + 1024
+
+
 def bpp_for_psnr(psnr: float, table: tuple[RatePoint, ...] | None = None) -> float:
     """The rate the table expects to reach `psnr` (extrapolated by the end slopes, clamped)."""
     rows = table or load_table()

@@ -9,6 +9,7 @@ from torch import nn
 from tuner_model.core import colour as colour_mod
 from tuner_model.core.coords import FULL, Crop, row_coordinates
 from tuner_model.core.errors import ConfigError
+from tuner_model.render.guard import checkpoint
 
 MAX_RENDER_PIXELS = 100_000_000
 
@@ -41,6 +42,7 @@ def render_values(model: nn.Module, native: tuple[int, int], width: int, height:
     n = width * height
     out: torch.Tensor | None = None
     for lo in range(0, n, tile_pixels):
+        checkpoint()
         rows = torch.arange(lo, min(n, lo + tile_pixels), device=device)
         v = model(row_coordinates(rows, width, height, native, crop))
         if out is None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from tuner_model.models.tuner import TunerNet
+from tuner_model.render.guard import checkpoint
 from tuner_model.render.sines import fold_impl, sin_impl
 
 TILE_ELEMENTS = 1 << 21  # pre-activations per tile (8 MB of float32: stays in cache)
@@ -68,6 +69,7 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
         left = torch.empty((t_max, cw.shape[0], hr))
         fold = fold_impl()
         for lo in range(0, ny, rows):
+            checkpoint()
             hi = min(ny, lo + rows)
             p, q = pbuf[: hi - lo], qbuf[: hi - lo]
             first(lo, hi, e_cos, slice(0, n_cos), p, with_bias=True)  # a constant is even
@@ -81,6 +83,7 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
         # One buffer for every tile: a fresh multi-megabyte tensor per tile costs page faults on every use.
         zbuf = torch.empty((t_max, n, nx), dtype=torch.float32)
         for lo in range(0, ny, rows):
+            checkpoint()
             hi = min(ny, lo + rows)
             z = zbuf[: hi - lo]  # (t, n, W)
             first(lo, hi, e, slice(None), z, with_bias=True)

@@ -9,32 +9,48 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from service.records import Image
+from service.settings import Settings
 from service.storage import digest, put_content
+from service.submit import SubmitRefused, check_quota, tenant_scoped
 
-from ..deps import DbDep, StoreDep
+from ..deps import DbDep, SettingsDep, StoreDep
 from ..problems import ProblemError
 from ..schemas import ImageOut, Problem
+from ..security import CallerDep
 from ..uploads import read_upload
 from ..views import image_out
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 
 _BODY = {"requestBody": {"required": True, "content": {
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "minLength": 1}}}}}}}
 
 
-def blob_image_id(blob_digest: str) -> str:
-    return "img_" + hashlib.sha256(f"blob:{blob_digest}".encode()).hexdigest()[:32]
+def blob_image_id(blob_digest: str, tenant: str) -> str:
+    return "img_" + hashlib.sha256(tenant_scoped(tenant, f"blob:{blob_digest}").encode()).hexdigest()[:32]
 
 
-def _validate(data: bytes):  # noqa: ANN202
+def _validate(data: bytes, settings: Settings):  # noqa: ANN202
+    """The blob's header is checked against what this service would make before its tensors are decoded: a
+    hostile blob (a huge network, or a size no upload could have) is refused before it costs anything."""
     from tuner_model.codec import decode_blob, read_info
     from tuner_model.core.errors import TunerError
+    from tuner_model.rate.table import max_parameters
 
     try:
         info = read_info(data)
+    except TunerError as e:
+        raise ProblemError(422, f"not a valid blob: {e}") from None
+    if info.width * info.height > settings.max_image_pixels:
+        raise ProblemError(422, f"the blob declares {info.width}x{info.height}, more pixels than an upload may have "
+                                f"({settings.max_image_pixels})")
+    most = max_parameters(info.width, info.height, info.channels)
+    if info.parameters > most:
+        raise ProblemError(422, f"the blob's network has {info.parameters} parameters; the encoder makes at most "
+                                f"{most} for a {info.width}x{info.height} image")
+    try:
         decode_blob(data)  # the header alone can't vouch for the tensors
     except TunerError as e:
         raise ProblemError(422, f"not a valid blob: {e}") from None
@@ -43,16 +59,24 @@ def _validate(data: bytes):  # noqa: ANN202
 
 @router.post("", response_model=ImageOut, status_code=201, openapi_extra=_BODY,
              responses={400: {"model": Problem}, 413: {"model": Problem}, 415: {"model": Problem},
-                        422: {"model": Problem}})
-async def upload_blob(request: Request, db: DbDep, store: StoreDep, response: Response) -> ImageOut:
+                        422: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}})
+async def upload_blob(request: Request, db: DbDep, store: StoreDep, settings: SettingsDep, response: Response,
+                      who: CallerDep) -> ImageOut:
+    """Stores a blob made elsewhere (`tuner encode`) as one of the caller's images."""
     data, _ = await read_upload(request, ("application/octet-stream", "application/vnd.tuner"))
     if not data:
         raise ProblemError(400, "empty body")
-    info = await run_in_threadpool(_validate, data)
-    image_id = blob_image_id(digest(data))
+    info = await run_in_threadpool(_validate, data, settings)
+    image_id = blob_image_id(digest(data), who.tenant)
+    existing = await run_in_threadpool(db.get_image, image_id)
+    if existing is None:
+        try:
+            await run_in_threadpool(check_quota, db, settings, who.tenant, len(data))
+        except SubmitRefused as e:
+            raise ProblemError(e.status, e.detail) from None
     blob_digest = await run_in_threadpool(put_content, store, "blobs", data)
     img = await run_in_threadpool(db.add_image, Image(
-        id=image_id, width=info.width, height=info.height, channels=info.channels, bytes=len(data),
+        id=image_id, tenant=who.tenant, width=info.width, height=info.height, channels=info.channels, bytes=len(data),
         bpp=round(info.bpp, 5), psnr=info.meta.get("psnr") if isinstance(info.meta.get("psnr"), int | float) else None,
         parameters=info.parameters, params={}, blob_digest=blob_digest, source="upload", job_id=None,
         created_at=time.time()))

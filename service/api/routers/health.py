@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..deps import CeleryDep, DbDep, MetricsDep, StoreDep
 from ..problems import PROBLEM_JSON
 from ..schemas import Health, Problem, Readiness
+from ..security import caller
 
 router = APIRouter(tags=["health"])
 
@@ -44,7 +45,8 @@ async def readyz(db: DbDep, store: StoreDep, celery: CeleryDep) -> Response:
     return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": "5"})
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get("/metrics", response_class=Response, dependencies=[Depends(caller)],
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"model": Problem}})
 async def metrics(m: MetricsDep) -> Response:
     data = await run_in_threadpool(generate_latest, m.registry)
     return Response(data, media_type=CONTENT_TYPE_LATEST)

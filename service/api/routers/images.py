@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import threading
 import time
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from service.access.signing import parse_keys, sign
 from service.storage import BlobNotFound
 from service.submit import SubmitRefused, Upload, submit_upload
 from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
+from tuner_model.rate.request import BPP_MAX, BPP_MIN, PSNR_MAX, PSNR_MIN, STEPS_MAX
 
 from ..deps import DbDep, MetricsDep, RendererDep, ServicesDep, SettingsDep, StoreDep
 from ..problems import ProblemError
 from ..queries import EncodeQuery, RenderQuery
-from ..render import MEDIA, plan
-from ..schemas import EncodeParams, ImageOut, JobAccepted, Problem
+from ..render import MEDIA, check_work, negotiate, plan
+from ..schemas import EncodeParams, ImageOut, JobAccepted, Problem, SignedUrl
+from ..security import CallerDep, RenderCallerDep, owned_image
 from ..uploads import read_upload
 from ..views import image_links, image_out
 
@@ -29,12 +35,14 @@ log = logging.getLogger("tuner.api")
 IMMUTABLE = "public, max-age=31536000, immutable"
 _BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary"}, "bpp": {"type": "number"}, "psnr": {"type": "number"},
-        "steps": {"type": "integer"},
+        "file": {"type": "string", "format": "binary", "minLength": 1},
+        "bpp": {"type": "number", "minimum": BPP_MIN, "maximum": BPP_MAX},
+        "psnr": {"type": "number", "minimum": PSNR_MIN, "maximum": PSNR_MAX},
+        "steps": {"type": "integer", "minimum": 1, "maximum": STEPS_MAX},
         "effort": {"type": "integer", "minimum": EFFORT_MIN, "maximum": EFFORT_MAX}}}},
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-    "image/webp": {"schema": {"type": "string", "format": "binary"}}}}}
+    "image/png": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
+    "image/jpeg": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
+    "image/webp": {"schema": {"type": "string", "format": "binary", "minLength": 1}}}}}
 _ERRORS = {code: {"model": Problem} for code in (400, 404, 413, 415, 422, 429, 503)}
 
 
@@ -82,7 +90,7 @@ def _params(query: dict[str, float | int | None], fields: dict[str, str], max_st
 @router.post("", response_model=JobAccepted, status_code=202, openapi_extra=_BODY, responses=_ERRORS)
 async def upload_image(
     request: Request, response: Response, services: ServicesDep, query: Annotated[EncodeQuery, Depends()],
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    who: CallerDep, idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobAccepted:
     """Accepts an image to fit. The same bytes with the same parameters are fitted once: a repeat gets the
     earlier job. An `Idempotency-Key` replays its first answer; reused with another request it is a 422.
@@ -93,7 +101,7 @@ async def upload_image(
         raise ProblemError(400, "empty upload")
     params = _params(query.values, fields, settings.max_steps)
     width, height, channels = await run_in_threadpool(_sniff, data, settings.max_image_pixels)
-    upload = Upload(data, width, height, channels, params, idempotency_key)
+    upload = Upload(data, width, height, channels, params, idempotency_key, who.tenant)
     try:
         done = await run_in_threadpool(submit_upload, upload, settings, services.db, services.store, services.celery)
     except SubmitRefused as e:
@@ -108,11 +116,8 @@ async def upload_image(
 
 
 @router.get("/{image_id}", response_model=ImageOut, responses={404: {"model": Problem}})
-async def get_image(image_id: str, db: DbDep) -> ImageOut:
-    img = await run_in_threadpool(db.get_image, image_id)
-    if img is None:
-        raise ProblemError(404, f"no image {image_id!r}")
-    return image_out(img)
+async def get_image(image_id: str, db: DbDep, who: CallerDep) -> ImageOut:
+    return image_out(await run_in_threadpool(owned_image, db, image_id, who))
 
 
 def _not_modified(request: Request, etag: str) -> bool:
@@ -126,10 +131,8 @@ def _not_modified(request: Request, etag: str) -> bool:
 @router.get("/{image_id}/weights", response_class=Response, responses={
     200: {"content": {"application/octet-stream": {}}, "description": "the blob"}, 304: {"description": "unchanged"},
     404: {"model": Problem}})
-async def get_weights(image_id: str, request: Request, db: DbDep, store: StoreDep) -> Response:
-    img = await run_in_threadpool(db.get_image, image_id)
-    if img is None:
-        raise ProblemError(404, f"no image {image_id!r}")
+async def get_weights(image_id: str, request: Request, db: DbDep, store: StoreDep, who: CallerDep) -> Response:
+    img = await run_in_threadpool(owned_image, db, image_id, who)
     etag = f'"{img.blob_digest}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
     if _not_modified(request, etag):
@@ -144,40 +147,84 @@ async def get_weights(image_id: str, request: Request, db: DbDep, store: StoreDe
 
 @router.get("/{image_id}/render", response_class=Response, responses={
     200: {"content": {m: {} for m in MEDIA.values()}, "description": "the rendered image"},
-    304: {"description": "unchanged"}, **{c: {"model": Problem} for c in (404, 422, 429)}})
+    304: {"description": "unchanged"}, **{c: {"model": Problem} for c in (401, 403, 404, 422, 429, 503)}})
 async def render_image(
     image_id: str, request: Request, db: DbDep, renderer: RendererDep, settings: SettingsDep, metrics: MetricsDep,
-    q: Annotated[RenderQuery, Depends()],
+    q: Annotated[RenderQuery, Depends()], who: RenderCallerDep,
 ) -> Response:
-    """Renders at any size: one of width/height keeps the aspect ratio; neither is the native size."""
+    """Renders at any size: one of width/height keeps the aspect ratio; neither is the native size. With URL
+    signing on, a signed URL (`sig`, optional `exp`) renders without an API key."""
     started = time.perf_counter()
-    img = await run_in_threadpool(db.get_image, image_id)
-    if img is None:
-        raise ProblemError(404, f"no image {image_id!r}")
-    p = plan((img.width, img.height), q.width, q.height, q.fit, q.format, q.quality, q.crop, settings)
+    img = await run_in_threadpool(owned_image, db, image_id, who)
+    fmt = negotiate(q.format, request.headers.get("accept"))
+    p = plan((img.width, img.height), q.width, q.height, q.fit, fmt, q.quality, q.crop, settings)
+    check_work(p, img.parameters, settings)  # the same answer whether or not the render is cached
     key = p.cache_key(img.blob_digest)
     etag = f'"{key[:40]}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "X-Result-Width": str(p.width),
                "X-Result-Height": str(p.height)}
+    if q.format == "auto":
+        headers["Vary"] = "Accept"
     if _not_modified(request, etag):  # before any storage or rendering work
         return Response(status_code=304, headers=headers)
     data = await run_in_threadpool(renderer.cached, key)
     cache = "hit"
     if data is None:
         cache = "miss"
-        try:
-            data = await run_in_threadpool(renderer.render, img.blob_digest, p)
-        except BlobNotFound:
-            raise ProblemError(404, f"the weights of {image_id} are missing from storage") from None
+        data = await _render(request, renderer, img.blob_digest, p, image_id)
     metrics.render_seconds.labels(cache=cache).observe(time.perf_counter() - started)
     headers["X-Render-Cache"] = cache
     return Response(data, media_type=MEDIA[p.format], headers=headers)
 
 
+async def _render(request: Request, renderer, blob_digest: str, p, image_id: str) -> bytes:  # noqa: ANN001
+    """Waits for the render (shared with identical concurrent requests) while watching for the client to go:
+    a render nobody waits for any more stops at its next tile."""
+    gone = threading.Event()
+    result = renderer.submit(blob_digest, p, gone)
+
+    async def watch() -> None:
+        while not gone.is_set():
+            if await request.is_disconnected():
+                gone.set()
+                return
+            await asyncio.sleep(0.25)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await asyncio.shield(asyncio.wrap_future(result))
+    except BlobNotFound:
+        raise ProblemError(404, f"the weights of {image_id} are missing from storage") from None
+    finally:
+        gone.set()  # this request no longer waits (answered, failed, or its task cancelled)
+        watcher.cancel()
+
+
+@router.get("/{image_id}/render-url", response_model=SignedUrl, responses={
+    c: {"model": Problem} for c in (401, 404, 409, 422)})
+async def render_url(
+    image_id: str, db: DbDep, settings: SettingsDep, q: Annotated[RenderQuery, Depends()], who: CallerDep,
+    expires_in: Annotated[int | None, Query(ge=1, le=10 * 365 * 86400, description="seconds the URL stays valid "
+                                            "(default: no expiry)")] = None,
+) -> SignedUrl:
+    """A signed URL for this render, to embed in a page without a key (URL signing must be configured)."""
+    img = await run_in_threadpool(owned_image, db, image_id, who)
+    keys = parse_keys(settings.signing_keys.get_secret_value() if settings.signing_keys else None)
+    if not keys:
+        raise ProblemError(409, "URL signing is not configured on this service (TUNER_SIGNING_KEYS)")
+    p = plan((img.width, img.height), q.width, q.height, q.fit, negotiate(q.format, None), q.quality, q.crop,
+             settings)
+    check_work(p, img.parameters, settings)  # never sign a URL that can only be refused
+    now = time.time()
+    url = sign(f"/v1/images/{image_id}/render?{urlencode(q.render_params())}", keys, expires_in, now)
+    return SignedUrl(url=url, expires_at=None if expires_in is None else int(now + expires_in))
+
+
 @router.delete("/{image_id}", status_code=204, response_class=Response, responses={404: {"model": Problem}})
-async def delete_image(image_id: str, db: DbDep, store: StoreDep) -> Response:
+async def delete_image(image_id: str, db: DbDep, store: StoreDep, who: CallerDep) -> Response:
+    await run_in_threadpool(owned_image, db, image_id, who)
     img = await run_in_threadpool(db.delete_image, image_id)
-    if img is None:
+    if img is None:  # deleted by a concurrent request meanwhile
         raise ProblemError(404, f"no image {image_id!r}")
     if not await run_in_threadpool(db.blob_in_use, img.blob_digest):
         await run_in_threadpool(store.delete, f"blobs/{img.blob_digest}")

@@ -1,0 +1,94 @@
+"""Who is calling: the API-key dependency (`CallerDep`), the one for renders that also accepts a signed URL
+(`RenderCallerDep`), the per-caller rate limit both charge, and the ownership checks that make another
+tenant's ids answer 404 (not 403: an id of someone else's must not be told apart from one that never was)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.access.keys import OPEN, KeyRing, Principal
+from service.access.ratelimit import RateLimiter, retry_after
+from service.access.signing import SIG, SignatureError, parse_keys, verify
+from service.records import Database, Image, Job
+
+from .problems import ProblemError
+
+bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
+                    description="An API key made with `tuner keys create` (not needed while the service has none).")
+_UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="tuner"'}
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _charge(request: Request, who: str) -> None:
+    limiter: RateLimiter | None = request.app.state.limiter
+    if limiter is None:
+        return
+    wait = limiter.take(who)
+    if wait > 0:
+        rate = request.app.state.settings.rate_limit_per_s
+        raise ProblemError(429, f"over the request rate limit ({rate:g} a second); retry later",
+                           headers={"Retry-After": retry_after(wait)})
+
+
+def authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal:
+    ring: KeyRing = request.app.state.keyring
+    if creds is not None:
+        found = ring.lookup(creds.credentials)
+        if found is None:
+            raise ProblemError(401, "unknown or revoked API key", headers=_UNAUTHORIZED)
+        principal = found
+    elif request.headers.get("authorization"):
+        raise ProblemError(401, "the Authorization header must be 'Bearer <API key>'", headers=_UNAUTHORIZED)
+    elif ring.required():
+        raise ProblemError(401, "an API key is needed: send 'Authorization: Bearer <key>'", headers=_UNAUTHORIZED)
+    else:
+        principal = OPEN
+    _charge(request, principal.tenant if principal.via == "key" else f"ip:{_client(request)}")
+    request.state.principal = principal
+    return principal
+
+
+def caller(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    return authenticate(request, creds)
+
+
+def render_caller(request: Request,
+                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    """A signed URL renders without a key (a web page embeds it); anything else is an ordinary call."""
+    query = request.query_params.multi_items()
+    if not any(k == SIG for k, _ in query):
+        return authenticate(request, creds)
+    settings = request.app.state.settings
+    keys = parse_keys(settings.signing_keys.get_secret_value() if settings.signing_keys else None)
+    if not keys:
+        raise ProblemError(403, "signed URLs are not enabled on this service")
+    try:
+        verify(request.url.path, query, keys)
+    except SignatureError as e:
+        raise ProblemError(403, str(e)) from None
+    _charge(request, f"sig:{_client(request)}")
+    return Principal("", "signature")
+
+
+CallerDep = Annotated[Principal, Depends(caller)]
+RenderCallerDep = Annotated[Principal, Depends(render_caller)]
+
+
+def owned_image(db: Database, image_id: str, who: Principal) -> Image:
+    img = db.get_image(image_id)
+    if img is None or (who.via != "signature" and img.tenant != who.tenant):
+        raise ProblemError(404, f"no image {image_id!r}")
+    return img
+
+
+def owned_job(db: Database, job_id: str, who: Principal) -> Job:
+    job = db.get_job(job_id)
+    if job is None or job.tenant != who.tenant:
+        raise ProblemError(404, f"no job {job_id!r}")
+    return job
