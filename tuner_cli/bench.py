@@ -1,4 +1,4 @@
-"""`tuner bench paper|rd|rc-fit|speed`: their arguments and what each command runs. Each benchmark's
+"""`tuner bench paper|rd|cancel|rc-fit|speed`: their arguments and what each command runs. Each benchmark's
 module, and torch with it, is imported when its command runs, so `tuner --help` and the other commands
 start quickly."""
 
@@ -15,7 +15,7 @@ from tuner_model.core.files import atomic_write
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
-    """Adds `tuner bench paper`, `rd`, `rc-fit` and `speed`."""
+    """Adds `tuner bench paper`, `rd`, `cancel`, `rc-fit` and `speed`."""
     devices = ["auto", "cpu", "cuda"]
     bp = bench_sub.add_parser("paper", help="the TUNER paper's protocol: 512², 5%% held out, TUNER vs SIREN vs FFM")
     bp.add_argument("--images", required=True)
@@ -51,6 +51,16 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", help="PNG path (default: the JSON path with .png)")
     p.add_argument("--results", help="resumable results file: a stopped run continues after its finished encodes")
     p.set_defaults(func=cmd_rd)
+
+    c = bench_sub.add_parser("cancel", help="how soon a cancelled encode of a large image stops; peak memory")
+    c.add_argument("--size", type=size, default=(4440, 2960), help="WxH of the synthetic photo")
+    c.add_argument("--bpp", type=float, default=0.25)
+    c.add_argument("--effort", type=effort_level, default=1)
+    c.add_argument("--after", type=lambda t: [float(v) for v in t.split(",")], default=[10.0, 60.0, 180.0],
+                   help="comma-separated seconds into the encode at which to cancel (one encode each)")
+    c.add_argument("--device", default="cpu", choices=devices)
+    c.add_argument("--json", required=True)
+    c.set_defaults(func=cmd_bench_cancel)
 
     f = bench_sub.add_parser("rc-fit", help="refit the rate-control table by measurement")
     f.add_argument("--images", required=True)
@@ -146,6 +156,22 @@ def cmd_rc_fit(args: argparse.Namespace) -> int:
                       bits_guesses=tuple(args.guesses), log=sys.stderr)
     atomic_write(args.json, (json.dumps(table, indent=2) + "\n").encode())
     print(json.dumps(table["rows"], indent=2))
+    return 0
+
+
+def cmd_bench_cancel(args: argparse.Namespace) -> int:
+    import torch
+
+    from tuner_model.bench.cancel import CancelOptions, bench_cancel
+    from tuner_model.bench.machine import describe_machine
+
+    w, h = args.size
+    opts = CancelOptions(width=w, height=h, bpp=args.bpp, effort=args.effort, after=tuple(args.after),
+                         device=args.device)
+    device = torch.device(args.device if args.device != "auto" else "cpu")
+    report = {"machine": describe_machine(device), **bench_cancel(opts, log=lambda m: print(m, file=sys.stderr))}
+    atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    print(json.dumps({k: report[k] for k in ("worst_latency_s", "peak_rss_mib", "image_mib")}, indent=2))
     return 0
 
 

@@ -14,6 +14,32 @@ from worker.context import WorkerContext
 log = logging.getLogger("tuner.worker")
 
 
+class BrokerRestarts:
+    """Tells when the Redis broker has restarted (its `run_id` changed). Without persistence a restarted Redis
+    has lost every queued message, so the jobs they were for are sent again at once rather than after
+    TUNER_RESEND_QUEUED_AFTER_S. Other brokers: never (the periodic re-send covers them)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url if url.startswith(("redis://", "rediss://")) else None
+        self._client = None
+        self._last: str | None = None
+
+    def restarted(self) -> bool:
+        if self.url is None:
+            return False
+        try:
+            if self._client is None:
+                import redis
+
+                self._client = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+            run_id = str(self._client.info("server")["run_id"])
+        except Exception:  # noqa: BLE001 - down (or restarting): nothing to tell until it answers
+            return False
+        changed = self._last is not None and run_id != self._last
+        self._last = run_id
+        return changed
+
+
 class Recovery(threading.Thread):
     """Runs in the worker's main process: puts running jobs whose worker stopped beating (SIGKILL, lost
     machine) back on the queue, so they don't wait for the broker's long visibility timeout; and sends
@@ -24,12 +50,19 @@ class Recovery(threading.Thread):
         self.app = app
         self.ctx: WorkerContext = app.tuner  # type: ignore[attr-defined]
         self.stopped = threading.Event()
+        self.broker = BrokerRestarts(self.ctx.settings.resolved_broker_url)
 
     def scan(self) -> list[str]:
         settings = self.ctx.settings
         stale = self.ctx.db.requeue_stale(settings.stale_after_s)
         for job_id in stale:
             log.warning("job %s: worker stopped beating; sending it again", job_id)
+        if self.broker.restarted():
+            # Every queued job's message may be gone, even one sent a moment before the restart. One sent to
+            # the new server since gets a duplicate, which is harmless (the claim runs a job once).
+            lost = self.ctx.db.resend_due(0.0)
+            log.warning("the broker restarted: sending %d queued jobs again", len(lost))
+            stale = stale + lost
         waiting = self.ctx.db.resend_due(settings.resend_queued_after_s)
         for job_id in waiting:
             log.warning("job %s: still queued %.0f s after its last send; sending it again", job_id,

@@ -9,10 +9,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tuner_model.core.errors import FitCancelled
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate import table
 from tuner_model.rate.pipeline import Cancel, RateOptions, RateProgress, encode_at_rate
 from tuner_model.rate.request import DEFAULT_BPP, EncodeSettings
+from tuner_model.render.guard import RenderStopped, stop_when
 from tuner_model.train.fit import FitProgress
 
 PSNR_ATTEMPTS = 3
@@ -86,7 +88,20 @@ def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
            should_cancel: Callable[[], bool] | None = None) -> tuple[FittedImage, bytes]:
     """Fit, quantize and code `image` ((H, W, C) float in [0, 1]) as the settings ask: at most
     `bpp` bits per pixel, or the smallest table rate expected to reach `psnr` (re-encoding at a higher
-    rate, up to PSNR_ATTEMPTS times, when the measured PSNR falls short), or DEFAULT_BPP."""
+    rate, up to PSNR_ATTEMPTS times, when the measured PSNR falls short), or DEFAULT_BPP.
+    `should_cancel` is polled every step, between a step's row tiles, and between the tiles of the renders
+    that measure the result; when it answers True the encode raises FitCancelled."""
+    if should_cancel is None:
+        return _encode(image, settings, progress, None)
+    with stop_when(lambda: "cancelled" if should_cancel() else None):
+        try:
+            return _encode(image, settings, progress, should_cancel)
+        except RenderStopped as e:
+            raise FitCancelled(f"encode {e}") from None
+
+
+def _encode(image: np.ndarray, settings: EncodeSettings, progress: Callable[[FitProgress], None] | None,
+            should_cancel: Callable[[], bool] | None) -> tuple[FittedImage, bytes]:
     reporter = reporter_for(settings, progress)
     bpp = first_bpp(image.shape, settings)
     first = encode_at_rate(image, rate_options(settings, bpp), sliced(reporter, *first_slice(settings)),
