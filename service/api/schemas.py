@@ -97,6 +97,12 @@ class ImageOut(BaseModel):
     links: Links
 
 
+class ImagePage(BaseModel):
+    items: list[ImageOut] = Field(description="the caller's images, newest first")
+    next: str | None = Field(None, description="the cursor of the next page (pass it as `cursor`); null on the "
+                                               "last page")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from service.records.engine import Records
@@ -31,6 +31,16 @@ class ImageRecords(Records):
             if img is not None:
                 s.delete(img)
             return img
+
+    def list_images(self, tenant: str, limit: int, after: tuple[float, str] | None = None) -> list[Image]:
+        """A tenant's images, newest first (ties by id), starting after the (created_at, id) of `after`: a
+        keyset page, stable while images are added or deleted."""
+        query = select(Image).where(Image.tenant == tenant)
+        if after is not None:
+            t, i = after
+            query = query.where(or_(Image.created_at < t, and_(Image.created_at == t, Image.id < i)))
+        with self.session() as s:
+            return list(s.scalars(query.order_by(Image.created_at.desc(), Image.id.desc()).limit(limit)))
 
     def stored_bytes(self, tenant: str) -> int:
         """The bytes of a tenant's stored blobs (its quota counts these)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 import threading
@@ -24,7 +25,7 @@ from ..deps import DbDep, MetricsDep, RendererDep, ServicesDep, SettingsDep, Sto
 from ..problems import ProblemError
 from ..queries import EncodeQuery, RenderQuery
 from ..render import MEDIA, check_work, negotiate, plan
-from ..schemas import EncodeParams, ImageOut, JobAccepted, Problem, SignedUrl
+from ..schemas import EncodeParams, ImageOut, ImagePage, JobAccepted, Problem, SignedUrl
 from ..security import CallerDep, RenderCallerDep, owned_image
 from ..uploads import read_upload
 from ..views import image_links, image_out
@@ -113,6 +114,33 @@ async def upload_image(
     links.job = f"/v1/jobs/{done.job.id}"
     return JobAccepted(job_id=done.job.id, image_id=done.job.image_id, status=done.job.status,
                        deduplicated=done.deduplicated, width=width, height=height, params=params, links=links)
+
+
+def _cursor(img) -> str:  # noqa: ANN001
+    return base64.urlsafe_b64encode(f"{img.created_at!r}|{img.id}".encode()).decode().rstrip("=")
+
+
+def _after(cursor: str | None) -> tuple[float, str] | None:
+    if cursor is None:
+        return None
+    try:
+        t, i = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|", 1)
+        return float(t), i
+    except (ValueError, UnicodeDecodeError):
+        raise ProblemError(422, "cursor: not a cursor this API gave out") from None
+
+
+@router.get("", response_model=ImagePage, responses={c: {"model": Problem} for c in (401, 422)})
+async def list_images(
+    db: DbDep, who: CallerDep, response: Response,
+    limit: Annotated[int, Query(ge=1, le=100, description="images per page")] = 20,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next` from the previous page")] = None,
+) -> ImagePage:
+    """The caller's images, newest first, a page at a time."""
+    rows = await run_in_threadpool(db.list_images, who.tenant, limit + 1, _after(cursor))
+    response.headers["Cache-Control"] = "no-store"
+    page = rows[:limit]
+    return ImagePage(items=[image_out(i) for i in page], next=_cursor(page[-1]) if len(rows) > limit else None)
 
 
 @router.get("/{image_id}", response_model=ImageOut, responses={404: {"model": Problem}})
