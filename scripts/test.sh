@@ -23,5 +23,12 @@ if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; the
     sleep 2
   fi
 fi
+# ...and a headless browser for the web page's test (tests/browser): Debian's chromium and its driver.
+if ! (command -v chromium >/dev/null && command -v chromedriver >/dev/null); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+      >/dev/null 2>&1 || echo "could not install chromium; the browser test will say so" >&2
+  fi
+fi
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -21,7 +21,7 @@ from . import openapi, problems
 from .limits import BodySizeLimit
 from .metrics import Metrics
 from .render import Renderer
-from .routers import blobs, health, images, jobs
+from .routers import blobs, health, images, jobs, page
 
 
 def create_app(settings: Settings | None = None, *, store: BlobStore | None = None,
@@ -60,8 +60,9 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app.state.metrics = Metrics(db)
     problems.install(app)
     openapi.install(app)
-    for r in (health.router, images.router, jobs.router, blobs.router):
+    for r in (health.router, images.router, jobs.router, blobs.router, page.router):
         app.include_router(r)
+    app.mount("/static", page.static_files(), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: a browser page on another origin may then call the API

@@ -10,12 +10,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_PUBLIC = {"/v1/access"}  # answers everyone, and is never rate limited
 _ALWAYS = {"401": "no API key, or an unknown or revoked one", "429": "over the request rate; see Retry-After"}
 
 
 def _fix_operation(path: str, op: dict[str, Any]) -> None:
     responses = op.setdefault("responses", {})
-    if path.startswith("/v1/") or path == "/metrics":
+    if (path.startswith("/v1/") or path == "/metrics") and path not in _PUBLIC:
         for code, why in _ALWAYS.items():
             responses.setdefault(code, {"description": why})
     for code, resp in responses.items():

@@ -103,6 +103,11 @@ class ImagePage(BaseModel):
                                                "last page")
 
 
+class AccessInfo(BaseModel):
+    keys_required: bool = Field(description="calls need Authorization: Bearer <API key>")
+    signed_urls: bool = Field(description="GET /v1/images/{id}/render-url can sign render URLs")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 

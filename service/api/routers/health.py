@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import CeleryDep, DbDep, MetricsDep, StoreDep
 from ..problems import PROBLEM_JSON
-from ..schemas import Health, Problem, Readiness
+from ..schemas import AccessInfo, Health, Problem, Readiness
 from ..security import caller
 
 router = APIRouter(tags=["health"])
@@ -43,6 +43,14 @@ async def readyz(db: DbDep, store: StoreDep, celery: CeleryDep) -> Response:
     body = {"type": "about:blank", "title": "Service Unavailable", "status": 503,
             "detail": f"not ready: {failed} unreachable", "instance": "/readyz", "checks": checks}
     return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": "5"})
+
+
+@router.get("/v1/access", response_model=AccessInfo)
+def access(request: Request) -> AccessInfo:
+    """Whether calls need an API key, and whether signed render URLs are on: what a client (the web page)
+    asks before it calls anything that would answer 401. Open to all; it tells nothing about any key."""
+    settings = request.app.state.settings
+    return AccessInfo(keys_required=request.app.state.keyring.required(), signed_urls=bool(settings.signing_keys))
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(caller)],

@@ -1,0 +1,121 @@
+"""The web page in a real headless browser (Debian's chromium through selenium) against a real `tuner serve`
+(the API and a worker on the embedded broker) with keys on: enter the key when asked, upload the shipped
+sample, see the progress reach 100 %, zoom into the viewer and check that the zoomed view was rendered at
+screen resolution (not stretched), delete the image from the gallery; no console errors.
+
+Screenshots go to TUNER_SCREENSHOTS when it is set (docs/screenshots holds the committed ones)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from test_service_e2e import FAST, Proc, free_port, wait_ready
+
+KEY = "tnr_browser-test-key-0123456789"
+
+
+def _driver():  # noqa: ANN202
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver are required in CI (scripts/test.sh installs them)")
+        pytest.skip("no chromium / chromedriver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1400",
+                "--force-device-scale-factor=1"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def _wait(cond, timeout: float = 60.0, what: str = "condition", detail=None):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
+
+
+def _shot(driver, name: str) -> None:  # noqa: ANN001
+    folder = os.environ.get("TUNER_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+
+
+def test_the_page_end_to_end(tmp_path: Path, parrots_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # Short fits (the page sends a rate and an effort; the service's default steps then apply), no rate limit.
+    env = {**FAST, "TUNER_BOOTSTRAP_KEY": KEY, "TUNER_RATE_LIMIT_PER_S": "0", "TUNER_DEFAULT_STEPS": "60"}
+    serve = Proc(["serve", "--port", str(port), "--data-dir", str(tmp_path / "data")], env, tmp_path / "serve.log")
+    driver = None
+    try:
+        wait_ready(base, serve)
+        driver = _driver()
+        driver.get(f"{base}/")
+        find = driver.find_element
+        # keys are on (GET /v1/access says so), and none is kept: the page asks for one before any call
+        dialog = _wait(lambda: find(By.ID, "key-dialog").get_attribute("open") is not None, 15, "the key dialog")
+        assert dialog
+        find(By.ID, "key-input").send_keys(KEY)
+        find(By.ID, "key-save").click()
+
+        find(By.ID, "file").send_keys(str(parrots_path))
+        driver.execute_script("document.getElementById('target-value').value = '2';"
+                              "const e = document.getElementById('effort'); e.value = '1';"
+                              "e.dispatchEvent(new Event('input'));")
+        _shot(driver, "upload")
+        find(By.ID, "encode").click()
+        _wait(lambda: find(By.ID, "job").is_displayed(), 15, "the progress panel")
+        _wait(lambda: int(find(By.ID, "bar").get_attribute("aria-valuenow")) > 0
+              or "succeeded" in find(By.ID, "job-text").text, 90, "progress")
+        _shot(driver, "progress")
+        _wait(lambda: find(By.ID, "bar").get_attribute("aria-valuenow") == "100"
+              and "succeeded" in find(By.ID, "job-text").text, 120, "the fit to finish",
+              lambda: f"{find(By.ID, 'job-text').text!r}; {driver.get_log('browser')}; {serve.tail()[-1500:]}")
+
+        view = find(By.ID, "view")
+        _wait(lambda: view.get_attribute("data-renders") == "1", 30, "the first render")
+        first_width = int(view.get_attribute("data-render-width"))
+        viewer = find(By.ID, "viewer")
+        assert abs(first_width - viewer.size["width"]) <= 2  # the picture fills the viewer at 1 pixel per pixel
+        viewer.send_keys("+", "+", "+")  # 8×
+        _wait(lambda: "zoom 8.0×" in find(By.ID, "view-info").text, 30, "the zoomed render")
+        zoomed_width = int(view.get_attribute("data-render-width"))
+        natural = driver.execute_script("return arguments[0].naturalWidth", view)
+        # 1/8 of the image's width, rendered at the viewer's full width: rendered detail, not stretched pixels
+        assert natural == zoomed_width and zoomed_width >= 0.9 * first_width and zoomed_width > 8 * 96 * 0.9
+        viewer.send_keys(Keys.ARROW_LEFT)
+        _wait(lambda: int(view.get_attribute("data-renders")) >= 3, 30, "a render after panning")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewer)
+        _shot(driver, "viewer-zoomed")
+
+        item = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#gallery li[data-image-id]"), 15, "the gallery")
+        image_id = item[0].get_attribute("data-image-id")
+        item[0].find_element(By.CSS_SELECTOR, "button.delete").click()
+        _wait(lambda: not driver.find_elements(By.CSS_SELECTOR, f'#gallery li[data-image-id="{image_id}"]'), 15,
+              "the image to leave the gallery")
+        listed = httpx.get(f"{base}/v1/images", headers={"Authorization": f"Bearer {KEY}"}).json()
+        assert listed["items"] == []
+
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert not errors, errors
+    finally:
+        if driver is not None:
+            driver.quit()
+        serve.stop()
