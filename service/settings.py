@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     default_steps: int | None = Field(None, ge=1)
     max_pending_jobs: int = Field(1000, ge=1)  # queued + running; above it uploads get 429
     fit_device: str = "auto"
+    # After a fit the worker encodes the upload with JPEG, WebP and AVIF at the blob's bytes, for the page's
+    # comparison (seconds of CPU per job: AVIF's quality search is most of it).
+    comparisons: bool = True
     # A worker that takes a job also takes up to fit_batch_max - 1 queued jobs of the same shape and
     # parameters and fits them together (one batched fit, docs/SERVICE.md). Off on the CPU by default:
     # there one network already keeps every core busy and batching measured slower (docs/PERFORMANCE.md).

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
+from service.comparisons import make_comparisons
 from service.records import Image, Job, JobState
 from service.settings import Settings
 from service.storage import put_content
@@ -47,16 +48,19 @@ def batching_applies(settings: Settings) -> bool:
 
 
 def store(run: JobRun, job: Job, fitted: FittedImage, blob: bytes, batch_size: int,
-          progress: JobProgress) -> dict[str, Any]:
-    """Writes the blob and the image row, and records the job as succeeded."""
+          progress: JobProgress, image: np.ndarray) -> dict[str, Any]:
+    """Writes the blob, the classical codecs' files at the same bytes (TUNER_COMPARISONS) and the image row,
+    and records the job as succeeded."""
     blob_digest = put_content(run.ctx.store, "blobs", blob)
+    comparisons = (make_comparisons(image, len(blob), job.image_id, run.ctx.store)
+                   if run.ctx.settings.comparisons else None)
     info = read_info(blob)
     params = job.params or {}
     run.ctx.db.add_image(Image(id=job.image_id, tenant=job.tenant, width=info.width, height=info.height,
                                channels=info.channels,
                                bytes=len(blob), bpp=round(info.bpp, 5), psnr=fitted.meta.get("psnr"),
                                parameters=info.parameters, params=params, blob_digest=blob_digest,
-                               source="fit", job_id=job.id, created_at=time.time()))
+                               source="fit", job_id=job.id, created_at=time.time(), comparisons=comparisons))
     seconds = round(time.perf_counter() - run.started, 3)
     # A fit shorter than one heartbeat never wrote its steps: the record says how many ran.
     done_steps = {"step": progress.steps, "steps": progress.steps} if progress.steps else {}
@@ -86,7 +90,7 @@ def fit_alone(run: JobRun, job: Job, image: np.ndarray, progress: JobProgress | 
         settings = encode_settings(run.ctx.settings, job)
         progress.start(_planned_steps(settings))
         fitted, blob = encode(image, settings, progress=progress, should_cancel=run.cancel_check(job))
-        store(run, job, fitted, blob, 1, progress)
+        store(run, job, fitted, blob, 1, progress, image)
 
 
 def fit_together(run: JobRun, items: list[tuple[Job, np.ndarray]]) -> None:
@@ -105,7 +109,7 @@ def fit_together(run: JobRun, items: list[tuple[Job, np.ndarray]]) -> None:
                 run.settle_error(jobs[i], outcome.error)
                 continue
             with job_errors(run, jobs[i]):  # storing this one failed; the others go on
-                store(run, jobs[i], outcome.fitted, outcome.blob, outcome.batch_size, progress[i])
+                store(run, jobs[i], outcome.fitted, outcome.blob, outcome.batch_size, progress[i], items[i][1])
     except SoftTimeLimitExceeded:
         raise
     except Exception:  # noqa: BLE001 - a bug or a device error in the batched path: fit the rest alone

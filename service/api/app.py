@@ -21,7 +21,7 @@ from . import openapi, problems
 from .limits import BodySizeLimit
 from .metrics import Metrics
 from .render import Renderer
-from .routers import blobs, health, images, jobs, page
+from .routers import blobs, comparisons, health, images, jobs, page
 
 
 def create_app(settings: Settings | None = None, *, store: BlobStore | None = None,
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app.state.metrics = Metrics(db)
     problems.install(app)
     openapi.install(app)
-    for r in (health.router, images.router, jobs.router, blobs.router, page.router):
+    for r in (health.router, images.router, comparisons.router, jobs.router, blobs.router, page.router):
         app.include_router(r)
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)

@@ -103,6 +103,21 @@ class ImagePage(BaseModel):
                                                "last page")
 
 
+class ComparisonOut(BaseModel):
+    codec: Literal["jpeg", "webp", "avif"]
+    quality: int = Field(description="the codec's quality setting: the highest whose file fits the blob's bytes")
+    bytes: int
+    psnr: float
+    url: str
+
+
+class Comparisons(BaseModel):
+    image_id: str
+    bytes: int = Field(description="the blob's bytes")
+    psnr: float | None = Field(description="the blob's PSNR at the native size")
+    items: list[ComparisonOut]
+
+
 class AccessInfo(BaseModel):
     keys_required: bool = Field(description="calls need Authorization: Bearer <API key>")
     signed_urls: bool = Field(description="GET /v1/images/{id}/render-url can sign render URLs")

@@ -1,5 +1,5 @@
 """Schema management: create missing tables, add the columns later releases added (so existing data dirs keep
-working), one process at a time. Hand-made rather than Alembic: six added columns so far (nullable, or with a
+working), one process at a time. Hand-made rather than Alembic: seven added columns so far (nullable, or with a
 default that old rows take), and every process checks the schema on start, which needs no migration history."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _ADDED_COLUMNS = (
     # Rows from before tenants existed belong to the local tenant (what a service without keys uses).
     ("jobs", "tenant", "VARCHAR(64) NOT NULL DEFAULT 'local'", "ix_jobs_tenant"),
     ("images", "tenant", "VARCHAR(64) NOT NULL DEFAULT 'local'", "ix_images_tenant"),
+    ("images", "comparisons", "JSON", None),
 )
 SCHEMA_LOCK = 0x7475_6E65  # a PostgreSQL advisory lock id: serialises schema setup between processes
 

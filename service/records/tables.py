@@ -68,6 +68,9 @@ class Image(Base):
     source: Mapped[str] = mapped_column(String(16))  # "fit" or "upload"
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # JPEG, WebP and AVIF files of the upload at no more bytes than the blob, made by the worker:
+    # {codec: {quality, bytes, psnr}} (service/comparisons.py); None for blobs uploaded as they are.
+    comparisons: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class IdempotencyKey(Base):

@@ -1,7 +1,8 @@
 """The web page in a real headless browser (Debian's chromium through selenium) against a real `tuner serve`
 (the API and a worker on the embedded broker) with keys on: enter the key when asked, upload the shipped
 sample, see the progress reach 100 %, zoom into the viewer and check that the zoomed view was rendered at
-screen resolution (not stretched), delete the image from the gallery; no console errors.
+screen resolution (not stretched), read the blob's and JPEG's, WebP's and AVIF's bytes and PSNRs at the same
+bytes and show one beside the render, delete the image from the gallery; no console errors.
 
 Screenshots go to TUNER_SCREENSHOTS when it is set (docs/screenshots holds the committed ones)."""
 
@@ -104,6 +105,22 @@ def test_the_page_end_to_end(tmp_path: Path, parrots_path: Path) -> None:
         _wait(lambda: int(view.get_attribute("data-renders")) >= 3, 30, "a render after panning")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewer)
         _shot(driver, "viewer-zoomed")
+
+        # the comparison: the blob and JPEG, WebP and AVIF at no more bytes, each with its PSNR
+        rows = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#compare-list li[data-codec]"), 15, "comparisons")
+        got = {r.get_attribute("data-codec"): (int(r.get_attribute("data-bytes")), float(r.get_attribute("data-psnr")))
+               for r in rows}
+        assert set(got) == {"tuner", "jpeg", "webp", "avif"}, got
+        assert all(got[c][0] <= got["tuner"][0] for c in ("jpeg", "webp", "avif"))
+        assert all(10 < p < 80 for _, p in got.values())
+        from selenium.webdriver.support.ui import Select
+
+        Select(find(By.ID, "compare-codec")).select_by_value("avif")
+        compare = find(By.ID, "compare")
+        _wait(lambda: driver.execute_script("return arguments[0].naturalWidth", compare) == 96, 15, "the AVIF file")
+        assert find(By.ID, "compare-wrap").is_displayed()
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewer)
+        _shot(driver, "comparison")
 
         item = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#gallery li[data-image-id]"), 15, "the gallery")
         image_id = item[0].get_attribute("data-image-id")

@@ -19,6 +19,7 @@ from typing import TextIO
 import numpy as np
 from PIL import Image
 
+from tuner_model.core.classical import encode_at
 from tuner_model.core.errors import ConfigError, ImageError
 from tuner_model.core.image_io import load_image, to_pil
 from tuner_model.core.metrics import psnr, ssim
@@ -55,14 +56,7 @@ def classical_curve(image: np.ndarray, fmt: str) -> list[tuple[float, float, flo
     pil = to_pil(image)
     pts = []
     for q in QUALITIES:
-        buf = io.BytesIO()
-        if fmt == "JPEG":
-            pil.save(buf, "JPEG", quality=q, subsampling=2, optimize=True)
-        elif fmt == "WEBP":
-            pil.save(buf, "WEBP", quality=q, method=6)
-        else:
-            pil.save(buf, "AVIF", quality=q, speed=4)
-        data = buf.getvalue()
+        data = encode_at(pil, fmt.lower(), q)
         dec = np.asarray(Image.open(io.BytesIO(data)).convert(pil.mode), dtype=np.float32) / 255.0
         if dec.ndim == 2:
             dec = dec[..., None]

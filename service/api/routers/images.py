@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from service.access.signing import parse_keys, sign
+from service.comparisons import delete_comparisons
 from service.storage import BlobNotFound
 from service.submit import SubmitRefused, Upload, submit_upload
 from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
@@ -256,4 +257,5 @@ async def delete_image(image_id: str, db: DbDep, store: StoreDep, who: CallerDep
         raise ProblemError(404, f"no image {image_id!r}")
     if not await run_in_threadpool(db.blob_in_use, img.blob_digest):
         await run_in_threadpool(store.delete, f"blobs/{img.blob_digest}")
+    await run_in_threadpool(delete_comparisons, store, image_id, img.comparisons)
     return Response(status_code=204)

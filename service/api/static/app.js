@@ -144,6 +144,9 @@ async function openImage(imageId) {
   const blobUrl = await objectUrl(`/v1/images/${imageId}/weights`);
   Object.assign($("download-blob"), { href: blobUrl, download: `${imageId}.tnr` });
   $("png-width").value = info.width * 2;
+  $("compare-codec").value = "";
+  $("compare-wrap").hidden = true;
+  loadComparisons(imageId);
   render();
   viewer.focus();
 }
@@ -175,6 +178,7 @@ async function render() {
     if (old.startsWith("blob:")) URL.revokeObjectURL(old);
     Object.assign(view.style, { width: `${dw}px`, height: `${dh}px`, transform: `translate(${x}px, ${y}px)` });
     v.shown = { crop: [...crop.split(",").map(Number)], dw };
+    placeCompare();
     state.renders += 1;
     Object.assign(view.dataset, { renderWidth: width, renderHeight: height, renders: state.renders });
     const zoom = 1 / (v.crop[2] - v.crop[0]);
@@ -200,6 +204,7 @@ function setCrop(next) {
   const px = after.x + ((old[0] - next[0]) / nw) * after.dw;
   const py = after.y + ((old[1] - next[1]) / nh) * after.dh;
   view.style.transform = `translate(${px}px, ${py}px) scale(${scale})`;
+  placeCompare();
   rerender();
 }
 
@@ -271,6 +276,49 @@ $("download-png").addEventListener("click", async () => {
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 });
+
+// --- the classical codecs at the blob's bytes, right of a split over the same view ----------------------------
+async function loadComparisons(imageId) {
+  const list = $("compare-list");
+  list.replaceChildren();
+  const data = await (await api(`/v1/images/${imageId}/comparisons`)).json();
+  const rows = [{ codec: "tuner", label: "TUNER blob", bytes: data.bytes, psnr: data.psnr },
+                ...data.items.map((c) => ({ ...c, label: c.codec.toUpperCase() }))];
+  for (const r of rows) {
+    const li = document.createElement("li");
+    Object.assign(li.dataset, { codec: r.codec, bytes: r.bytes, psnr: r.psnr });
+    li.innerHTML = `<b></b> `;
+    li.firstChild.textContent = r.label;
+    li.append(`${r.bytes} bytes, ${r.psnr != null ? r.psnr.toFixed(2) : "?"} dB`);
+    list.append(li);
+  }
+  state.view.comparisons = Object.fromEntries(data.items.map((c) => [c.codec, c]));
+  for (const o of $("compare-codec").options) o.disabled = o.value !== "" && !state.view.comparisons[o.value];
+}
+
+function placeCompare() {
+  const v = state.view, wrap = $("compare-wrap"), img = $("compare");
+  if (!v || wrap.hidden) return;
+  const { dw, dh, x, y } = layout(), [l, t, r, b] = v.crop;
+  const fw = dw / (r - l), fh = dh / (b - t);
+  Object.assign(img.style, { width: `${fw}px`, height: `${fh}px`,
+                             transform: `translate(${x - l * fw}px, ${y - t * fh}px)` });
+  // Only over the picture: the codec's file holds the whole image, the view only the visible region.
+  const cw = viewer.clientWidth, ch = viewer.clientHeight, split = x + (dw * $("split").value) / 100;
+  wrap.style.clipPath = `inset(${y}px ${cw - x - dw}px ${ch - y - dh}px ${split}px)`;
+}
+
+$("compare-codec").addEventListener("change", async (e) => {
+  const codec = e.target.value, v = state.view;
+  if (!codec || !v) { $("compare-wrap").hidden = true; return; }
+  const old = $("compare").src;
+  $("compare").src = await objectUrl(`/v1/images/${v.id}/comparisons/${codec}`);
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  $("compare-wrap").hidden = false;
+  $("compare-wrap").dataset.codec = codec;
+  placeCompare();
+});
+$("split").addEventListener("input", placeCompare);
 
 // --- the gallery ---------------------------------------------------------------------------------------------
 async function loadGallery(reset) {

@@ -1,0 +1,48 @@
+"""The classical codecs beside the blob: JPEG, WebP and AVIF files of the upload at no more bytes than the
+blob, with their PSNR, made by the worker when the fit ended (service/comparisons.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
+
+from service.comparisons import comparison_key
+from service.storage import BlobNotFound
+from tuner_model.core.classical import MEDIA
+
+from ..deps import DbDep, StoreDep
+from ..problems import ProblemError
+from ..schemas import ComparisonOut, Comparisons, Problem
+from ..security import CallerDep, owned_image
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+Codec = Literal["jpeg", "webp", "avif"]
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@router.get("/{image_id}/comparisons", response_model=Comparisons,
+            responses={c: {"model": Problem} for c in (401, 404)})
+async def list_comparisons(image_id: str, db: DbDep, who: CallerDep) -> Comparisons:
+    """The blob's bytes and PSNR, and each classical codec's at no more bytes (empty for an uploaded blob, or
+    when the service makes none)."""
+    img = await run_in_threadpool(owned_image, db, image_id, who)
+    items = [ComparisonOut(codec=codec, quality=c["quality"], bytes=c["bytes"], psnr=c["psnr"],
+                           url=f"/v1/images/{image_id}/comparisons/{codec}")
+             for codec, c in sorted((img.comparisons or {}).items())]
+    return Comparisons(image_id=image_id, bytes=img.bytes, psnr=img.psnr, items=items)
+
+
+@router.get("/{image_id}/comparisons/{codec}", response_class=Response, responses={
+    200: {"content": {m: {} for m in MEDIA.values()}, "description": "the codec's file"},
+    **{c: {"model": Problem} for c in (401, 404)}})
+async def get_comparison(image_id: str, codec: Codec, db: DbDep, store: StoreDep, who: CallerDep) -> Response:
+    img = await run_in_threadpool(owned_image, db, image_id, who)
+    if codec not in (img.comparisons or {}):
+        raise ProblemError(404, f"no {codec} comparison for {image_id}")
+    try:
+        data = await run_in_threadpool(store.get, comparison_key(image_id, codec))
+    except BlobNotFound:
+        raise ProblemError(404, f"the {codec} comparison of {image_id} is missing from storage") from None
+    return Response(data, media_type=MEDIA[codec], headers={"Cache-Control": IMMUTABLE})
