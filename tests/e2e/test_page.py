@@ -1,5 +1,5 @@
 """The web page in a real headless browser (Debian's chromium through selenium) against a real `tuner serve`
-(the API and a worker on the embedded broker) with keys on: enter the key when asked, upload the shipped
+(the API and a worker on the embedded broker) with keys and URL signing on: enter the key when asked, upload the shipped
 sample, see the progress reach 100 %, zoom into the viewer and check that the zoomed view was rendered at
 screen resolution (not stretched), read the blob's and JPEG's, WebP's and AVIF's bytes and PSNRs at the same
 bytes and show one beside the render, delete the image from the gallery; no console errors.
@@ -62,7 +62,8 @@ def test_the_page_end_to_end(tmp_path: Path, parrots_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     # Short fits (the page sends a rate and an effort; the service's default steps then apply), no rate limit.
-    env = {**FAST, "TUNER_BOOTSTRAP_KEY": KEY, "TUNER_RATE_LIMIT_PER_S": "0", "TUNER_DEFAULT_STEPS": "60"}
+    env = {**FAST, "TUNER_BOOTSTRAP_KEY": KEY, "TUNER_RATE_LIMIT_PER_S": "0", "TUNER_DEFAULT_STEPS": "60",
+           "TUNER_SIGNING_KEYS": "page-test-signing-key-0001"}
     serve = Proc(["serve", "--port", str(port), "--data-dir", str(tmp_path / "data")], env, tmp_path / "serve.log")
     driver = None
     try:
@@ -93,6 +94,7 @@ def test_the_page_end_to_end(tmp_path: Path, parrots_path: Path) -> None:
         view = find(By.ID, "view")
         _wait(lambda: view.get_attribute("data-renders") == "1", 30, "the first render")
         first_width = int(view.get_attribute("data-render-width"))
+        assert "sig=" in view.get_attribute("src")  # signing is on: the page embeds signed render URLs
         viewer = find(By.ID, "viewer")
         assert abs(first_width - viewer.size["width"]) <= 2  # the picture fills the viewer at 1 pixel per pixel
         viewer.send_keys("+", "+", "+")  # 8×

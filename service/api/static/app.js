@@ -2,7 +2,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { key: localStorage.getItem("tuner-key") || "", file: null, job: null, view: null, cursor: null,
-                renders: 0 };
+                renders: 0, access: { keys_required: false, signed_urls: false } };
 
 // --- the API, with the key when there is one ---------------------------------------------------------------
 async function api(path, opts = {}) {
@@ -23,6 +23,19 @@ async function objectUrl(path) {
   return URL.createObjectURL(await r.blob());
 }
 
+// A render as an image source: a signed URL when the service signs them (the browser loads and caches it
+// like any image, no key needed), else the render fetched with the key.
+async function renderSrc(path) {
+  if (state.access.signed_urls) {
+    const [base, query] = path.split("?");
+    const r = await api(`${base}-url?${query}&expires_in=3600`);
+    return (await r.json()).url;
+  }
+  return objectUrl(path);
+}
+
+function forget(src) { if (src && src.startsWith("blob:")) URL.revokeObjectURL(src); }
+
 function askKey() {
   const dialog = $("key-dialog");
   if (!dialog.open) { $("key-input").value = state.key; dialog.showModal(); }
@@ -35,6 +48,7 @@ $("key-dialog").addEventListener("close", () => {
   if (state.key) localStorage.setItem("tuner-key", state.key); else localStorage.removeItem("tuner-key");
   // Ask for a key up front when the service needs one and none is kept, rather than meet a 401.
 fetch("/v1/access").then((r) => r.json()).then((access) => {
+  state.access = access;
   if (access.keys_required && !state.key) askKey(); else loadGallery(true);
 }).catch(() => loadGallery(true));
 });
@@ -171,11 +185,11 @@ async function render() {
   const ticket = {};
   pending = ticket;
   try {
-    const src = await objectUrl(url);
-    if (pending !== ticket) { URL.revokeObjectURL(src); return; }
+    const src = await renderSrc(url);
+    if (pending !== ticket) { forget(src); return; }
     const old = view.src;
-    await new Promise((ok) => { view.onload = ok; view.src = src; });
-    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+    await new Promise((ok, fail) => { view.onload = ok; view.onerror = () => fail(new Error("render failed")); view.src = src; });
+    forget(old);
     Object.assign(view.style, { width: `${dw}px`, height: `${dh}px`, transform: `translate(${x}px, ${y}px)` });
     v.shown = { crop: [...crop.split(",").map(Number)], dw };
     placeCompare();
@@ -339,7 +353,7 @@ function galleryItem(img) {
   li.dataset.imageId = img.image_id;
   const thumb = document.createElement("img");
   thumb.alt = `image ${img.image_id}`;
-  objectUrl(`/v1/images/${img.image_id}/render?width=320&format=webp`).then((u) => { thumb.src = u; }).catch(() => {});
+  renderSrc(`/v1/images/${img.image_id}/render?width=320&format=webp`).then((u) => { thumb.src = u; }).catch(() => {});
   const meta = Object.assign(document.createElement("div"), { className: "meta",
     textContent: `${img.width}×${img.height} · ${img.bytes} B · ${img.psnr != null ? img.psnr.toFixed(1) + " dB" : ""}` });
   const open = Object.assign(document.createElement("button"), { type: "button", textContent: "Open" });
@@ -361,5 +375,6 @@ $("more").addEventListener("click", () => loadGallery(false));
 
 // Ask for a key up front when the service needs one and none is kept, rather than meet a 401.
 fetch("/v1/access").then((r) => r.json()).then((access) => {
+  state.access = access;
   if (access.keys_required && !state.key) askKey(); else loadGallery(true);
 }).catch(() => loadGallery(true));
