@@ -121,6 +121,11 @@ def test_the_page_end_to_end(tmp_path: Path, parrots_path: Path) -> None:
         compare = find(By.ID, "compare")
         _wait(lambda: driver.execute_script("return arguments[0].naturalWidth", compare) == 96, 15, "the AVIF file")
         assert find(By.ID, "compare-wrap").is_displayed()
+        Select(find(By.ID, "compare-codec")).select_by_value("original")  # the upload, while it is kept
+        _wait(lambda: find(By.ID, "compare").get_attribute("src").startswith("blob:")
+              and driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", compare) == 96,
+              15, "the original")
+        Select(find(By.ID, "compare-codec")).select_by_value("avif")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewer)
         _shot(driver, "comparison")
 

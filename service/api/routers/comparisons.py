@@ -34,6 +34,34 @@ async def list_comparisons(image_id: str, db: DbDep, who: CallerDep) -> Comparis
     return Comparisons(image_id=image_id, bytes=img.bytes, psnr=img.psnr, items=items)
 
 
+@router.get("/{image_id}/original", response_class=Response, responses={
+    200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/octet-stream": {}},
+          "description": "the uploaded file, as it was sent"},
+    **{c: {"model": Problem} for c in (401, 404)}})
+async def get_original(image_id: str, db: DbDep, store: StoreDep, who: CallerDep) -> Response:
+    """The upload the image was fitted from, while it is kept (TUNER_UPLOAD_RETENTION_S after its job; 404
+    after that, and for blobs uploaded as they are)."""
+    img = await run_in_threadpool(owned_image, db, image_id, who)
+    job = await run_in_threadpool(db.get_job, img.job_id) if img.job_id else None
+    if job is None:
+        raise ProblemError(404, f"{image_id} was not fitted from an upload here")
+    try:
+        data = await run_in_threadpool(store.get, f"uploads/{job.upload_digest}")
+    except BlobNotFound:
+        raise ProblemError(404, f"the upload of {image_id} is no longer kept") from None
+    return Response(data, media_type=_sniff(data), headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _sniff(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
 @router.get("/{image_id}/comparisons/{codec}", response_class=Response, responses={
     200: {"content": {m: {} for m in MEDIA.values()}, "description": "the codec's file"},
     **{c: {"model": Problem} for c in (401, 404)}})

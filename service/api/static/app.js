@@ -307,7 +307,9 @@ async function loadComparisons(imageId) {
     list.append(li);
   }
   state.view.comparisons = Object.fromEntries(data.items.map((c) => [c.codec, c]));
-  for (const o of $("compare-codec").options) o.disabled = o.value !== "" && !state.view.comparisons[o.value];
+  for (const o of $("compare-codec").options) {
+    o.disabled = !["", "original"].includes(o.value) && !state.view.comparisons[o.value];
+  }
 }
 
 function placeCompare() {
@@ -326,7 +328,13 @@ $("compare-codec").addEventListener("change", async (e) => {
   const codec = e.target.value, v = state.view;
   if (!codec || !v) { $("compare-wrap").hidden = true; return; }
   const old = $("compare").src;
-  $("compare").src = await objectUrl(`/v1/images/${v.id}/comparisons/${codec}`);
+  const path = codec === "original" ? `/v1/images/${v.id}/original` : `/v1/images/${v.id}/comparisons/${codec}`;
+  try {
+    $("compare").src = await objectUrl(path);
+  } catch (err) {
+    $("view-info").textContent = err.message;
+    return;
+  }
   if (old.startsWith("blob:")) URL.revokeObjectURL(old);
   $("compare-wrap").hidden = false;
   $("compare-wrap").dataset.codec = codec;
