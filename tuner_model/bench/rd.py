@@ -175,7 +175,8 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("RGB PSNR (dB)")
     size = report.get("size")
-    ax.set_title(f"Rate–distortion ({_size_text(size)}, {report['steps']} steps)")
+    work = f"{report['steps']} steps" if report.get("steps") else f"effort {report.get('effort') or 'default'}"
+    ax.set_title(f"Rate–distortion ({_size_text(size)}, {work}, {len(report.get('images', []))} images)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
