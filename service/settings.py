@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.access.signing import parse_keys
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNER_", env_ignore_empty=True, extra="ignore")
@@ -107,9 +109,10 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.soft_time_limit_s >= self.hard_time_limit_s:
             raise ValueError("TUNER_SOFT_TIME_LIMIT_S must be lower than TUNER_HARD_TIME_LIMIT_S")
-        signing = self.signing_keys.get_secret_value() if self.signing_keys else ""
-        if any(len(k.strip()) < 16 for k in signing.split(",") if k.strip()):
-            raise ValueError("TUNER_SIGNING_KEYS: each key must be at least 16 characters")
+        try:
+            self.signing_key_bytes  # noqa: B018 - parsed (and cached) once, here, so a bad key stops start-up
+        except ValueError as e:
+            raise ValueError(f"TUNER_SIGNING_KEYS: {e}") from None
         if self.visibility_timeout_s is not None and self.visibility_timeout_s <= self.hard_time_limit_s:
             raise ValueError("TUNER_VISIBILITY_TIMEOUT_S must be above TUNER_HARD_TIME_LIMIT_S")
         if self.stale_after_s <= 2 * self.heartbeat_s:
@@ -123,6 +126,11 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'tuner.sqlite').resolve()}"
+
+    @cached_property
+    def signing_key_bytes(self) -> tuple[bytes, ...]:
+        """TUNER_SIGNING_KEYS as HMAC keys (the first signs, all verify); empty when URL signing is off."""
+        return parse_keys(self.signing_keys.get_secret_value() if self.signing_keys else None)
 
     @property
     def visibility_timeout(self) -> int:

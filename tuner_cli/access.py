@@ -62,11 +62,10 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from service.access.signing import parse_keys, sign
+    from service.access.signing import sign
     from tuner_cli.serve import settings_from_env
 
-    settings = settings_from_env()
-    keys = parse_keys(settings.signing_keys.get_secret_value() if settings.signing_keys else None)
+    keys = settings_from_env().signing_key_bytes
     if not keys:
         raise TunerError("no signing keys: set TUNER_SIGNING_KEYS (comma-separated, 16+ characters each)")
     if not args.path.startswith("/"):

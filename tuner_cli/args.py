@@ -5,11 +5,22 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(s: str) -> int:
+def _int(text: str, what: str = "an integer") -> int:
     try:
-        v = int(s)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
+def _numbers(text: str, cast: type, what: str) -> list:
+    try:
+        return [cast(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of {what}: {text!r}") from None
+
+
+def positive_int(s: str) -> int:
+    v = _int(s)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {v}")
     return v
@@ -42,10 +53,7 @@ def square(text: str) -> int:
         if w != h:
             raise argparse.ArgumentTypeError(f"the paper's protocol is square: got {text!r}")
         return w
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    v = _int(text, "a size")
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
     return v
@@ -54,10 +62,7 @@ def square(text: str) -> int:
 def effort_level(text: str) -> int:
     from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
 
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    v = _int(text)
     if not EFFORT_MIN <= v <= EFFORT_MAX:
         raise argparse.ArgumentTypeError(f"must be in {EFFORT_MIN}..{EFFORT_MAX}, got {v}")
     return v
@@ -68,20 +73,21 @@ def sizes(text: str) -> list[tuple[int, int]]:
 
 
 def ints(text: str) -> list[int]:
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    vals = _numbers(text, int, "integers")
     if not vals or any(v <= 0 for v in vals):
         raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
     return vals
 
 
+def seconds_list(text: str) -> list[float]:
+    vals = _numbers(text, float, "numbers")
+    if not vals or any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"need seconds, none negative: {text!r}")
+    return vals
+
+
 def bpp_list(text: str) -> list[float]:
-    try:
-        vals = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    vals = _numbers(text, float, "numbers")
     if not vals or not all(0.01 <= v <= 64 for v in vals):
         raise argparse.ArgumentTypeError("bpp values must be in [0.01, 64]")
     return vals

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from tuner_cli.args import bpp_list, effort_level, ints, positive_int, size, sizes, square
+from tuner_cli.args import bpp_list, effort_level, ints, positive_int, seconds_list, size, sizes, square
 from tuner_model.core.errors import ConfigError, TunerError
 from tuner_model.core.files import atomic_write
 
@@ -56,7 +56,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     c.add_argument("--size", type=size, default=(4440, 2960), help="WxH of the synthetic photo")
     c.add_argument("--bpp", type=float, default=0.25)
     c.add_argument("--effort", type=effort_level, default=1)
-    c.add_argument("--after", type=lambda t: [float(v) for v in t.split(",")], default=[10.0, 60.0, 180.0],
+    c.add_argument("--after", type=seconds_list, default=[10.0, 60.0, 180.0],
                    help="comma-separated seconds into the encode at which to cancel (one encode each)")
     c.add_argument("--device", default="cpu", choices=devices)
     c.add_argument("--json", required=True)

@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
             yield
         finally:
             app.state.sweeper.stop()
+            app.state.renderer.close()
 
     app = FastAPI(title="TUNER image service", lifespan=lifespan,
                   description="Upload an image; a worker fits a small sinusoidal network to it; the network's "

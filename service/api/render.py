@@ -177,10 +177,6 @@ class Renderer:
         self._pool.submit(self._run, key, blob_digest, p, flight, time.monotonic())
         return flight.result
 
-    def render(self, blob_digest: str, p: RenderPlan) -> bytes:
-        """Render now and wait for it (blocking; for callers outside the event loop)."""
-        return self.submit(blob_digest, p, threading.Event()).result()
-
     def _run(self, key: str, blob_digest: str, p: RenderPlan, flight: _Flight, queued_at: float) -> None:
         try:
             waited = time.monotonic() - queued_at
@@ -224,6 +220,7 @@ class Renderer:
         return data
 
     def close(self) -> None:
+        """Stops the render threads (when the app shuts down); renders still waiting are dropped."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _fitted(self, blob_digest: str) -> Any:

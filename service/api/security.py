@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.access.keys import OPEN, KeyRing, Principal
 from service.access.ratelimit import RateLimiter, retry_after
-from service.access.signing import SIG, SignatureError, parse_keys, verify
+from service.access.signing import SIG, SignatureError, verify
 from service.records import Database, Image, Job
 
 from .problems import ProblemError
@@ -64,8 +64,7 @@ def render_caller(request: Request,
     query = request.query_params.multi_items()
     if not any(k == SIG for k, _ in query):
         return authenticate(request, creds)
-    settings = request.app.state.settings
-    keys = parse_keys(settings.signing_keys.get_secret_value() if settings.signing_keys else None)
+    keys = request.app.state.settings.signing_key_bytes
     if not keys:
         raise ProblemError(403, "signed URLs are not enabled on this service")
     try:

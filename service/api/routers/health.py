@@ -49,8 +49,8 @@ async def readyz(db: DbDep, store: StoreDep, celery: CeleryDep) -> Response:
 def access(request: Request) -> AccessInfo:
     """Whether calls need an API key, and whether signed render URLs are on: what a client (the web page)
     asks before it calls anything that would answer 401. Open to all; it tells nothing about any key."""
-    settings = request.app.state.settings
-    return AccessInfo(keys_required=request.app.state.keyring.required(), signed_urls=bool(settings.signing_keys))
+    state = request.app.state
+    return AccessInfo(keys_required=state.keyring.required(), signed_urls=bool(state.settings.signing_key_bytes))
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(caller)],

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from service.access.signing import parse_keys, sign
+from service.access.signing import sign
 from service.comparisons import delete_comparisons
 from service.storage import BlobNotFound
 from service.submit import SubmitRefused, Upload, submit_upload
@@ -238,7 +238,7 @@ async def render_url(
 ) -> SignedUrl:
     """A signed URL for this render, to embed in a page without a key (URL signing must be configured)."""
     img = await run_in_threadpool(owned_image, db, image_id, who)
-    keys = parse_keys(settings.signing_keys.get_secret_value() if settings.signing_keys else None)
+    keys = settings.signing_key_bytes
     if not keys:
         raise ProblemError(409, "URL signing is not configured on this service (TUNER_SIGNING_KEYS)")
     p = plan((img.width, img.height), q.width, q.height, q.fit, negotiate(q.format, None), q.quality, q.crop,
