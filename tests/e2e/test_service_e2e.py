@@ -108,6 +108,7 @@ def wait_fitting(base: str, job_id: str) -> list[dict]:
     """Waits until the job is running and has reported a step: a worker is really fitting it."""
     seen = wait_job(base, job_id, timeout=60, until=("running",))
     while seen[-1]["step"] == 0:
+        time.sleep(0.1)  # wait_job answers at once while the job runs: without a pause this loop spins
         seen = wait_job(base, job_id, timeout=30, until=("running",))
     return seen
 
