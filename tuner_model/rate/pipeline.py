@@ -26,7 +26,7 @@ from tuner_model.models.fitted import FittedImage
 from tuner_model.rate import table
 from tuner_model.rate.effort import DEFAULT_EFFORT, EffortPlan, effort_plan, estimate_seconds
 from tuner_model.rate.levels import search_levels
-from tuner_model.train import fused
+from tuner_model.train import fused, native
 from tuner_model.train.fit import FitOptions, FitProgress, fit
 from tuner_model.train.qat import QatOptions, qat_finetune
 
@@ -274,8 +274,10 @@ COMPILE_AFTER_S = 30.0  # compiling the fused backward costs ~3.5 s once per pro
 
 
 def compile_if_worth_it(setup: RateSetup, plan: EffortPlan) -> None:
-    """Compile the grid path's fused backward for a CPU encode long enough to pay for it (train/grid.py)."""
-    if setup.device != "cpu" or fused.fused_in_use():
+    """Compile the grid path's fused backward for a CPU encode long enough to pay for it (train/grid.py),
+    unless the native one-pass top layer (train/native.py), which the encoder's one-layer networks take
+    before it, is built."""
+    if setup.device != "cpu" or fused.fused_in_use() or native.load() is not None:
         return
     if estimate_seconds(setup.width, setup.height, setup.net_width, plan) > COMPILE_AFTER_S:
         fused.warm_up()

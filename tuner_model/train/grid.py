@@ -32,9 +32,13 @@ import torch
 
 from tuner_model.core.errors import FitCancelled
 from tuner_model.train import fused as fused_mod
+from tuner_model.train import native
 
 TILE_ELEMENTS = 1 << 21  # pre-activations per tile: 8 MB of float32 stays in cache
 CANCEL_EVERY_TILES = 16  # poll the cancel callback this often inside a step
+# One hidden layer on the CPU: the top layer's forward and backward as one compiled pass per tile
+# (native.py, top_layer.c) where it builds; False forces the eager form (tests compare the two).
+NATIVE_TOP = True
 
 
 @dataclass(frozen=True)
@@ -145,9 +149,14 @@ class GridMSE(torch.autograd.Function):
         d_deep_w = [torch.zeros_like(x) for x in deep_w]
         d_deep_b = [torch.zeros_like(x) for x in deep_b]
         fused = fused_mod.top_backward is not None and not e.is_cuda and out_w.shape[1] <= 3
+        one_pass = (NATIVE_TOP and n_deep == 0 and not e.is_cuda and c <= 3 and target.is_contiguous()
+                    and (weight is None or weight.is_contiguous()) and native.load() is not None)
         tile = 0
         for k in range(k_count):
             cw, cb = out_w[k], out_b[k][None, :, None]
+            if one_pass:
+                cw_c, cb_c = cw.contiguous(), out_b[k].contiguous()
+                sums = native.Sums.zeros(c, n1)
             for lo in range(0, h, rows):
                 tile += 1
                 if should_cancel is not None and tile % CANCEL_EVERY_TILES == 0 and should_cancel():
@@ -157,6 +166,14 @@ class GridMSE(torch.autograd.Function):
                 s = [x[:t] for x in sines]
                 co = [x[:t] for x in cosines]
                 a = coef[k, :, lo:hi].reshape(r_count, t * n1)  # a copy only when coef is not contiguous
+                if one_pass:
+                    z = co[0]
+                    torch.mm(a.T, e, out=z.view(t * n1, w))
+                    mask = None if weight is None else weight[lo:hi]
+                    if native.top_layer(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums):
+                        torch.mm(e, z.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
+                        continue
+                    # refused (nothing touched): this tile takes the eager form below
                 # Each layer's pre-activation goes to its cosine buffer; the fused backward (when compiled)
                 # takes the top layer's cosine from it there, the others are turned into cosines at once.
                 z = co[0].view(t * n1, w)
@@ -180,6 +197,10 @@ class GridMSE(torch.autograd.Function):
                 _add_outer(d_out_w[k], o, last)
                 g = _backward_tile(k, t, o, cw, s, co, _Deep(deep_w, d_deep_w, d_deep_b), fused)
                 torch.mm(e, g.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
+            if one_pass:
+                losses[k] += sums.loss[0]
+                d_out_b[k] += sums.d_b.to(torch.float32)
+                d_out_w[k] += sums.d_c.to(torch.float32)
         ctx.save_for_backward(d_coef, d_out_w, d_out_b, *d_deep_w, *d_deep_b)
         ctx.n_deep = n_deep
         return (losses / denominator).to(torch.float32)
