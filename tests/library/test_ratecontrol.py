@@ -129,3 +129,34 @@ def test_weights_are_fine_tuned_again_when_the_second_search_lowers_q(small: np.
                       small)
     print(f"retuned {fitted.meta['psnr']:.2f} dB, stale {stale_psnr:.2f} dB")
     assert fitted.meta["psnr"] > stale_psnr
+
+
+def test_next_rate_moves_towards_the_aim_from_either_side() -> None:
+    from tuner_model.rate.encode import next_rate
+
+    up = next_rate([(1.0, 28.0)], 30.0, 2.0, 0.01)  # 2 dB short at 2 dB per doubling: twice the rate
+    assert up == pytest.approx(2.0)
+    down = next_rate([(1.0, 31.0)], 30.0, 2.0, 0.01)  # 1 dB over: half a doubling down
+    assert down == pytest.approx(2 ** -0.5)
+    between = next_rate([(1.0, 28.0), (2.0, 31.0)], 30.0, 2.0, 0.01)  # the secant in log bpp
+    assert 1.0 < between < 2.0 and math.log2(between) == pytest.approx(2 / 3)
+    measured = next_rate([(1.0, 26.0), (2.0, 27.0)], 28.0, 3.0, 0.01)  # one side: its own slope, 1 dB/doubling
+    assert measured == pytest.approx(4.0)
+    assert next_rate([(0.02, 31.0)], 30.0, 2.0, 0.02) is None  # already at the floor
+    assert next_rate([(1.0, 28.0), (2.0, 30.0)], 30.0, 2.0, 0.01) is None  # the answer was tried
+
+
+def test_psnr_target_lands_in_its_window_or_keeps_the_smallest_that_reaches_it(small: np.ndarray) -> None:
+    from tuner_model.rate.encode import PSNR_TOLERANCE_DB, first_bpp, rate_floor
+
+    target = 24.0
+    settings = EncodeSettings(psnr=target, steps=60, device="cpu")
+    fitted, blob = encode(small, settings)
+    rate = first_bpp(small.shape, settings)
+    first = encode(small, EncodeSettings(bpp=rate, steps=60, device="cpu"))
+    got = first[0].meta["psnr"]
+    assert fitted.meta["psnr"] >= min(target, got)  # never worse than the first attempt, up to the target
+    if got >= target:
+        assert len(blob) <= len(first[1])  # the smallest blob that reaches the target is kept
+    if got > target + PSNR_TOLERANCE_DB and rate > 1.01 * rate_floor(small.shape):
+        assert len(blob) < len(first[1])  # the table's rate overshot: a lower one was tried and kept
