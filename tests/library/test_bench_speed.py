@@ -36,8 +36,12 @@ def test_speed_bench_cpu_report(image_dir, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out)["device"] == "cpu"
     fit = report["fit"]
-    assert [(r["width"], r["variant"]) for r in fit] == [(8, "fp32-eager"), (8, "grid"), (16, "fp32-eager"),
-                                                          (16, "grid")]
+    assert [(r["width"], r["variant"]) for r in fit] == [
+        (w, v) for w in (8, 16) for v in ("fp32-eager", "grid", "grid-eager-top")]
+    for w in (8, 16):  # the native and the eager top layer: the same steps, the same network
+        native, eager = (next(r for r in fit if r["width"] == w and r["variant"] == v)
+                         for v in ("grid", "grid-eager-top"))
+        assert native["psnr"] == pytest.approx(eager["psnr"], abs=0.01)
     assert all(r["ms_per_step"] > 0 for r in fit)
     assert all(r["speedup_vs_fp32_eager"] == 1.0 for r in fit if r["variant"] == "fp32-eager")
     ref = report["reference"]["images"]

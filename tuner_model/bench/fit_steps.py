@@ -1,7 +1,8 @@
 """`tuner bench speed`'s fitting part: ms per full-image step of the network rate control uses at each
 width, for a plain fp32 eager baseline (TunerNet + MSE + Adam + clamp, nothing else) and the faster
-variants (the separable grid path; bf16 autocast, torch.compile, both: CUDA only, recorded as skipped
-elsewhere), the PSNR each reaches after the same steps, and peak GPU memory."""
+variants (the separable grid path, with its one-pass native top layer and with the eager one; bf16
+autocast, torch.compile, both: CUDA only, recorded as skipped elsewhere), the PSNR each reaches after the
+same steps, and peak GPU memory."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import torch
 
 from tuner_model.bench.machine import sync
 
-VARIANTS = ("fp32-eager", "grid", "bf16-autocast", "compiled", "bf16-compiled")
+VARIANTS = ("fp32-eager", "grid", "grid-eager-top", "bf16-autocast", "compiled", "bf16-compiled")
 
 
 def _variant_unavailable(variant: str, dev: torch.device) -> str | None:
-    if variant in ("fp32-eager", "grid"):
+    if variant in ("fp32-eager", "grid", "grid-eager-top"):
         return None
     if dev.type != "cuda":
         return ("CUDA only: on the CPU bf16 matmuls and inductor's compile time (tens of seconds per shape) "
@@ -70,7 +71,20 @@ def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: 
 def time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup: int,
                    dev: torch.device) -> tuple[float, float, int | None]:
     """(ms per step, PSNR after warmup + steps, peak GPU bytes) of full-batch Adam steps with the clamp.
-    `grid` is the same step on the grid path (train/grid.py), the others the network's dense forward."""
+    `grid` is the same step on the grid path (train/grid.py), `grid-eager-top` that path with the native
+    top layer off (train/native.py), the others the network's dense forward."""
+    from tuner_model.train import grid as grid_mod
+
+    native_before = grid_mod.NATIVE_TOP
+    grid_mod.NATIVE_TOP = variant != "grid-eager-top"
+    try:
+        return _time_fit_steps(config, image, variant, steps, warmup, dev)
+    finally:
+        grid_mod.NATIVE_TOP = native_before
+
+
+def _time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup: int,
+                    dev: torch.device) -> tuple[float, float, int | None]:
     from tuner_model.core.metrics import mse_to_psnr
     from tuner_model.models import build_model
     from tuner_model.train.fit import FitOptions, image_targets, make_objective
@@ -85,7 +99,8 @@ def time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup: 
         forward = _mixed_forward(model, dev)
     if "compiled" in variant:
         forward = torch.compile(forward)
-    grid = make_objective(model, [image], FitOptions(path="grid"), dev, stacked=False) if variant == "grid" else None
+    on_grid = variant.startswith("grid")
+    grid = make_objective(model, [image], FitOptions(path="grid"), dev, stacked=False) if on_grid else None
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -149,14 +149,19 @@ class GridMSE(torch.autograd.Function):
         d_deep_w = [torch.zeros_like(x) for x in deep_w]
         d_deep_b = [torch.zeros_like(x) for x in deep_b]
         fused = fused_mod.top_backward is not None and not e.is_cuda and out_w.shape[1] <= 3
-        one_pass = (NATIVE_TOP and n_deep == 0 and not e.is_cuda and c <= 3 and target.is_contiguous()
-                    and (weight is None or weight.is_contiguous()) and native.load() is not None)
+        one_pass = (NATIVE_TOP and n_deep == 0 and not e.is_cuda and c <= 3 and e.is_contiguous()
+                    and target.is_contiguous() and (weight is None or weight.is_contiguous())
+                    and native.load() is not None)
+        if one_pass:  # the kernel makes z from coef in (H, n, R) order; its gradient comes out in that order
+            e_t = e.T.contiguous()
+            d_coef = torch.empty((k_count, h, n1, r_count), dtype=coef.dtype, device=coef.device)
         tile = 0
         for k in range(k_count):
             cw, cb = out_w[k], out_b[k][None, :, None]
             if one_pass:
                 cw_c, cb_c = cw.contiguous(), out_b[k].contiguous()
                 sums = native.Sums.zeros(c, n1)
+                coef_k = coef[k].permute(1, 2, 0).contiguous()  # (H, n, R)
             for lo in range(0, h, rows):
                 tile += 1
                 if should_cancel is not None and tile % CANCEL_EVERY_TILES == 0 and should_cancel():
@@ -165,15 +170,15 @@ class GridMSE(torch.autograd.Function):
                 t = hi - lo
                 s = [x[:t] for x in sines]
                 co = [x[:t] for x in cosines]
-                a = coef[k, :, lo:hi].reshape(r_count, t * n1)  # a copy only when coef is not contiguous
                 if one_pass:
                     z = co[0]
-                    torch.mm(a.T, e, out=z.view(t * n1, w))
                     mask = None if weight is None else weight[lo:hi]
-                    if native.top_layer(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums):
-                        torch.mm(e, z.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
-                        continue
-                    # refused (nothing touched): this tile takes the eager form below
+                    if not native.top_layer(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums,
+                                            first=(coef_k[lo:hi], e)):
+                        raise MemoryError("the native top layer could not allocate its buffers")
+                    torch.mm(z.view(t * n1, w), e_t, out=d_coef[k, lo:hi].view(t * n1, r_count))
+                    continue
+                a = coef[k, :, lo:hi].reshape(r_count, t * n1)  # a copy only when coef is not contiguous
                 # Each layer's pre-activation goes to its cosine buffer; the fused backward (when compiled)
                 # takes the top layer's cosine from it there, the others are turned into cosines at once.
                 z = co[0].view(t * n1, w)
@@ -201,6 +206,8 @@ class GridMSE(torch.autograd.Function):
                 losses[k] += sums.loss[0]
                 d_out_b[k] += sums.d_b.to(torch.float32)
                 d_out_w[k] += sums.d_c.to(torch.float32)
+        if one_pass:
+            d_coef = d_coef.permute(0, 3, 1, 2)  # back to coef's (K, R, H, n), as a view
         ctx.save_for_backward(d_coef, d_out_w, d_out_b, *d_deep_w, *d_deep_b)
         ctx.n_deep = n_deep
         return (losses / denominator).to(torch.float32)
