@@ -35,13 +35,24 @@ CODEC_BETAS, CODEC_CLIP, CODEC_PHASE_LR = (0.9, 0.99), 0.02, 10.0  # the float f
 
 def default_config(width: int, height: int, channels: int, net_width: int | None = None) -> ModelConfig:
     """Network for an image: inputs sampled up to a third of Nyquist along the longer side (harmonics
-    up to 3× then reach it, TUNER.md §5); m = n = net_width (by default from the image size)."""
+    up to 3× then reach it, TUNER.md §5), the low block a tenth of that (at least TUNER's 10); m = n =
+    net_width (by default from the image size)."""
     period = 4.0
     bandlimit = max(cycles_to_k(max(width, height) / 6, period), 10)
     if net_width is None:
         net_width = 64 if width * height <= 128 * 128 else 128 if width * height <= 512 * 512 else 192
     return ModelConfig(arch="tuner", channels=channels, input_width=net_width, hidden=(net_width,),
-                       period=period, bandlimit=bandlimit, block_limit=min(10, bandlimit))
+                       period=period, bandlimit=bandlimit, block_limit=block_limit_for(bandlimit))
+
+
+# The low block's half-width L over the bandlimit B. TUNER's L = 10 was set for its own image sizes; at
+# 768×512 (B = 256) a float fit of the 1-bpp network on kodim05, 400 steps, gave 24.00 dB at L = 10, 25.34 at
+# 16, 25.83 at 24, 25.84 at 32 and 25.67 at 48 (scripts/fit_sweep.py, docs/CODEC.md "At native scale").
+BLOCK_OVER_BANDLIMIT = 0.1
+
+
+def block_limit_for(bandlimit: int) -> int:
+    return min(bandlimit, max(10, int(bandlimit * BLOCK_OVER_BANDLIMIT)))
 
 
 @dataclass(frozen=True)
