@@ -206,3 +206,25 @@ def test_fused_backward_gives_the_same_gradients(cfg, fused_backward):
     assert fused.fused_in_use()
     img = _image() if cfg.channels == 3 else _image()[..., :1]
     _compare(_trained(cfg), [img])
+
+
+@pytest.mark.parametrize("cfg", [
+    ModelConfig(input_width=24, hidden=(24,), bandlimit=12, block_limit=4),
+    ModelConfig(input_width=30, hidden=(20,), bandlimit=40, block_limit=12, freq_seed=3),
+], ids=["small", "wide-block"])
+def test_padded_group_products_equal_the_per_group_loop(cfg, monkeypatch):
+    """The first layer's coefficients as one padded batched product, and as one product per kx group (the
+    form taken when one large group would make the padding costly): same values, same gradients."""
+    model = _trained(cfg)
+    img = _image()
+    results = []
+    for limit in (grid_mod.PAD_LIMIT, 0.0):
+        monkeypatch.setattr(grid_mod, "PAD_LIMIT", limit)
+        grid_mod._group_index.cache_clear()
+        objective = make_objective(model, [img], FitOptions(path="grid"), torch.device("cpu"), False)
+        results.append(_grads(model, objective))
+    grid_mod._group_index.cache_clear()
+    (l0, g0), (l1, g1) = results
+    torch.testing.assert_close(l0, l1, rtol=1e-6, atol=1e-8)
+    for name in g0:
+        torch.testing.assert_close(g0[name], g1[name], rtol=1e-5, atol=1e-7)

@@ -24,6 +24,7 @@ share; apart, neither half reads without the other.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -103,6 +104,17 @@ def coefficients(sep: Separable, t: TunerTensors, rows: torch.Tensor | None = No
     # The argument in float64 (it reaches hundreds of radians), the products in float32.
     arg = ys[None, :, None] * sep.omega_y[None, None, :] + phase.to(torch.float64)[:, None, :]  # (K, H, m)
     sb, cb = torch.sin(arg).to(torch.float32), torch.cos(arg).to(torch.float32)
+    bias = t.biases[0][:, None, :].expand(-1, ys.numel(), -1)  # (K, H, n)
+    index = _padded_groups(sep)
+    if index is not None:  # every group's product in one batched call, groups padded with a zero column
+        k_count, h, _ = sb.shape
+        x = torch.cat([sb, cb, sb.new_zeros((k_count, h, 1))], dim=2)[:, :, index]  # (K, H, R', G)
+        wg = torch.cat([w0, w0, w0.new_zeros((k_count, w0.shape[1], 1))], dim=2)[:, :, index]  # (K, n, R', G)
+        coef = torch.matmul(x.permute(0, 2, 1, 3), wg.permute(0, 2, 3, 1))  # (K, R', H, n)
+        if sep.zero_row is None:
+            return torch.cat([coef, bias[:, None]], dim=1)
+        coef[:, sep.zero_row] += bias
+        return coef
     parts = []
     for g in sep.cos_groups:  # sin(ωy y + φ) multiplies cos(ωx x)
         a, b = sep.bounds[g], sep.bounds[g + 1]
@@ -110,12 +122,37 @@ def coefficients(sep: Separable, t: TunerTensors, rows: torch.Tensor | None = No
     for g in sep.sin_groups:  # cos(ωy y + φ) multiplies sin(ωx x)
         a, b = sep.bounds[g], sep.bounds[g + 1]
         parts.append(torch.matmul(cb[:, :, a:b], w0[:, :, a:b].transpose(1, 2)))
-    bias = t.biases[0][:, None, :].expand(-1, ys.numel(), -1)  # (K, H, n)
     if sep.zero_row is None:
         parts.append(bias)
     else:
         parts[sep.zero_row] = parts[sep.zero_row] + bias
     return torch.stack(parts, dim=1)
+
+
+PAD_LIMIT = 4.0  # pad the groups to one size when that costs at most this many times the columns
+
+
+def _padded_groups(sep: Separable) -> torch.Tensor | None:
+    """(R', G) indices into [sin columns | cos columns | a zero column] that lay every group's columns out
+    in a row of one size (cos rows of e first, then sin rows, as `e`), or None when padding would cost
+    more than PAD_LIMIT times the columns themselves (one large group among small ones)."""
+    index = _group_index(sep.bounds, sep.cos_groups, sep.sin_groups)
+    return None if index is None else index.to(sep.order.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _group_index(bounds: tuple[int, ...], cos_groups: tuple[int, ...], sin_groups: tuple[int, ...]
+                 ) -> torch.Tensor | None:
+    m = bounds[-1]
+    groups = [(g, 0) for g in cos_groups] + [(g, m) for g in sin_groups]
+    size = max(bounds[g + 1] - bounds[g] for g, _ in groups)
+    if len(groups) * size > PAD_LIMIT * 2 * m:
+        return None
+    index = torch.full((len(groups), size), 2 * m, dtype=torch.int64)
+    for r, (g, offset) in enumerate(groups):
+        a, b = bounds[g], bounds[g + 1]
+        index[r, : b - a] = torch.arange(a, b) + offset
+    return index
 
 
 class GridMSE(torch.autograd.Function):
