@@ -84,8 +84,9 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     s.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
     s.add_argument("--limit", type=positive_int, default=4, help="images to use (batched fitting uses them all)")
     s.add_argument("--fit-size", type=size, help="resize images to WxH for fitting (default: native)")
-    s.add_argument("--variants", default="fp32-eager,grid,bf16-autocast,compiled,bf16-compiled",
-                   help="fitting variants (grid: the separable grid path; bf16: hidden and output products in bf16, "
+    s.add_argument("--variants", default="fp32-eager,grid,grid-eager-top,bf16-autocast,compiled,bf16-compiled",
+                   help="fitting variants (grid: the separable grid path; grid-eager-top: it without the native "
+                   "top layer; bf16: hidden and output products in bf16, "
                    "input layer and sines in fp32; CUDA only); fp32-eager is always run as the baseline")
     s.add_argument("--batch", type=positive_int, default=4, help="K for batched fitting (--skip batch skips it)")
     s.add_argument("--sizes", type=sizes, help="render sizes WxH,WxH,... (default: 768x512,1920x1080,3840x2160)")
