@@ -358,7 +358,7 @@ def test_fit_estimate(tmp_path: Path) -> None:
     assert seconds_per_pixel_neuron(Settings(data_dir=tmp_path, fit_seconds_per_pixel_neuron=1e-8)) == 1e-8
     at = {e: estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1, effort=e), cpu) for e in range(1, 10)}
     assert all(at[e] <= at[e + 1] for e in range(1, 9)) and at[9] > 2 * at[4]
-    assert 20 < at[4] < 300  # about a minute on 2 cores at the default effort (tuner_model/effort.py)
+    assert 60 < at[4] < 1200  # 1.3 to 11 minutes on 2 cores at the default effort (tuner_model/effort.py)
     assert estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1), cuda) < at[4] / 2
     # A psnr target budgets a second attempt; a higher rate is a wider network.
     one = estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1), cpu)

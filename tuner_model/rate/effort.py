@@ -5,8 +5,9 @@ accepting the upload.
 An effort fixes the float fit's steps and the share of the image's rows each step sees (stochastic over
 rows: a quarter of the rows costs a quarter of a full step, and the separable grid structure is kept),
 and the quantization-aware fine-tuning's steps and rows. The levels were chosen by measurement at
-768×512 (docs/PERFORMANCE.md, "Effort"); the default encodes a 768×512 photo at 1 bpp in about a minute
-on 2 CPU cores, and the top levels are for GPU workers and benchmarks.
+768×512 (docs/PERFORMANCE.md, "Effort"); the default encodes a 768×512 photo at 1 bpp in 75–79 s on a
+2-core Xeon with AVX-512 (low block L = 10) and in ~11 minutes on a 2-core AMD EPYC with AVX2 (L = 25, which
+fits 1–1.5 dB better at that rate: docs/CODEC.md); the top levels are for GPU workers and benchmarks.
 """
 
 from __future__ import annotations
@@ -87,9 +88,12 @@ def rows_for(fraction: float, height: int) -> int | None:
     return None if rows >= height else rows
 
 
-# Seconds of one full-image grid step per pixel per hidden neuron, measured on the 2-core CPU (AVX-512)
-# at 768×512, width 264: 0.19 s (docs/PERFORMANCE.md). A worker's setting can replace it.
-CPU_SECONDS_PER_PIXEL_NEURON = 1.9e-9
+# Seconds of one full-image grid step per pixel per hidden neuron on a 2-core CPU, from a measured encode:
+# kodim01 at 1 bpp (width 264, low block L = 25), effort 4, took 638 s on the 2-core AMD EPYC (AVX2) of
+# 2026-12-01, i.e. 1.37e-8 with the overheads below (docs/PERFORMANCE.md). A 2-core Xeon with AVX-512 ran
+# L = 10 steps 7x faster (1.9e-9): this errs towards refusing, which a worker's setting can undo
+# (TUNER_FIT_SECONDS_PER_PIXEL_NEURON).
+CPU_SECONDS_PER_PIXEL_NEURON = 1.37e-8
 OVERHEAD_SECONDS = 5.0  # level searches, snapping, PSNR, blob
 STEP_OVERHEAD_SECONDS = 0.004  # per step, whatever its size (a tiny image's steps are all overhead)
 
