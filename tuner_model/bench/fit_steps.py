@@ -19,6 +19,8 @@ VARIANTS = ("fp32-eager", "grid", "grid-eager-top", "bf16-autocast", "compiled",
 
 
 def _variant_unavailable(variant: str, dev: torch.device) -> str | None:
+    if variant == "grid-eager-top" and dev.type != "cpu":
+        return "the native top layer it is compared with runs on the CPU only: on this device it is `grid`"
     if variant in ("fp32-eager", "grid", "grid-eager-top"):
         return None
     if dev.type != "cuda":
