@@ -40,6 +40,9 @@ CANCEL_EVERY_TILES = 16  # poll the cancel callback this often inside a step
 # One hidden layer on the CPU: the top layer's forward and backward as one compiled pass per tile
 # (native.py, top_layer.c) where it builds; False forces the eager form (tests compare the two).
 NATIVE_TOP = True
+# The kernel can also make z = a e itself; measured slower than a BLAS product before it (768×512, width 264,
+# 2-core AMD EPYC: a ½ × ½ sub-grid step 0.405 s against 0.325 at L = 25, 0.265 against 0.210 at L = 10).
+NATIVE_FIRST = False
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,7 @@ class GridMSE(torch.autograd.Function):
             if one_pass:
                 cw_c, cb_c = cw.contiguous(), out_b[k].contiguous()
                 sums = native.Sums.zeros(c, n1)
-                coef_k = coef[k].permute(1, 2, 0).contiguous()  # (H, n, R)
+                coef_k = coef[k].permute(1, 2, 0).contiguous() if NATIVE_FIRST else None  # (H, n, R)
             for lo in range(0, h, rows):
                 tile += 1
                 if should_cancel is not None and tile % CANCEL_EVERY_TILES == 0 and should_cancel():
@@ -210,8 +213,12 @@ class GridMSE(torch.autograd.Function):
                 if one_pass:
                     z = co[0]
                     mask = None if weight is None else weight[lo:hi]
-                    if not native.top_layer(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums,
-                                            first=(coef_k[lo:hi], e)):
+                    first = None
+                    if NATIVE_FIRST:
+                        first = (coef_k[lo:hi], e)
+                    else:
+                        torch.mm(coef[k, :, lo:hi].reshape(r_count, t * n1).T, e, out=z.view(t * n1, w))
+                    if not native.top_layer(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums, first=first):
                         raise MemoryError("the native top layer could not allocate its buffers")
                     torch.mm(z.view(t * n1, w), e_t, out=d_coef[k, lo:hi].view(t * n1, r_count))
                     continue
