@@ -11,8 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 RUN useradd --create-home --uid 1000 tuner && mkdir /data && chown tuner /data
-# g++: torch.compile builds the renderer's fused sine at API start-up (TUNER_RENDER_COMPILE, ~0.65x the
-# render time); without a compiler the API still works, eagerly.
+# g++ (and with it cc): torch.compile builds the renderer's fused sine at API start-up (TUNER_RENDER_COMPILE,
+# ~0.65x the render time), and the worker builds the grid path's native top layer on its first fit
+# (train/top_layer.c, ~1 s, cached under ~/.cache/tuner-native); without a compiler both run eagerly.
 RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 
 # torch first, from the chosen index, so the project install below keeps it.
