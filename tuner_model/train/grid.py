@@ -40,9 +40,6 @@ CANCEL_EVERY_TILES = 16  # poll the cancel callback this often inside a step
 # One hidden layer on the CPU: the top layer's forward and backward as one compiled pass per tile
 # (native.py, top_layer.c) where it builds; False forces the eager form (tests compare the two).
 NATIVE_TOP = True
-# The kernel can also make z = a e itself; measured slower than a BLAS product before it (768×512, width 264,
-# 2-core AMD EPYC: a ½ × ½ sub-grid step 0.405 s against 0.325 at L = 25, 0.265 against 0.210 at L = 10).
-NATIVE_FIRST = False
 
 
 @dataclass(frozen=True)
@@ -177,31 +174,32 @@ class GridMSE(torch.autograd.Function):
         widths = [n1] + [dw.shape[1] for dw in deep_w]
         rows = max(1, TILE_ELEMENTS // (max(widths) * w))
         t_max = min(rows, h)
-        # Per layer: its sine and its cosine (the backward of the sine), one tile deep.
-        sines = [torch.empty((t_max, nl, w), dtype=torch.float32, device=e.device) for nl in widths]
-        cosines = [torch.empty_like(s) for s in sines]
         c = out_w.shape[1]
-        out = torch.empty((t_max, c, w), dtype=torch.float32, device=e.device)
-        scale = 2.0 / denominator
-        losses = torch.zeros(k_count, dtype=torch.float64, device=e.device)
-        d_coef = torch.empty_like(coef)
-        d_out_w, d_out_b = torch.zeros_like(out_w), torch.zeros_like(out_b)
-        d_deep_w = [torch.zeros_like(x) for x in deep_w]
-        d_deep_b = [torch.zeros_like(x) for x in deep_b]
-        fused = fused_mod.top_backward is not None and not e.is_cuda and out_w.shape[1] <= 3
         one_pass = (NATIVE_TOP and n_deep == 0 and not e.is_cuda and c <= 3 and e.is_contiguous()
                     and target.is_contiguous() and (weight is None or weight.is_contiguous())
                     and native.load() is not None)
-        if one_pass:  # the kernel makes z from coef in (H, n, R) order; its gradient comes out in that order
+        # Per layer: its sine and its cosine (the backward of the sine), one tile deep; the one-pass kernel
+        # needs only the pre-activation's buffer.
+        cosines = [torch.empty((t_max, nl, w), dtype=torch.float32, device=e.device) for nl in widths]
+        sines = [] if one_pass else [torch.empty_like(x) for x in cosines]
+        out = torch.empty((t_max, c, w), dtype=torch.float32, device=e.device)
+        scale = 2.0 / denominator
+        losses = torch.zeros(k_count, dtype=torch.float64, device=e.device)
+        d_out_w, d_out_b = torch.zeros_like(out_w), torch.zeros_like(out_b)
+        d_deep_w = [torch.zeros_like(x) for x in deep_w]
+        d_deep_b = [torch.zeros_like(x) for x in deep_b]
+        fused = fused_mod.top_backward is not None and not e.is_cuda and c <= 3
+        if one_pass:  # coef's gradient as g @ eᵀ, into (H, n, R) order (faster than e @ gᵀ into coef's own)
             e_t = e.T.contiguous()
             d_coef = torch.empty((k_count, h, n1, r_count), dtype=coef.dtype, device=coef.device)
+        else:
+            d_coef = torch.empty_like(coef)
         tile = 0
         for k in range(k_count):
             cw, cb = out_w[k], out_b[k][None, :, None]
             if one_pass:
                 cw_c, cb_c = cw.contiguous(), out_b[k].contiguous()
                 sums = native.Sums.zeros(c, n1)
-                coef_k = coef[k].permute(1, 2, 0).contiguous() if NATIVE_FIRST else None  # (H, n, R)
             for lo in range(0, h, rows):
                 tile += 1
                 if should_cancel is not None and tile % CANCEL_EVERY_TILES == 0 and should_cancel():
@@ -213,12 +211,8 @@ class GridMSE(torch.autograd.Function):
                 if one_pass:
                     z = co[0]
                     mask = None if weight is None else weight[lo:hi]
-                    first = None
-                    if NATIVE_FIRST:
-                        first = (coef_k[lo:hi], e)
-                    else:
-                        torch.mm(coef[k, :, lo:hi].reshape(r_count, t * n1).T, e, out=z.view(t * n1, w))
-                    if not native.top_layer(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums, first=first):
+                    torch.mm(coef[k, :, lo:hi].reshape(r_count, t * n1).T, e, out=z.view(t * n1, w))
+                    if not native.top_layer(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums):
                         raise MemoryError("the native top layer could not allocate its buffers")
                     torch.mm(z.view(t * n1, w), e_t, out=d_coef[k, lo:hi].view(t * n1, r_count))
                     continue

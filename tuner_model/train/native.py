@@ -78,8 +78,8 @@ def load() -> ctypes.CDLL | None:
         except (OSError, subprocess.SubprocessError, AttributeError):
             return None
         p = ctypes.c_void_p
-        i32 = ctypes.c_int
-        fn.argtypes = [p, p, p, i32, p, p, p, p, i32, i32, i32, i32, ctypes.c_float, i32, p, p, p]
+        fn.argtypes = [p, p, p, p, p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_float,
+                       ctypes.c_int, p, p, p]
         fn.restype = ctypes.c_int
         _lib = lib
         return _lib
@@ -105,28 +105,19 @@ class Sums:
 
 
 def top_layer(z: torch.Tensor, cw: torch.Tensor, cb: torch.Tensor, target: torch.Tensor,
-              mask: torch.Tensor | None, scale: float, sums: Sums,
-              first: tuple[torch.Tensor, torch.Tensor] | None = None) -> bool:
-    """One tile's top layer (top_layer.c): z (t, n, w) becomes dz, and `sums` are added to. With `first` =
-    (a (t, n, r), e (r, w)), z is not read but made as a e, row by row. False (nothing touched) where the
-    kernel is not there or does not apply."""
+              mask: torch.Tensor | None, scale: float, sums: Sums) -> bool:
+    """One tile's top layer (top_layer.c): z (t, n, w) becomes dz, and `sums` are added to. False (nothing
+    touched) where the kernel is not there or does not apply."""
     lib = load()
     if lib is None or z.is_cuda or z.dtype != torch.float32:
         return False
     t, n, w = z.shape
     c = cw.shape[0]
-    a, e = first if first is not None else (None, None)
-    tensors = tuple(x for x in (z, cw, cb, target, mask, a, e) if x is not None)
+    tensors = (z, cw, cb, target) + (() if mask is None else (mask,))
     if not all(x.is_contiguous() and x.dtype == torch.float32 for x in tensors):
         return False
     if not all(x.is_contiguous() and x.dtype == torch.float64 for x in (sums.loss, sums.d_b, sums.d_c)):
         return False
-    r = 0
-    if a is not None:
-        r = a.shape[2]
-        if a.shape[:2] != (t, n) or e.shape != (r, w):
-            return False
-    rc = lib.tuner_top_layer(_ptr(z), _ptr(a), _ptr(e), r, _ptr(cw), _ptr(cb), _ptr(target), _ptr(mask),
-                             t, n, w, c, scale, torch.get_num_threads(), _ptr(sums.loss), _ptr(sums.d_b),
-                             _ptr(sums.d_c))
+    rc = lib.tuner_top_layer(_ptr(z), _ptr(cw), _ptr(cb), _ptr(target), _ptr(mask), t, n, w, c, scale,
+                             torch.get_num_threads(), _ptr(sums.loss), _ptr(sums.d_b), _ptr(sums.d_c))
     return rc == 0

@@ -4,9 +4,7 @@
  *   s = sin(z), o = C s + b - target (times a 0/1 mask when given), loss += sum o^2,
  *   d = scale * o, d_b += sum d, d_C += d s^T, and z <- dz = cos(z) * (C^T d).
  *
- * z is (t, n, w) float32, pixels contiguous; target (t, c, w); mask (t, w) or NULL. Given a (t, n, r) and
- * e (r, w), z is not read but made here, z = a e row by row (the separable first layer's product, whose
- * inner dimension r is small: a poor shape for a BLAS call, and one image-sized pass saved). The eager form runs a
+ * z is (t, n, w) float32, pixels contiguous; target (t, c, w); mask (t, w) or NULL. The eager form runs a
  * sine pass, a cosine pass and small C-row products per row, each over the whole tile in memory; here a
  * block of 16 pixels' n pre-activations stays in L1 between the forward and the backward, and sine and
  * cosine come from one range reduction. Rows are split over threads, each with its own accumulators.
@@ -44,9 +42,6 @@ static inline void sincos_block(const float *restrict x, float *restrict s, floa
 
 typedef struct {
     float *z;
-    const float *a, *e;  /* when a is set: z = a e per row, a (t, n, r) and e (r, w), made here */
-    int r;
-    float *e_buf;  /* (r, BLOCK): e's block of columns */
     const float *cw, *cb, *target, *mask;
     int t0, t1, n, w, c;
     float scale;
@@ -70,26 +65,10 @@ static void run_rows(Job *job) {
             int len = w - x0 < BLOCK ? w - x0 : BLOCK;
             float o0[BLOCK] = {0}, o1[BLOCK] = {0}, o2[BLOCK] = {0};
             float zin[BLOCK];
-            const int nr = job->r;
-            float *restrict eb = job->e_buf;
-            if (job->a) {
-                for (int q = 0; q < nr; q++)
-                    for (int i = 0; i < BLOCK; i++) eb[q * BLOCK + i] = i < len ? job->e[(size_t)q * w + x0 + i] : 0.0f;
-            }
             for (int j = 0; j < n; j++) {
-                if (job->a) {
-                    const float *restrict aj = job->a + ((size_t)t * n + j) * nr;
-                    for (int i = 0; i < BLOCK; i++) zin[i] = 0.0f;
-                    for (int q = 0; q < nr; q++) {
-                        const float aq = aj[q];
-#pragma omp simd
-                        for (int i = 0; i < BLOCK; i++) zin[i] += aq * eb[q * BLOCK + i];
-                    }
-                } else {
-                    const float *zj = zt + (size_t)j * w + x0;
-                    if (len == BLOCK) memcpy(zin, zj, sizeof zin);
-                    else for (int i = 0; i < BLOCK; i++) zin[i] = i < len ? zj[i] : 0.0f;
-                }
+                const float *zj = zt + (size_t)j * w + x0;
+                if (len == BLOCK) memcpy(zin, zj, sizeof zin);
+                else for (int i = 0; i < BLOCK; i++) zin[i] = i < len ? zj[i] : 0.0f;
                 float *restrict sj = sb + (size_t)j * BLOCK, *restrict cj = cbuf + (size_t)j * BLOCK;
                 sincos_block(zin, sj, cj);
                 const float a0 = cw[j], a1 = cw[n + j], a2 = cw[2 * n + j];
@@ -150,11 +129,10 @@ static void *thread_main(void *arg) {
 }
 
 /* Returns 0, or -1 when c is out of range or memory runs out (the caller then takes the eager path). */
-int tuner_top_layer(float *z, const float *a, const float *e, int r,
-                    const float *cw, const float *cb, const float *target, const float *mask,
+int tuner_top_layer(float *z, const float *cw, const float *cb, const float *target, const float *mask,
                     int t, int n, int w, int c, float scale, int threads,
                     double *loss, double *d_b, double *d_c) {
-    if (c < 1 || c > MAX_C || t < 1 || n < 1 || w < 1 || (a && (!e || r < 1))) return -1;
+    if (c < 1 || c > MAX_C || t < 1 || n < 1 || w < 1) return -1;
     if (threads < 1) threads = 1;
     if (threads > t) threads = t;
     if (threads > 64) threads = 64;
@@ -163,19 +141,17 @@ int tuner_top_layer(float *z, const float *a, const float *e, int r,
     int ok = 0;
     for (int k = 0; k < threads; k++) {
         Job *jb = &jobs[k];
-        jb->z = z; jb->a = a; jb->e = e; jb->r = a ? r : 0; jb->cw = cw; jb->cb = cb; jb->target = target; jb->mask = mask;
+        jb->z = z; jb->cw = cw; jb->cb = cb; jb->target = target; jb->mask = mask;
         jb->t0 = (int)((long)t * k / threads);
         jb->t1 = (int)((long)t * (k + 1) / threads);
         jb->cw3 = NULL;
-        jb->e_buf = NULL;
         jb->n = n; jb->w = w; jb->c = c; jb->scale = scale; jb->loss = 0.0;
         jb->d_b = calloc((size_t)c, sizeof(double));
         jb->d_c = calloc((size_t)c * n, sizeof(double));
         jb->s_buf = malloc((size_t)n * BLOCK * sizeof(float));
         jb->c_buf = malloc((size_t)n * BLOCK * sizeof(float));
         jb->cw3 = calloc((size_t)MAX_C * n, sizeof(float));
-        jb->e_buf = malloc(((size_t)jb->r + 1) * BLOCK * sizeof(float));
-        if (!jb->d_b || !jb->d_c || !jb->s_buf || !jb->c_buf || !jb->cw3 || !jb->e_buf) {
+        if (!jb->d_b || !jb->d_c || !jb->s_buf || !jb->c_buf || !jb->cw3) {
             threads = k + 1;
             ok = -1;
             break;
@@ -199,7 +175,7 @@ int tuner_top_layer(float *z, const float *a, const float *e, int r,
         }
     }
     for (int k = 0; k < threads; k++) {
-        free(jobs[k].d_b); free(jobs[k].d_c); free(jobs[k].s_buf); free(jobs[k].c_buf); free(jobs[k].cw3); free(jobs[k].e_buf);
+        free(jobs[k].d_b); free(jobs[k].d_c); free(jobs[k].s_buf); free(jobs[k].c_buf); free(jobs[k].cw3);
     }
     return ok;
 }
