@@ -66,12 +66,14 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     f.add_argument("--images", required=True)
     f.add_argument("--bpp", type=bpp_list, default=[0.25, 0.5, 1.0, 2.0])
     f.add_argument("--device", default="auto", choices=devices)
-    f.add_argument("--steps", type=positive_int, default=1000)
+    f.add_argument("--effort", type=effort_level, help="encoder effort 1..9 (default: the encoder's)")
+    f.add_argument("--steps", type=positive_int, help="float-fit steps (default: the effort's)")
     f.add_argument("--limit", type=positive_int)
-    f.add_argument("--size", type=size)
-    f.add_argument("--guesses", type=bpp_list, default=[4.5, 5.5, 6.5, 7.5],
+    f.add_argument("--size", type=size, help="resize images to WxH first (default: native)")
+    f.add_argument("--guesses", type=bpp_list, default=[4.5, 5.5, 6.5],
                    help="bits-per-parameter guesses that size the candidate networks")
     f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/rate/table.json)")
+    f.add_argument("--results", help="resumable results file: a stopped run continues after its finished encodes")
     f.set_defaults(func=cmd_rc_fit)
 
     s = bench_sub.add_parser("speed", help="fitting and rendering speed against a plain fp32 baseline")
@@ -151,10 +153,12 @@ def cmd_rd(args: argparse.Namespace) -> int:
 
 
 def cmd_rc_fit(args: argparse.Namespace) -> int:
-    from tuner_model.bench.rd import fit_table
+    from tuner_model.bench.rcfit import RcFitOptions, fit_table
 
-    table = fit_table(Path(args.images), args.bpp, args.steps, args.device, args.limit, args.size,
-                      bits_guesses=tuple(args.guesses), log=sys.stderr)
+    opts = RcFitOptions(bpps=args.bpp, guesses=args.guesses, effort=args.effort, steps=args.steps,
+                        device=args.device, limit=args.limit, size=args.size,
+                        results=Path(args.results) if args.results else None)
+    table = fit_table(Path(args.images), opts, log=sys.stderr)
     atomic_write(args.json, (json.dumps(table, indent=2) + "\n").encode())
     print(json.dumps(table["rows"], indent=2))
     return 0

@@ -1,5 +1,5 @@
-"""`tuner bench rd`: rate–distortion of our codec against JPEG, WebP and AVIF (Pillow), and
-`tuner bench rc-fit`: refit the rate-control table (tuner_model/rate/table.json) by measurement.
+"""`tuner bench rd`: rate–distortion of our codec against JPEG, WebP and AVIF (Pillow) (the rate-control
+table's refit, `tuner bench rc-fit`, is bench/rcfit.py).
 
 rd: for each image and each target bpp, encode with the real encoder, decode the blob, and measure
 PSNR/SSIM of what decoding gives at the bpp actually written; each classical codec is run over a
@@ -176,7 +176,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_ylabel("RGB PSNR (dB)")
     size = report.get("size")
     work = f"{report['steps']} steps" if report.get("steps") else f"effort {report.get('effort') or 'default'}"
-    ax.set_title(f"Rate–distortion ({_size_text(size)}, {work}, {len(report.get('images', []))} images)")
+    ax.set_title(f"Rate–distortion ({size_text(size)}, {work}, {len(report.get('images', []))} images)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -184,54 +184,10 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-# --- rate-control table ---------------------------------------------------------------------------
+# --- blob inspection (rc-fit) --------------------------------------------------------------------
 
 
-def fit_table(images: Path, bpps: list[float], steps: int, device: str = "auto", limit: int | None = None,
-              size: tuple[int, int] | None = None, bits_guesses: tuple[float, ...] = (4.5, 5.5, 6.5, 7.5),
-              log: TextIO | None = None) -> dict:
-    """For each rate, try networks sized for a few bits-per-parameter guesses (the encoder's byte-budget
-    search then finds Q); keep the size with the best mean PSNR and record its Q and measured bits per
-    parameter and PSNR."""
-    from tuner_model.rate.pipeline import RateOptions, encode_at_rate
-    from tuner_model.rate.table import HEADER_BYTES, tuner_parameters, width_for_params
-
-    imgs = [load_sized(p, size) for p in list_images(images, limit)]
-    rows, trials = [], []
-    for bpp in bpps:
-        results = []
-        for guess in bits_guesses:
-            psnrs, levels, bpps_param = [], [], []
-            for img in imgs:
-                h, w, c = img.shape
-                budget = math.floor(bpp * w * h / 8)
-                width = width_for_params(max(0, budget - HEADER_BYTES) * 8 / guess, c)
-                try:
-                    fitted, blob = encode_at_rate(img, RateOptions(bpp, steps, device, net_width=width))
-                except ConfigError:
-                    continue
-                psnrs.append(fitted.meta["psnr"])
-                levels.append(_levels_of(blob))
-                bpps_param.append(8 * len(blob) / tuner_parameters(fitted.config.input_width, c))
-            if not psnrs:
-                continue
-            res = {"bpp": bpp, "guess": guess, "psnr": float(np.mean(psnrs)),
-                   "levels": int(round(float(np.median(levels)))), "bits_per_param": float(np.mean(bpps_param))}
-            results.append(res)
-            trials.append(res)
-            if log:
-                log.write(f"{bpp} bpp, {guess} bits/param guess: {res}\n")
-                log.flush()
-        if results:
-            best = max(results, key=lambda r: r["psnr"])
-            rows.append({k: round(best[k], 4) if isinstance(best[k], float) else best[k]
-                         for k in ("bpp", "levels", "bits_per_param", "psnr")})
-    return {"note": (f"fitted by `tuner bench rc-fit` on {len(imgs)} images at "
-                     f"{_size_text(size)}, {steps} steps, device {device}"),
-            "rows": rows, "trials": trials}
-
-
-def _levels_of(blob: bytes) -> int:
+def levels_of(blob: bytes) -> int:
     """Q of the first bounded tensor (the hidden weights) of a blob."""
     from tuner_model.codec.blob import _parse
     from tuner_model.codec.header import expected_shapes
@@ -250,5 +206,5 @@ def _levels_of(blob: bytes) -> int:
     return 0
 
 
-def _size_text(size: tuple[int, int] | list[int] | None) -> str:
+def size_text(size: tuple[int, int] | list[int] | None) -> str:
     return f"{size[0]}x{size[1]}" if size else "native size"

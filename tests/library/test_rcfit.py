@@ -1,0 +1,37 @@
+"""`tuner bench rc-fit` end to end on a tiny image: a table row per rate from the best guess, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tuner_cli.main import main
+from tuner_model.core.image_io import save_image
+from tuner_model.rate.table import load_table
+
+
+def test_rc_fit_writes_a_loadable_table_and_resumes(tmp_path: Path, parrots: np.ndarray) -> None:
+    images = tmp_path / "imgs"
+    images.mkdir()
+    save_image(parrots, images / "p.png")
+    out, results = tmp_path / "table.json", tmp_path / "rc-runs.json"
+    args = ["bench", "rc-fit", "--images", str(images), "--size", "48x32", "--device", "cpu", "--effort", "1",
+            "--bpp", "3.0", "--json", str(out), "--results", str(results)]
+    assert main([*args, "--guesses", "4,6"]) == 0
+    first = json.loads(out.read_text())
+    runs = json.loads(results.read_text())
+    assert set(runs["encodes"]) == {"p.png@3.0@4.0", "p.png@3.0@6.0"}
+    widths = {k: r["width"] for k, r in runs["encodes"].items()}
+    assert widths["p.png@3.0@4.0"] > widths["p.png@3.0@6.0"]  # fewer bits per parameter: a wider network
+    (row,) = first["rows"]
+    best = max(first["trials"], key=lambda t: t["psnr"])
+    assert row["psnr"] == round(best["psnr"], 4) and row["levels"] == best["levels"]
+    assert all(8 * r["bytes"] <= 3.0 * 48 * 32 for r in runs["encodes"].values())
+    assert load_table(str(out))[0].bpp == 3.0  # the encoder can read what rc-fit writes
+
+    assert main([*args, "--guesses", "4,6,8"]) == 0  # one more guess: only it is encoded
+    again = json.loads(results.read_text())["encodes"]
+    assert len(again) == 3
+    assert {k: again[k] for k in runs["encodes"]} == runs["encodes"]  # the finished encodes, kept
