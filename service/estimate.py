@@ -51,9 +51,9 @@ def planned_steps(params: EncodeRequest, settings: Settings) -> int:
 
 def estimate_fit_seconds(width: int, height: int, channels: int, params: EncodeRequest, settings: Settings) -> float:
     """Expected wall seconds of the job's encode on a worker configured by `settings`."""
-    net_width = ratecontrol.plan_for_bpp(first_bpp(params), width, height, channels).width
+    rc = ratecontrol.plan_for_bpp(first_bpp(params), width, height, channels)
     plan = effort_plan(params.effort, params.steps or settings.default_steps)
-    seconds = estimate_seconds(width, height, net_width, plan, seconds_per_pixel_neuron(settings))
+    seconds = estimate_seconds(width, height, rc.width, plan, seconds_per_pixel_neuron(settings), rc.depth)
     return seconds * (PSNR_ATTEMPT_FACTOR if params.psnr is not None else 1.0)
 
 

@@ -72,6 +72,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     f.add_argument("--size", type=size, help="resize images to WxH first (default: native)")
     f.add_argument("--guesses", type=bpp_list, default=[4.5, 5.5, 6.5],
                    help="bits-per-parameter guesses that size the candidate networks")
+    f.add_argument("--depths", type=ints, default=[1], help="comma-separated hidden-layer counts to try")
     f.add_argument("--json", required=True, help="where to write the table (e.g. tuner_model/rate/table.json)")
     f.add_argument("--results", help="resumable results file: a stopped run continues after its finished encodes")
     f.set_defaults(func=cmd_rc_fit)
@@ -155,7 +156,7 @@ def cmd_rd(args: argparse.Namespace) -> int:
 def cmd_rc_fit(args: argparse.Namespace) -> int:
     from tuner_model.bench.rcfit import RcFitOptions, fit_table
 
-    opts = RcFitOptions(bpps=args.bpp, guesses=args.guesses, effort=args.effort, steps=args.steps,
+    opts = RcFitOptions(bpps=args.bpp, guesses=args.guesses, depths=args.depths, effort=args.effort, steps=args.steps,
                         device=args.device, limit=args.limit, size=args.size,
                         results=Path(args.results) if args.results else None)
     table = fit_table(Path(args.images), opts, log=sys.stderr)

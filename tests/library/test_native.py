@@ -66,7 +66,10 @@ def test_kernel_refuses_what_it_cannot_take(kernel):
                                 native.Sums.zeros(3, 4))
 
 
-def test_grid_path_runs_the_kernel(kernel, monkeypatch):
+@pytest.mark.parametrize("hidden", [(24,), (20, 16), (16, 16, 12)], ids=["one-layer", "two-layers", "three-layers"])
+def test_grid_path_runs_the_kernel(kernel, monkeypatch, hidden):
+    """The kernel takes the top hidden layer, of one layer or of the last of several (torch the rest), and
+    the gradients still equal the dense path's; with NATIVE_TOP off it is not called."""
     calls = []
     real = native.top_layer
 
@@ -78,9 +81,11 @@ def test_grid_path_runs_the_kernel(kernel, monkeypatch):
     from tests.library.test_train_grid import _compare, _image, _trained
     from tuner_model.models import ModelConfig
 
-    _compare(_trained(ModelConfig(input_width=24, hidden=(24,), bandlimit=12, block_limit=4)), [_image()])
+    cfg = ModelConfig(input_width=24, hidden=hidden, bandlimit=12, block_limit=4)
+    _compare(_trained(cfg), [_image()])
     assert calls, "the grid path did not take the kernel"
+    assert all(shape[1] == hidden[-1] for shape in calls)  # the top layer's pre-activations
     monkeypatch.setattr(grid_mod, "NATIVE_TOP", False)
     calls.clear()
-    _compare(_trained(ModelConfig(input_width=24, hidden=(24,), bandlimit=12, block_limit=4)), [_image()])
+    _compare(_trained(cfg), [_image()])
     assert not calls

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tuner_model.codec import decode_blob, read_info
-from tuner_model.core.errors import FitCancelled
+from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.rate import table as ratecontrol
 from tuner_model.rate.encode import encode
 from tuner_model.rate.request import EncodeSettings
@@ -31,8 +31,40 @@ def test_plans_grow_with_the_rate() -> None:
 
 
 def test_width_for_params_inverts_the_count() -> None:
-    for n in (8, 40, 100, 300):
-        assert ratecontrol.width_for_params(ratecontrol.tuner_parameters(n)) == n
+    for depth in (1, 2, 3):
+        for n in (8, 40, 100, 300):
+            assert ratecontrol.width_for_params(ratecontrol.tuner_parameters(n, 3, depth), 3, depth) == n
+            assert ratecontrol.width_for_params(ratecontrol.tuner_parameters(n, 3, depth) - 1, 3, depth) == n - 1
+
+
+def test_a_table_row_sets_the_depth_at_its_rate(tmp_path) -> None:
+    import json
+
+    doc = {"rows": [{"bpp": 0.25, "levels": 20, "bits_per_param": 5.8, "psnr": 25.0, "depth": 2},
+                    {"bpp": 1.0, "levels": 22, "bits_per_param": 5.5, "psnr": 29.0}]}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    rows = ratecontrol.load_table(str(path))
+    low, high = ratecontrol.plan_for_bpp(0.3, 768, 512, 3, rows), ratecontrol.plan_for_bpp(0.9, 768, 512, 3, rows)
+    assert (low.depth, high.depth) == (2, 1)
+    assert ratecontrol.tuner_parameters(low.width, 3, 2) * low.bits_per_param <= 8 * low.target_bytes
+    doc["rows"][0]["depth"] = 9
+    bad = tmp_path / "bad.json"  # another path: load_table caches by path
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="depth"):
+        ratecontrol.load_table(str(bad))
+
+
+def test_a_deeper_network_meets_the_budget_and_decodes_its_psnr(parrots: np.ndarray) -> None:
+    from tuner_model.rate.pipeline import RateOptions, encode_at_rate
+
+    img = np.ascontiguousarray(parrots[:32, :48])
+    fitted, blob = encode_at_rate(img, RateOptions(2.0, 20, "cpu", depth=2))
+    assert fitted.config.hidden == (fitted.config.input_width,) * 2
+    assert len(blob) <= math.floor(2.0 * 48 * 32 / 8)
+    dec = decode_blob(blob)
+    assert dec.config.hidden == fitted.config.hidden
+    assert dec.measure_psnr(img) == pytest.approx(read_info(blob).meta["psnr"], abs=1e-3)
 
 
 def test_bpp_for_psnr_is_increasing() -> None:
@@ -118,9 +150,9 @@ def test_weights_are_fine_tuned_again_when_the_second_search_lowers_q(small: np.
     assert q1 > 2 and tuned_at == [q1, q1 - 1]
     final_q = searches[-1]
     assert len(searches) == 3 and final_q <= q1 - 1
-    from tuner_model.bench.rd import _levels_of
+    from tuner_model.bench.rd import levels_of
 
-    assert _levels_of(blob) == final_q
+    assert levels_of(blob) == final_q
     assert len(blob) <= math.floor(2.0 * small.shape[0] * small.shape[1] / 8)
     # The alternative this replaces: the weights tuned at q1, snapped at the lower Q.
     stale = before_retune[0]

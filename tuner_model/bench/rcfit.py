@@ -1,13 +1,15 @@
 """`tuner bench rc-fit`: refit the rate-control table (tuner_model/rate/table.json) by measurement.
 
-For each rate, networks sized for a few bits-per-parameter guesses are encoded with the real encoder at one
-effort (the level search picks Q for each); the size with the best mean PSNR over the images wins, and its Q,
-measured bits per parameter and mean PSNR become the table's row. Resumable: every finished encode is kept in
+For each rate, networks sized for a few bits-per-parameter guesses, with each of a few depths (hidden
+layers), are encoded with the real encoder at one effort (the level search picks Q for each); the network
+with the best mean PSNR over the images wins, and its depth, Q, measured bits per parameter and mean PSNR
+become the table's row. Resumable: every finished encode is kept in
 the results file with the settings it was made with, and a rerun with the same settings continues after it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -17,12 +19,14 @@ from typing import TextIO
 import numpy as np
 
 from tuner_model.core.errors import ConfigError
+from tuner_model.rate.effort import EffortPlan
 
 
 @dataclass(frozen=True)
 class RcFitOptions:
     bpps: tuple[float, ...] | list[float] = (0.25, 0.5, 1.0, 2.0)
     guesses: tuple[float, ...] | list[float] = (4.5, 5.5, 6.5)  # bits per parameter that size the networks
+    depths: tuple[int, ...] | list[int] = (1,)  # hidden layers
     effort: int | None = None  # None: the encoder's default
     steps: int | None = None  # float-fit steps instead of the effort's
     device: str = "auto"
@@ -34,12 +38,10 @@ class RcFitOptions:
 def fit_table(images: Path, opts: RcFitOptions = RcFitOptions(), log: TextIO | None = None) -> dict:
     """The table's rows (the best guess per rate) and every trial, per image and averaged."""
     from tuner_model.bench.machine import describe_machine
-    from tuner_model.bench.rd import levels_of, list_images, load_sized, size_text
+    from tuner_model.bench.rd import list_images, load_sized, size_text
     from tuner_model.bench.resume import load_runs, save_runs
     from tuner_model.core.device import resolve_device
     from tuner_model.rate.effort import DEFAULT_EFFORT, effort_plan
-    from tuner_model.rate.pipeline import RateOptions, encode_at_rate
-    from tuner_model.rate.table import HEADER_BYTES, tuner_parameters, width_for_params
 
     effort = opts.effort or DEFAULT_EFFORT
     plan = effort_plan(effort, opts.steps)
@@ -47,29 +49,16 @@ def fit_table(images: Path, opts: RcFitOptions = RcFitOptions(), log: TextIO | N
                 "device": opts.device}
     done = load_runs(opts.results, settings, "encodes")
     paths = list_images(images, opts.limit)
-    total = len(paths) * len(opts.bpps) * len(opts.guesses)
+    total = len(paths) * len(opts.bpps) * len(opts.guesses) * len(opts.depths)
     rows, trials = [], []
     for bpp in opts.bpps:
         results = []
-        for guess in opts.guesses:
+        for depth, guess in itertools.product(opts.depths, opts.guesses):
             per_image = []
             for path in paths:
-                key = f"{path.name}@{bpp}@{guess}"
+                key = f"{path.name}@{bpp}@{guess}" + (f"@d{depth}" if depth > 1 else "")
                 if key not in done:
-                    img = load_sized(path, opts.size)
-                    h, w, c = img.shape
-                    budget = math.floor(bpp * w * h / 8)
-                    width = width_for_params(max(0, budget - HEADER_BYTES) * 8 / guess, c)
-                    t = time.perf_counter()
-                    try:
-                        fitted, blob = encode_at_rate(img, RateOptions(bpp, plan, opts.device, net_width=width))
-                    except ConfigError as e:  # a size that cannot be encoded at this rate: no trial
-                        done[key] = {"error": str(e)}
-                    else:
-                        done[key] = {"width": fitted.config.input_width, "psnr": float(fitted.meta["psnr"]),
-                                     "levels": levels_of(blob), "bytes": len(blob),
-                                     "bits_per_param": 8 * len(blob) / tuner_parameters(fitted.config.input_width, c),
-                                     "seconds": round(time.perf_counter() - t, 1)}
+                    done[key] = _trial(load_sized(path, opts.size), bpp, guess, depth, plan, opts.device)
                     save_runs(opts.results, settings, "encodes", done)
                     if log:
                         log.write(f"[{len(done)}/{total}] {key}: {done[key]}\n")
@@ -78,7 +67,7 @@ def fit_table(images: Path, opts: RcFitOptions = RcFitOptions(), log: TextIO | N
                     per_image.append(done[key])
             if not per_image:
                 continue
-            res = {"bpp": bpp, "guess": guess, "images": len(per_image),
+            res = {"bpp": bpp, "guess": guess, "depth": depth, "images": len(per_image),
                    "psnr": float(np.mean([r["psnr"] for r in per_image])),
                    "width": int(round(float(np.median([r["width"] for r in per_image])))),
                    "levels": int(round(float(np.median([r["levels"] for r in per_image])))),
@@ -91,9 +80,29 @@ def fit_table(images: Path, opts: RcFitOptions = RcFitOptions(), log: TextIO | N
         if complete:
             best = max(complete, key=lambda r: r["psnr"])
             rows.append({k: round(best[k], 4) if isinstance(best[k], float) else best[k]
-                         for k in ("bpp", "levels", "bits_per_param", "psnr")})
+                         for k in ("bpp", "depth", "levels", "bits_per_param", "psnr")})
     machine = describe_machine(resolve_device(opts.device))
     work = f"{opts.steps} steps" if opts.steps else f"effort {effort}"
     return {"note": (f"fitted by `tuner bench rc-fit` on {len(paths)} images ({', '.join(p.name for p in paths)}) "
                      f"at {size_text(opts.size)}, {work}, device {opts.device}"),
             "effort": effort, "machine": machine, "rows": rows, "trials": trials}
+
+
+def _trial(img: np.ndarray, bpp: float, guess: float, depth: int, plan: EffortPlan, device: str) -> dict:
+    """One encode of `img` at `bpp` by the network of `depth` layers sized for `guess` bits per parameter."""
+    from tuner_model.bench.rd import levels_of
+    from tuner_model.rate.pipeline import RateOptions, encode_at_rate
+    from tuner_model.rate.table import HEADER_BYTES, tuner_parameters, width_for_params
+
+    h, w, c = img.shape
+    budget = math.floor(bpp * w * h / 8)
+    width = width_for_params(max(0, budget - HEADER_BYTES) * 8 / guess, c, depth)
+    t = time.perf_counter()
+    try:
+        fitted, blob = encode_at_rate(img, RateOptions(bpp, plan, device, net_width=width, depth=depth))
+    except ConfigError as e:  # a size that cannot be encoded at this rate: no trial
+        return {"error": str(e)}
+    n = fitted.config.input_width
+    return {"width": n, "depth": depth, "psnr": float(fitted.meta["psnr"]), "levels": levels_of(blob),
+            "bytes": len(blob), "bits_per_param": 8 * len(blob) / tuner_parameters(n, c, depth),
+            "seconds": round(time.perf_counter() - t, 1)}

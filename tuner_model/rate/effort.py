@@ -99,9 +99,10 @@ STEP_OVERHEAD_SECONDS = 0.004  # per step, whatever its size (a tiny image's ste
 
 
 def estimate_seconds(width: int, height: int, net_width: int, plan: EffortPlan,
-                     seconds_per_pixel_neuron: float = CPU_SECONDS_PER_PIXEL_NEURON) -> float:
-    """Expected wall time of one encode attempt of a width×height image with a net_width-wide network."""
-    step = seconds_per_pixel_neuron * width * height * net_width
+                     seconds_per_pixel_neuron: float = CPU_SECONDS_PER_PIXEL_NEURON, depth: int = 1) -> float:
+    """Expected wall time of one encode attempt of a width×height image with a network of `depth` hidden
+    layers net_width wide (each deeper layer counted as costing what the first does: an upper bound)."""
+    step = seconds_per_pixel_neuron * width * height * net_width * depth
     steps = plan.steps + 1.5 * plan.qat_steps
     return OVERHEAD_SECONDS + step * plan.work(width, height) + STEP_OVERHEAD_SECONDS * steps
 

@@ -33,15 +33,16 @@ from tuner_model.train.qat import QatOptions, qat_finetune
 CODEC_BETAS, CODEC_CLIP, CODEC_PHASE_LR = (0.9, 0.99), 0.02, 10.0  # the float fit's Adam (fit_options)
 
 
-def default_config(width: int, height: int, channels: int, net_width: int | None = None) -> ModelConfig:
+def default_config(width: int, height: int, channels: int, net_width: int | None = None,
+                   depth: int = 1) -> ModelConfig:
     """Network for an image: inputs sampled up to a third of Nyquist along the longer side (harmonics
     up to 3× then reach it, TUNER.md §5), the low block a tenth of that (at least TUNER's 10); m = n =
-    net_width (by default from the image size)."""
+    net_width (by default from the image size) in each of `depth` hidden layers."""
     period = 4.0
     bandlimit = max(cycles_to_k(max(width, height) / 6, period), 10)
     if net_width is None:
         net_width = 64 if width * height <= 128 * 128 else 128 if width * height <= 512 * 512 else 192
-    return ModelConfig(arch="tuner", channels=channels, input_width=net_width, hidden=(net_width,),
+    return ModelConfig(arch="tuner", channels=channels, input_width=net_width, hidden=(net_width,) * depth,
                        period=period, bandlimit=bandlimit, block_limit=block_limit_for(bandlimit))
 
 
@@ -76,6 +77,7 @@ class RateSetup:
     batch_rows: int | None = None  # rows per float-fit step (None: all)
     batch_cols: int | None = None  # columns per float-fit step (None: all)
     qat_batch_rows: int | None = None  # rows per fine-tuning step
+    depth: int = 1  # hidden layers
 
     @property
     def total(self) -> int:
@@ -88,7 +90,7 @@ class RateSetup:
         return fit / max(1, fit + self.n_qat * (self.qat_batch_rows or self.height))
 
     def config(self, net_width: int) -> ModelConfig:
-        return default_config(self.width, self.height, self.channels, net_width)
+        return default_config(self.width, self.height, self.channels, net_width, self.depth)
 
     def fit_options(self) -> FitOptions:
         # The codec's fit (not the paper benchmark's plain Adam): Adam β2 0.99, gradient norm clipped at
@@ -120,6 +122,7 @@ class RateOptions:
     levels: int | None = None  # a fixed Q instead of the level search
     net_width: int | None = None  # the network width instead of the table's
     colour: str | None = None  # the network's colour space (default: rgb, or gray for one channel)
+    depth: int | None = None  # hidden layers instead of the table's
 
     @property
     def effort_plan(self) -> EffortPlan:
@@ -137,7 +140,7 @@ def rate_setup(shape: tuple[int, ...], options: RateOptions) -> RateSetup:
                      q_plan=options.levels or rc.levels, steps=plan.steps, n_qat=plan.qat_steps,
                      device=str(resolve_device(options.device)), seed=options.seed,
                      batch_rows=plan.batch_rows(h), batch_cols=plan.batch_cols(w),
-                     qat_batch_rows=plan.qat_batch_rows(h))
+                     qat_batch_rows=plan.qat_batch_rows(h), depth=options.depth or rc.depth)
 
 
 class OverBudget(Exception):
@@ -290,5 +293,5 @@ def compile_if_worth_it(setup: RateSetup, plan: EffortPlan) -> None:
     before it, is built."""
     if setup.device != "cpu" or fused.fused_in_use() or native.load() is not None:
         return
-    if estimate_seconds(setup.width, setup.height, setup.net_width, plan) > COMPILE_AFTER_S:
+    if estimate_seconds(setup.width, setup.height, setup.net_width, plan, depth=setup.depth) > COMPILE_AFTER_S:
         fused.warm_up()

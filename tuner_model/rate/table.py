@@ -28,6 +28,7 @@ class RatePoint:
     levels: int  # Q for the hidden weights
     bits_per_param: float  # what the entropy coder spent per stored parameter at that Q
     psnr: float  # mean PSNR measured at that rate on the fitting images (a guide for --psnr)
+    depth: int = 1  # hidden layers, each n wide
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Plan:
     levels: int
     bits_per_param: float
     target_bytes: int | None
+    depth: int = 1
 
 
 def table_path() -> Path:
@@ -47,8 +49,10 @@ def load_table(path: str | None = None) -> tuple[RatePoint, ...]:
     p = Path(path) if path else table_path()
     try:
         doc = json.loads(p.read_text())
-        rows = [RatePoint(float(r["bpp"]), int(r["levels"]), float(r["bits_per_param"]), float(r["psnr"]))
-                for r in doc["rows"]]
+        rows = [RatePoint(float(r["bpp"]), int(r["levels"]), float(r["bits_per_param"]), float(r["psnr"]),
+                          int(r.get("depth", 1))) for r in doc["rows"]]
+        if any(not 1 <= r.depth <= 8 for r in rows):
+            raise ValueError("depth outside 1..8")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"rate-control table {p} is unreadable: {e}") from None
     if not rows:
@@ -72,14 +76,21 @@ def _interp(rows: tuple[RatePoint, ...], x: float, key: str, by: str = "bpp") ->
     return ys[-1]
 
 
-def tuner_parameters(width: int, channels: int = 3) -> int:
-    """Stored parameters of a one-hidden-layer TUNER net with m = n = width."""
-    return width + width * width + width + channels * width + channels
+def tuner_parameters(width: int, channels: int = 3, depth: int = 1) -> int:
+    """Stored parameters of a TUNER net with m = n = width and `depth` hidden layers: the phases, each
+    layer's weights and biases, the output layer."""
+    return width + depth * (width * width + width) + channels * width + channels
 
 
-def width_for_params(params: float, channels: int = 3) -> int:
-    n = int((-(2 + channels) + math.sqrt((2 + channels) ** 2 + 4 * max(params - channels, 1))) / 2)
+def width_for_params(params: float, channels: int = 3, depth: int = 1) -> int:
+    """The widest m = n whose network of `depth` hidden layers has at most `params` parameters."""
+    b = depth + 1 + channels
+    n = int((-b + math.sqrt(b * b + 4 * depth * max(params - channels, 1))) / (2 * depth))
     return max(MIN_WIDTH, min(MAX_WIDTH, n))
+
+
+def _nearest(rows: tuple[RatePoint, ...], bpp: float) -> RatePoint:
+    return min(rows, key=lambda r: abs(math.log(r.bpp) - math.log(max(bpp, 1e-9))))
 
 
 def plan_for_bpp(bpp: float, width: int, height: int, channels: int = 3,
@@ -89,7 +100,8 @@ def plan_for_bpp(bpp: float, width: int, height: int, channels: int = 3,
     bpp_param = _interp(rows, bpp, "bits_per_param")
     budget = math.floor(bpp * width * height / 8)
     params = max(0, budget - HEADER_BYTES) * 8 / bpp_param
-    return Plan(width_for_params(params, channels), levels, bpp_param, budget)
+    depth = _nearest(rows, bpp).depth  # a count: the measured row's, not an interpolation
+    return Plan(width_for_params(params, channels, depth), levels, bpp_param, budget, depth)
 
 
 def max_parameters(width: int, height: int, channels: int = 3) -> int:
@@ -98,7 +110,8 @@ def max_parameters(width: int, height: int, channels: int = 3) -> int:
     holds a blob made elsewhere to."""
     from tuner_model.rate.request import BPP_MAX
 
-    planned = tuner_parameters(plan_for_bpp(BPP_MAX, width, height, channels).width, channels)
+    top = plan_for_bpp(BPP_MAX, width, height, channels)
+    planned = tuner_parameters(top.width, channels, top.depth)
     return int(planned * 1.25) + 1024
 
 

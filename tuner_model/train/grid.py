@@ -37,7 +37,7 @@ from tuner_model.train import native
 
 TILE_ELEMENTS = 1 << 21  # pre-activations per tile: 8 MB of float32 stays in cache
 CANCEL_EVERY_TILES = 16  # poll the cancel callback this often inside a step
-# One hidden layer on the CPU: the top layer's forward and backward as one compiled pass per tile
+# On the CPU: the top hidden layer's sine, the output layer and their backward as one compiled pass per tile
 # (native.py, top_layer.c) where it builds; False forces the eager form (tests compare the two).
 NATIVE_TOP = True
 
@@ -175,13 +175,14 @@ class GridMSE(torch.autograd.Function):
         rows = max(1, TILE_ELEMENTS // (max(widths) * w))
         t_max = min(rows, h)
         c = out_w.shape[1]
-        one_pass = (NATIVE_TOP and n_deep == 0 and not e.is_cuda and c <= 3 and e.is_contiguous()
-                    and target.is_contiguous() and (weight is None or weight.is_contiguous())
-                    and native.load() is not None)
-        # Per layer: its sine and its cosine (the backward of the sine), one tile deep; the one-pass kernel
-        # needs only the pre-activation's buffer.
+        native_top = (NATIVE_TOP and not e.is_cuda and c <= 3 and e.is_contiguous() and target.is_contiguous()
+                      and (weight is None or weight.is_contiguous()) and native.load() is not None)
+        one_pass = native_top and n_deep == 0  # the whole tile after the first product in the kernel
+        deep_top = native_top and n_deep > 0  # the kernel takes the top layer, torch the layers below
+        # Per layer: its sine and its cosine (the backward of the sine), one tile deep; where the kernel takes
+        # the top layer, that layer needs only its pre-activation's buffer.
         cosines = [torch.empty((t_max, nl, w), dtype=torch.float32, device=e.device) for nl in widths]
-        sines = [] if one_pass else [torch.empty_like(x) for x in cosines]
+        sines = [torch.empty_like(x) for x in cosines[:-1 if native_top else None]]
         out = torch.empty((t_max, c, w), dtype=torch.float32, device=e.device)
         scale = 2.0 / denominator
         losses = torch.zeros(k_count, dtype=torch.float64, device=e.device)
@@ -197,9 +198,9 @@ class GridMSE(torch.autograd.Function):
         tile = 0
         for k in range(k_count):
             cw, cb = out_w[k], out_b[k][None, :, None]
-            if one_pass:
+            if native_top:
                 cw_c, cb_c = cw.contiguous(), out_b[k].contiguous()
-                sums = native.Sums.zeros(c, n1)
+                sums = native.Sums.zeros(c, widths[-1])
             for lo in range(0, h, rows):
                 tile += 1
                 if should_cancel is not None and tile % CANCEL_EVERY_TILES == 0 and should_cancel():
@@ -226,7 +227,16 @@ class GridMSE(torch.autograd.Function):
                     zl = co[li + 1]
                     _left_mm(dw[k], s[li], zl)
                     zl += db[k][:, None]
-                    _activate(s[li + 1], zl, fused and li + 1 == n_deep)
+                    if not deep_top or li + 1 < n_deep:
+                        _activate(s[li + 1], zl, fused and li + 1 == n_deep)
+                if deep_top:
+                    mask = None if weight is None else weight[lo:hi]
+                    if not native.top_layer(co[-1], cw_c, cb_c, target[k, lo:hi], mask, scale, sums):
+                        raise MemoryError("the native top layer could not allocate its buffers")
+                    deep = _Deep(deep_w, d_deep_w, d_deep_b)
+                    g = _backward_deep(k, co[-1], s, co, deep)
+                    torch.mm(e, g.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
+                    continue
                 last = s[-1]
                 o = out[:t]
                 _left_mm(cw, last, o)
@@ -240,7 +250,7 @@ class GridMSE(torch.autograd.Function):
                 _add_outer(d_out_w[k], o, last)
                 g = _backward_tile(k, t, o, cw, s, co, _Deep(deep_w, d_deep_w, d_deep_b), fused)
                 torch.mm(e, g.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
-            if one_pass:
+            if native_top:
                 losses[k] += sums.loss[0]
                 d_out_b[k] += sums.d_b.to(torch.float32)
                 d_out_w[k] += sums.d_c.to(torch.float32)
@@ -307,7 +317,13 @@ def _backward_tile(k: int, t: int, d_out: torch.Tensor, cw: torch.Tensor, s: lis
         fused_mod.top_backward(g, d_out, cw)
     else:
         _mul_left_mm(g, cw.T, d_out)
-    for li in range(top, 0, -1):  # layer li takes s[li - 1] through W = deep_w[li - 1]
+    return _backward_deep(k, g, s, co, deep)
+
+
+def _backward_deep(k: int, g: torch.Tensor, s: list[torch.Tensor], co: list[torch.Tensor], deep: _Deep) -> torch.Tensor:
+    """From dz of the top hidden layer (g, in its cosine buffer) down to dz of the first, accumulating the
+    deeper layers' weight and bias gradients; each layer's dz is written over its cosine buffer."""
+    for li in range(len(co) - 1, 0, -1):  # layer li takes s[li - 1] through W = deep_w[li - 1]
         wl = deep.weights[li - 1][k]
         below = co[li - 1]
         deep.d_biases[li - 1][k] += g.sum(dim=(0, 2))
