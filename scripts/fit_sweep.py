@@ -37,6 +37,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "low0.5": ({"low_fraction": 0.5}, {}),
     "low0.9": ({"low_fraction": 0.9}, {}),
     "deep2": ({"input_width": "d2", "hidden": "d2"}, {}),
+    "block10": ({"block_limit": 10}, {}),
+    "block12": ({"block_limit": 12}, {}),
     "block24": ({"block_limit": 24}, {}),
     "block32": ({"block_limit": 32}, {}),
     "block48": ({"block_limit": 48}, {}),
@@ -45,6 +47,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "block24-bounds2x": ({"block_limit": 24, "bound_low": 2.0, "bound_high": 1.2}, {}),
     "block24-band/12": ({"block_limit": 24, "bandlimit": "x0.5"}, {}),
     "m1.5n": ({"input_width": "m15", "hidden": "m15"}, {}),
+    "deep3": ({"input_width": "d3", "hidden": "d3"}, {}),
 }
 
 
@@ -57,6 +60,9 @@ def variant_config(base, over: dict):
         elif value == "d2":  # two hidden layers, m = n1 = n2, about the base's parameters
             w = int((m * m / 2) ** 0.5)
             changes.update(input_width=w, hidden=(w, w))
+        elif value == "d3":  # three hidden layers, m = n1 = n2 = n3, about the base's parameters
+            w = int((m * m / 3) ** 0.5)
+            changes.update(input_width=w, hidden=(w, w, w))
         elif value == "m15":  # more input frequencies than hidden neurons: m = 1.5 n, same m·n
             n = int((m * m / 1.5) ** 0.5)
             changes.update(input_width=int(1.5 * n), hidden=(n,))

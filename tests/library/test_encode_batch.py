@@ -80,7 +80,7 @@ def test_shrink_and_refit_matches_encode_alone(parrots: np.ndarray, monkeypatch:
 
     def too_wide(bpp: float, width: int, height: int, channels: int = 3):  # noqa: ANN202
         p = real(bpp, width, height, channels)
-        return ratecontrol.Plan(p.width * 3, p.levels, p.bits_per_param, p.target_bytes)
+        return ratecontrol.Plan(p.width * 3, p.levels, p.bits_per_param, p.target_bytes, p.depth)
 
     monkeypatch.setattr(ratecontrol, "plan_for_bpp", too_wide)
     settings = EncodeSettings(bpp=1.2, steps=30, device="cpu")

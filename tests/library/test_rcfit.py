@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tuner_cli.main import main
+from tuner_model.bench.rcfit import choose
 from tuner_model.core.image_io import save_image
 from tuner_model.rate.table import load_table
 
@@ -26,8 +27,8 @@ def test_rc_fit_writes_a_loadable_table_and_resumes(tmp_path: Path, parrots: np.
     widths = {k: r["width"] for k, r in runs["encodes"].items()}
     assert widths["p.png@3.0@4.0"] > widths["p.png@3.0@6.0"]  # fewer bits per parameter: a wider network
     (row,) = first["rows"]
-    best = max(first["trials"], key=lambda t: t["psnr"])
-    assert row["psnr"] == round(best["psnr"], 4) and row["levels"] == best["levels"]
+    chosen = choose(first["trials"])
+    assert row["psnr"] == round(chosen["psnr"], 4) and row["levels"] == chosen["levels"]
     assert all(8 * r["bytes"] <= 3.0 * 48 * 32 for r in runs["encodes"].values())
     assert load_table(str(out))[0].bpp == 3.0  # the encoder can read what rc-fit writes
 
@@ -35,3 +36,12 @@ def test_rc_fit_writes_a_loadable_table_and_resumes(tmp_path: Path, parrots: np.
     again = json.loads(results.read_text())["encodes"]
     assert len(again) == 3
     assert {k: again[k] for k in runs["encodes"]} == runs["encodes"]  # the finished encodes, kept
+
+
+def test_a_near_tie_goes_to_the_faster_network() -> None:
+    slow = {"psnr": 30.05, "seconds": 500.0, "depth": 4}
+    fast = {"psnr": 30.0, "seconds": 300.0, "depth": 3}
+    worse = {"psnr": 29.5, "seconds": 100.0, "depth": 1}
+    assert choose([slow, fast, worse]) is fast  # 0.05 dB is a tie: the faster wins
+    clear = {"psnr": 30.5, "seconds": 600.0, "depth": 5}
+    assert choose([slow, fast, worse, clear]) is clear  # 0.45 dB better is not

@@ -289,8 +289,7 @@ COMPILE_AFTER_S = 30.0  # compiling the fused backward costs ~3.5 s once per pro
 
 def compile_if_worth_it(setup: RateSetup, plan: EffortPlan) -> None:
     """Compile the grid path's fused backward for a CPU encode long enough to pay for it (train/grid.py),
-    unless the native one-pass top layer (train/native.py), which the encoder's one-layer networks take
-    before it, is built."""
+    unless the native top layer (train/native.py), which the encoder's networks take before it, is built."""
     if setup.device != "cpu" or fused.fused_in_use() or native.load() is not None:
         return
     if estimate_seconds(setup.width, setup.height, setup.net_width, plan, depth=setup.depth) > COMPILE_AFTER_S:

@@ -90,7 +90,8 @@ def width_for_params(params: float, channels: int = 3, depth: int = 1) -> int:
 
 
 def _nearest(rows: tuple[RatePoint, ...], bpp: float) -> RatePoint:
-    return min(rows, key=lambda r: abs(math.log(r.bpp) - math.log(max(bpp, 1e-9))))
+    """The row nearest `bpp` in log rate (the lower one on a tie)."""
+    return min(rows, key=lambda r: (round(abs(math.log(r.bpp) - math.log(max(bpp, 1e-9))), 9), r.bpp))
 
 
 def plan_for_bpp(bpp: float, width: int, height: int, channels: int = 3,
