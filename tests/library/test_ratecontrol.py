@@ -48,6 +48,12 @@ def test_a_table_row_sets_the_depth_at_its_rate(tmp_path) -> None:
     low, high = ratecontrol.plan_for_bpp(0.3, 768, 512, 3, rows), ratecontrol.plan_for_bpp(0.9, 768, 512, 3, rows)
     assert (low.depth, high.depth) == (2, 1)
     assert ratecontrol.tuner_parameters(low.width, 3, 2) * low.bits_per_param <= 8 * low.target_bytes
+    # A thumbnail's budget at that rate gets fewer, wider layers, never layers under MIN_DEEP_WIDTH.
+    tiny = ratecontrol.plan_for_bpp(0.25, 64, 43, 3, rows)
+    assert tiny.depth < 2 or tiny.width >= ratecontrol.MIN_DEEP_WIDTH
+    assert tiny.width >= ratecontrol.MIN_WIDTH
+    mid = ratecontrol.plan_for_bpp(0.25, 96 * 3, 64 * 3, 3, rows)
+    assert mid.depth == 2 and mid.width >= ratecontrol.MIN_DEEP_WIDTH
     doc["rows"][0]["depth"] = 9
     bad = tmp_path / "bad.json"  # another path: load_table caches by path
     bad.write_text(json.dumps(doc))

@@ -20,6 +20,10 @@ from tuner_model.core.errors import ConfigError
 TABLE_NAME = "table.json"
 HEADER_BYTES = 24  # a typical v2 header + checksum: reserved before sizing the network
 MIN_WIDTH, MAX_WIDTH = 4, 1024
+# A small budget (a thumbnail at a low rate) takes fewer layers rather than layers narrower than this: the
+# depths were measured at 768×512 with 65–153 neurons a layer, and a network clamped at MIN_WIDTH in every
+# layer would not fit a budget one layer of a few more neurons fits.
+MIN_DEEP_WIDTH = 16
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ def plan_for_bpp(bpp: float, width: int, height: int, channels: int = 3,
     budget = math.floor(bpp * width * height / 8)
     params = max(0, budget - HEADER_BYTES) * 8 / bpp_param
     depth = _nearest(rows, bpp).depth  # a count: the measured row's, not an interpolation
+    while depth > 1 and width_for_params(params, channels, depth) < MIN_DEEP_WIDTH:
+        depth -= 1
     return Plan(width_for_params(params, channels, depth), levels, bpp_param, budget, depth)
 
 
