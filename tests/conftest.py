@@ -33,6 +33,15 @@ def parrots(parrots_path: Path) -> np.ndarray:
     return load_image(parrots_path)
 
 
+@pytest.fixture
+def image_dir(tmp_path: Path, parrots_path: Path) -> Path:
+    """A directory holding one image, a.png (the parrots sample): what the benchmarks take."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "a.png").write_bytes(parrots_path.read_bytes())
+    return images
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """A real Redis; skips where none runs, but fails in CI (CI must have it)."""

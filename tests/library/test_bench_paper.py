@@ -16,12 +16,9 @@ def test_holdout_is_five_percent_and_seeded():
     assert (~a).sum() == round(HOLDOUT * SIZE * SIZE)
 
 
-def test_bench_paper_tiny(tmp_path, parrots_path):
-    images = tmp_path / "imgs"
-    images.mkdir()
-    (images / "a.png").write_bytes(parrots_path.read_bytes())
+def test_bench_paper_tiny(tmp_path, image_dir):
     out = tmp_path / "paper.json"
-    rc = main(["bench", "paper", "--images", str(images), "--epochs", "1", "--width", "16", "--device", "cpu",
+    rc = main(["bench", "paper", "--images", str(image_dir), "--epochs", "1", "--width", "16", "--device", "cpu",
                "--json", str(out)])
     assert rc == 0
     report = json.loads(out.read_text())
@@ -34,15 +31,12 @@ def test_bench_paper_tiny(tmp_path, parrots_path):
         assert report["mean"][method]["heldout_psnr"] == r["heldout_psnr"]
 
 
-def test_bench_paper_cpu_scale(tmp_path, parrots_path):
+def test_bench_paper_cpu_scale(tmp_path, image_dir):
     """Below 512 the CPU-scale protocol: width and epochs scaled down, TUNER on grid rows, the others on
     random pixel batches, all with the same held-out 5%."""
-    images = tmp_path / "imgs"
-    images.mkdir()
-    (images / "a.png").write_bytes(parrots_path.read_bytes())
     out = tmp_path / "paper.json"
     results = tmp_path / "runs.json"
-    rc = main(["bench", "paper", "--images", str(images), "--size", "32x32", "--epochs", "2", "--device", "cpu",
+    rc = main(["bench", "paper", "--images", str(image_dir), "--size", "32x32", "--epochs", "2", "--device", "cpu",
                "--json", str(out), "--results", str(results)])
     assert rc == 0
     report = json.loads(out.read_text())
@@ -52,9 +46,9 @@ def test_bench_paper_cpu_scale(tmp_path, parrots_path):
     assert per["tuner"]["batches"] == "rows" and per["siren"]["batches"] == per["ffm"]["batches"] == "pixels"
     assert all(per[m]["steps"] == 8 for m in per)
     # Run again on the same results file: nothing is fitted again (the seconds are those of the first run).
-    assert main(["bench", "paper", "--images", str(images), "--size", "32x32", "--epochs", "2", "--device", "cpu",
+    assert main(["bench", "paper", "--images", str(image_dir), "--size", "32x32", "--epochs", "2", "--device", "cpu",
                  "--json", str(out), "--results", str(results)]) == 0
     assert json.loads(out.read_text())["per_image"] == report["per_image"]
     with pytest.raises(SystemExit) as e:
-        main(["bench", "paper", "--images", str(images), "--size", "32x16", "--json", str(out)])
+        main(["bench", "paper", "--images", str(image_dir), "--size", "32x16", "--json", str(out)])
     assert e.value.code == 2

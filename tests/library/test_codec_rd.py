@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tuner_cli.main import main
 from tuner_model.bench.rd import interpolate
-from tuner_model.core.image_io import save_image
 
 
 def test_interpolate_is_log_linear_and_refuses_to_extrapolate() -> None:
@@ -19,12 +17,9 @@ def test_interpolate_is_log_linear_and_refuses_to_extrapolate() -> None:
     assert interpolate(curve, 2.0) == (None, None)
 
 
-def test_bench_rd_cli(tmp_path: Path, parrots: np.ndarray) -> None:
-    images = tmp_path / "imgs"
-    images.mkdir()
-    save_image(parrots, images / "p.png")
+def test_bench_rd_cli(tmp_path: Path, image_dir: Path) -> None:
     out = tmp_path / "rd.json"
-    assert main(["bench", "rd", "--images", str(images), "--bpp", "3.0", "--steps", "15", "--size", "48x32",
+    assert main(["bench", "rd", "--images", str(image_dir), "--bpp", "3.0", "--steps", "15", "--size", "48x32",
                  "--device", "cpu", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     row = report["images"][0]["rows"][0]
@@ -34,18 +29,15 @@ def test_bench_rd_cli(tmp_path: Path, parrots: np.ndarray) -> None:
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_rd_resumes_and_takes_an_effort(tmp_path: Path, parrots: np.ndarray) -> None:
+def test_bench_rd_resumes_and_takes_an_effort(tmp_path: Path, image_dir: Path) -> None:
     """A stopped run continues after its finished encodes; another effort is another run."""
-    images = tmp_path / "imgs"
-    images.mkdir()
-    save_image(parrots, images / "p.png")
     out, results = tmp_path / "rd.json", tmp_path / "rd-runs.json"
-    args = ["bench", "rd", "--images", str(images), "--size", "48x32", "--device", "cpu", "--effort", "1",
+    args = ["bench", "rd", "--images", str(image_dir), "--size", "48x32", "--device", "cpu", "--effort", "1",
             "--json", str(out), "--results", str(results)]
     assert main([*args, "--bpp", "2.0"]) == 0
     first = json.loads(out.read_text())
     assert first["effort"] == 1 and first["steps"] is None
-    assert set(json.loads(results.read_text())["rows"]) == {"p.png@2.0"}
+    assert set(json.loads(results.read_text())["rows"]) == {"a.png@2.0"}
     assert main([*args, "--bpp", "2.0,3.0"]) == 0  # one more rate: only that one is encoded
     again = json.loads(out.read_text())
     assert again["images"][0]["rows"][0] == first["images"][0]["rows"][0]  # the same measurement, kept

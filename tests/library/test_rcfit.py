@@ -5,27 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from tuner_cli.main import main
 from tuner_model.bench.rcfit import choose
-from tuner_model.core.image_io import save_image
 from tuner_model.rate.table import load_table
 
 
-def test_rc_fit_writes_a_loadable_table_and_resumes(tmp_path: Path, parrots: np.ndarray) -> None:
-    images = tmp_path / "imgs"
-    images.mkdir()
-    save_image(parrots, images / "p.png")
+def test_rc_fit_writes_a_loadable_table_and_resumes(tmp_path: Path, image_dir: Path) -> None:
     out, results = tmp_path / "table.json", tmp_path / "rc-runs.json"
-    args = ["bench", "rc-fit", "--images", str(images), "--size", "48x32", "--device", "cpu", "--effort", "1",
+    args = ["bench", "rc-fit", "--images", str(image_dir), "--size", "48x32", "--device", "cpu", "--effort", "1",
             "--bpp", "3.0", "--json", str(out), "--results", str(results)]
     assert main([*args, "--guesses", "4,6"]) == 0
     first = json.loads(out.read_text())
     runs = json.loads(results.read_text())
-    assert set(runs["encodes"]) == {"p.png@3.0@4.0", "p.png@3.0@6.0"}
+    assert set(runs["encodes"]) == {"a.png@3.0@4.0", "a.png@3.0@6.0"}
     widths = {k: r["width"] for k, r in runs["encodes"].items()}
-    assert widths["p.png@3.0@4.0"] > widths["p.png@3.0@6.0"]  # fewer bits per parameter: a wider network
+    assert widths["a.png@3.0@4.0"] > widths["a.png@3.0@6.0"]  # fewer bits per parameter: a wider network
     (row,) = first["rows"]
     chosen = choose(first["trials"])
     assert row["psnr"] == round(chosen["psnr"], 4) and row["levels"] == chosen["levels"]
