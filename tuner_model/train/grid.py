@@ -195,6 +195,7 @@ class GridMSE(torch.autograd.Function):
             d_coef = torch.empty((k_count, h, n1, r_count), dtype=coef.dtype, device=coef.device)
         else:
             d_coef = torch.empty_like(coef)
+        deep = _Deep(deep_w, d_deep_w, d_deep_b)
         tile = 0
         for k in range(k_count):
             cw, cb = out_w[k], out_b[k][None, :, None]
@@ -209,12 +210,11 @@ class GridMSE(torch.autograd.Function):
                 t = hi - lo
                 s = [x[:t] for x in sines]
                 co = [x[:t] for x in cosines]
+                mask = None if weight is None else weight[lo:hi]
                 if one_pass:
                     z = co[0]
-                    mask = None if weight is None else weight[lo:hi]
                     torch.mm(coef[k, :, lo:hi].reshape(r_count, t * n1).T, e, out=z.view(t * n1, w))
-                    if not native.top_layer(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums):
-                        raise MemoryError("the native top layer could not allocate its buffers")
+                    _native_top(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums)
                     torch.mm(z.view(t * n1, w), e_t, out=d_coef[k, lo:hi].view(t * n1, r_count))
                     continue
                 a = coef[k, :, lo:hi].reshape(r_count, t * n1)  # a copy only when coef is not contiguous
@@ -230,25 +230,21 @@ class GridMSE(torch.autograd.Function):
                     if not deep_top or li + 1 < n_deep:
                         _activate(s[li + 1], zl, fused and li + 1 == n_deep)
                 if deep_top:
-                    mask = None if weight is None else weight[lo:hi]
-                    if not native.top_layer(co[-1], cw_c, cb_c, target[k, lo:hi], mask, scale, sums):
-                        raise MemoryError("the native top layer could not allocate its buffers")
-                    deep = _Deep(deep_w, d_deep_w, d_deep_b)
+                    _native_top(co[-1], cw_c, cb_c, target[k, lo:hi], mask, scale, sums)
                     g = _backward_deep(k, co[-1], s, co, deep)
-                    torch.mm(e, g.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
-                    continue
-                last = s[-1]
-                o = out[:t]
-                _left_mm(cw, last, o)
-                o += cb
-                o -= target[k, lo:hi]
-                if weight is not None:  # a 0/1 mask: Σ (m·r)² = Σ m·r² and its gradient 2·m·r
-                    o *= weight[lo:hi, None, :]
-                losses[k] += (o * o).sum(dtype=torch.float64)
-                o *= scale  # d loss / d out
-                d_out_b[k] += o.sum(dim=(0, 2))
-                _add_outer(d_out_w[k], o, last)
-                g = _backward_tile(k, t, o, cw, s, co, _Deep(deep_w, d_deep_w, d_deep_b), fused)
+                else:
+                    last = s[-1]
+                    o = out[:t]
+                    _left_mm(cw, last, o)
+                    o += cb
+                    o -= target[k, lo:hi]
+                    if mask is not None:  # a 0/1 mask: Σ (m·r)² = Σ m·r² and its gradient 2·m·r
+                        o *= mask[:, None, :]
+                    losses[k] += (o * o).sum(dtype=torch.float64)
+                    o *= scale  # d loss / d out
+                    d_out_b[k] += o.sum(dim=(0, 2))
+                    _add_outer(d_out_w[k], o, last)
+                    g = _backward_tile(k, t, o, cw, s, co, deep, fused)
                 torch.mm(e, g.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
             if native_top:
                 losses[k] += sums.loss[0]
@@ -271,6 +267,14 @@ class GridMSE(torch.autograd.Function):
         out += [d * grad.view(-1, 1, 1) for d in rest[:n_deep]]
         out += [d * grad.view(-1, 1) for d in rest[n_deep:]]
         return tuple(out)
+
+
+def _native_top(z: torch.Tensor, cw: torch.Tensor, cb: torch.Tensor, target: torch.Tensor,
+                mask: torch.Tensor | None, scale: float, sums: native.Sums) -> None:
+    """native.top_layer on one tile (z becomes dz); GridMSE only takes this path once the kernel is loaded
+    and its inputs are as it needs them, so a refusal here is the kernel failing to allocate."""
+    if not native.top_layer(z, cw, cb, target, mask, scale, sums):
+        raise MemoryError("the native top layer could not allocate its buffers")
 
 
 def _tile_view(d_coef: torch.Tensor, k: int, lo: int, hi: int) -> torch.Tensor:
