@@ -30,13 +30,15 @@ def _reference(z, cw, cb, target, mask, scale):
     return (o * o).sum(), d.sum(dim=(0, 2)), torch.einsum("tcw,tnw->cn", d, s), dz
 
 
+@pytest.mark.parametrize("neuron_major", [False, True], ids=["rows-first", "neuron-major"])
 @pytest.mark.parametrize("t,n,w,c,masked,amp,threads", [
     (5, 24, 37, 3, False, 8.0, 2),      # w not a multiple of the 16-pixel block
     (3, 17, 16, 1, True, 30.0, 2),      # gray, masked, one exact block
     (1, 40, 100, 3, True, 1000.0, 4),   # more threads than rows; arguments far past 2π
     (7, 8, 5, 2, False, 3.0, 1),
 ])
-def test_kernel_matches_the_eager_form(kernel, t, n, w, c, masked, amp, threads, monkeypatch):
+def test_kernel_matches_the_eager_form(kernel, t, n, w, c, masked, amp, threads, neuron_major, monkeypatch):
+    """In both tile layouts: (t, n, w), and (n, t, w) as the deep grid path keeps its tiles."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     g = torch.Generator().manual_seed(t * 100 + n)
     z = (torch.rand((t, n, w), generator=g) * 2 - 1) * amp
@@ -47,8 +49,13 @@ def test_kernel_matches_the_eager_form(kernel, t, n, w, c, masked, amp, threads,
     scale = 2.0 / (t * w * c)
     sums = native.Sums.zeros(c, n)
     sums.d_b += 0.5  # the kernel adds to its accumulators
-    got = z.clone()
-    assert native.top_layer(got, cw, cb, target, mask, scale, sums)
+    if neuron_major:
+        laid = torch.empty((n, t, w)).copy_(z.transpose(0, 1))
+        assert native.top_layer(laid, cw, cb, target, mask, scale, sums, neuron_major=True)
+        got = laid.transpose(0, 1)
+    else:
+        got = z.clone()
+        assert native.top_layer(got, cw, cb, target, mask, scale, sums)
     loss, d_b, d_c = sums.loss, sums.d_b, sums.d_c
     want_loss, want_b, want_c, want_dz = _reference(z, cw, cb, target, mask, scale)
     torch.testing.assert_close(loss[0], want_loss, rtol=1e-5, atol=1e-9)
@@ -74,7 +81,8 @@ def test_grid_path_runs_the_kernel(kernel, monkeypatch, hidden):
     real = native.top_layer
 
     def counting(*args, **kwargs):
-        calls.append(args[0].shape)
+        z, major = args[0], args[7] if len(args) > 7 else kwargs.get("neuron_major", False)
+        calls.append(z.shape[0] if major else z.shape[1])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(native, "top_layer", counting)
@@ -84,7 +92,7 @@ def test_grid_path_runs_the_kernel(kernel, monkeypatch, hidden):
     cfg = ModelConfig(input_width=24, hidden=hidden, bandlimit=12, block_limit=4)
     _compare(_trained(cfg), [_image()])
     assert calls, "the grid path did not take the kernel"
-    assert all(shape[1] == hidden[-1] for shape in calls)  # the top layer's pre-activations
+    assert all(n == hidden[-1] for n in calls)  # the top layer's pre-activations
     monkeypatch.setattr(grid_mod, "NATIVE_TOP", False)
     calls.clear()
     _compare(_trained(cfg), [_image()])

@@ -109,10 +109,7 @@ def test_grid_gradients_on_random_sub_grids(width):
         assert float((gd[name] - gg[name]).norm() / gd[name].norm()) < 1e-4, name
 
 
-@pytest.mark.parametrize("batched_rows", [False, True], ids=["row-loops", "batched-products"])
-def test_grid_gradients_of_stacked_networks(batched_rows, monkeypatch):
-    """Also with the GPU's form of the row-wise products (one batched product per tile), run on the CPU."""
-    monkeypatch.setattr(grid_mod, "BATCHED_ROW_PRODUCTS", batched_rows)
+def test_grid_gradients_of_stacked_networks():
     cfg = ModelConfig(input_width=24, hidden=(24, 16), bandlimit=12, block_limit=4)
     nets = [_trained(cfg, steps) for steps in (10, 30)]
     model = BatchedTuner(nets).train()

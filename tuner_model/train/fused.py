@@ -18,9 +18,10 @@ _compile_lock = threading.Lock()
 
 
 def _top_backward(z: torch.Tensor, d_out: torch.Tensor, cw: torch.Tensor) -> None:
-    g = cw[0][None, :, None] * d_out[:, 0:1, :]
+    """z (n, P) <- cos(z) ⊙ (Cᵀ d_out) for d_out (C, P): a tile laid out neuron-major, P its pixels."""
+    g = cw[0][:, None] * d_out[0:1, :]
     for c in range(1, cw.shape[0]):
-        g = g + cw[c][None, :, None] * d_out[:, c : c + 1, :]
+        g = g + cw[c][:, None] * d_out[c : c + 1, :]
     torch.mul(torch.cos(z), g, out=z)
 
 
@@ -34,10 +35,10 @@ def warm_up(enabled: bool = True) -> bool:
         if top_backward is None:
             try:
                 fn = torch.compile(_top_backward, dynamic=True)
-                for shape, channels in (((3, 40, 17), 3), ((2, 8, 5), 1), ((5, 40, 33), 3)):
-                    z = torch.linspace(-30, 30, shape[0] * shape[1] * shape[2]).reshape(shape)
-                    d = torch.linspace(-1, 2, shape[0] * channels * shape[2]).reshape(shape[0], channels, shape[2])
-                    cw = torch.linspace(-0.5, 0.7, channels * shape[1]).reshape(channels, shape[1])
+                for (n, pixels), channels in (((40, 51), 3), ((8, 10), 1), ((40, 165), 3)):
+                    z = torch.linspace(-30, 30, n * pixels).reshape(n, pixels)
+                    d = torch.linspace(-1, 2, channels * pixels).reshape(channels, pixels)
+                    cw = torch.linspace(-0.5, 0.7, channels * n).reshape(channels, n)
                     want = torch.cos(z) * torch.matmul(cw.T, d)
                     got = z.clone()
                     fn(got, d, cw)

@@ -180,10 +180,12 @@ class GridMSE(torch.autograd.Function):
         one_pass = native_top and n_deep == 0  # the whole tile after the first product in the kernel
         deep_top = native_top and n_deep > 0  # the kernel takes the top layer, torch the layers below
         # Per layer: its sine and its cosine (the backward of the sine), one tile deep; where the kernel takes
-        # the top layer, that layer needs only its pre-activation's buffer.
-        cosines = [torch.empty((t_max, nl, w), dtype=torch.float32, device=e.device) for nl in widths]
+        # the top layer, that layer needs only its pre-activation's buffer. Flat buffers: one pass lays a tile
+        # out (t, n, w) as the kernel's first product gives it; every other path neuron-major, (n, t, w), where
+        # a tile of layer l is one (n_l, t·w) matrix and each deeper layer's product one matrix product.
+        cosines = [torch.empty(nl * t_max * w, dtype=torch.float32, device=e.device) for nl in widths]
         sines = [torch.empty_like(x) for x in cosines[:-1 if native_top else None]]
-        out = torch.empty((t_max, c, w), dtype=torch.float32, device=e.device)
+        out = torch.empty(c * t_max * w, dtype=torch.float32, device=e.device)
         scale = 2.0 / denominator
         losses = torch.zeros(k_count, dtype=torch.float64, device=e.device)
         d_out_w, d_out_b = torch.zeros_like(out_w), torch.zeros_like(out_b)
@@ -195,10 +197,11 @@ class GridMSE(torch.autograd.Function):
             d_coef = torch.empty((k_count, h, n1, r_count), dtype=coef.dtype, device=coef.device)
         else:
             d_coef = torch.empty_like(coef)
+            d_tile = torch.empty(r_count * n1 * t_max, dtype=coef.dtype, device=coef.device)
         deep = _Deep(deep_w, d_deep_w, d_deep_b)
         tile = 0
         for k in range(k_count):
-            cw, cb = out_w[k], out_b[k][None, :, None]
+            cw, cb = out_w[k], out_b[k][:, None]
             if native_top:
                 cw_c, cb_c = cw.contiguous(), out_b[k].contiguous()
                 sums = native.Sums.zeros(c, widths[-1])
@@ -208,44 +211,54 @@ class GridMSE(torch.autograd.Function):
                     raise FitCancelled("fit cancelled inside a step")
                 hi = min(h, lo + rows)
                 t = hi - lo
-                s = [x[:t] for x in sines]
-                co = [x[:t] for x in cosines]
+                p = t * w
                 mask = None if weight is None else weight[lo:hi]
                 if one_pass:
-                    z = co[0]
+                    z = cosines[0][: n1 * p].view(t, n1, w)
                     torch.mm(coef[k, :, lo:hi].reshape(r_count, t * n1).T, e, out=z.view(t * n1, w))
                     _native_top(z, cw_c, cb_c, target[k, lo:hi], mask, scale, sums)
                     torch.mm(z.view(t * n1, w), e_t, out=d_coef[k, lo:hi].view(t * n1, r_count))
                     continue
-                a = coef[k, :, lo:hi].reshape(r_count, t * n1)  # a copy only when coef is not contiguous
+                s = [x[: nl * p].view(nl, p) for x, nl in zip(sines, widths, strict=False)]
+                co = [x[: nl * p].view(nl, p) for x, nl in zip(cosines, widths, strict=True)]
+                # coef's rows taken neuron by neuron (a small copy) give the first product in (n1, t, w) order.
                 # Each layer's pre-activation goes to its cosine buffer; the fused backward (when compiled)
                 # takes the top layer's cosine from it there, the others are turned into cosines at once.
-                z = co[0].view(t * n1, w)
-                torch.mm(a.T, e, out=z)
+                a = coef[k, :, lo:hi].transpose(1, 2).reshape(r_count, n1 * t)
+                torch.mm(a.T, e, out=co[0].view(n1 * t, w))
                 _activate(s[0], co[0], fused and n_deep == 0)
                 for li, (dw, db) in enumerate(zip(deep_w, deep_b, strict=True)):
                     zl = co[li + 1]
-                    _left_mm(dw[k], s[li], zl)
+                    torch.mm(dw[k], s[li], out=zl)
                     zl += db[k][:, None]
                     if not deep_top or li + 1 < n_deep:
                         _activate(s[li + 1], zl, fused and li + 1 == n_deep)
                 if deep_top:
-                    _native_top(co[-1], cw_c, cb_c, target[k, lo:hi], mask, scale, sums)
+                    _native_top(co[-1].view(-1, t, w), cw_c, cb_c, target[k, lo:hi], mask, scale, sums,
+                                neuron_major=True)
                     g = _backward_deep(k, co[-1], s, co, deep)
                 else:
                     last = s[-1]
-                    o = out[:t]
-                    _left_mm(cw, last, o)
+                    o = out[: c * p].view(c, p)
+                    torch.mm(cw, last, out=o)
                     o += cb
-                    o -= target[k, lo:hi]
+                    o.view(c, t, w).sub_(target[k, lo:hi].transpose(0, 1))
                     if mask is not None:  # a 0/1 mask: Σ (m·r)² = Σ m·r² and its gradient 2·m·r
-                        o *= mask[:, None, :]
+                        o.view(c, t, w).mul_(mask[None])
                     losses[k] += (o * o).sum(dtype=torch.float64)
                     o *= scale  # d loss / d out
-                    d_out_b[k] += o.sum(dim=(0, 2))
-                    _add_outer(d_out_w[k], o, last)
-                    g = _backward_tile(k, t, o, cw, s, co, deep, fused)
-                torch.mm(e, g.view(t * n1, w).T, out=_tile_view(d_coef, k, lo, hi))
+                    d_out_b[k] += o.sum(dim=1)
+                    d_out_w[k].addmm_(o, last.T)
+                    g = co[-1]  # becomes dz_top = cos ⊙ (Cᵀ d_out)
+                    if fused:  # g holds the top pre-activation z: one pass computes cos(z) ⊙ (Cᵀ d_out) over it
+                        fused_mod.top_backward(g, o, cw)
+                    else:  # the top sine is spent (the output layer's gradient has it): Cᵀ d_out goes there
+                        torch.mm(cw.T, o, out=last)
+                        g.mul_(last)
+                    g = _backward_deep(k, g, s, co, deep)
+                dt = d_tile[: r_count * n1 * t].view(r_count, n1 * t)
+                torch.mm(e, g.view(n1 * t, w).T, out=dt)
+                d_coef[k, :, lo:hi] = dt.view(r_count, n1, t).transpose(1, 2)
             if native_top:
                 losses[k] += sums.loss[0]
                 d_out_b[k] += sums.d_b.to(torch.float32)
@@ -270,17 +283,11 @@ class GridMSE(torch.autograd.Function):
 
 
 def _native_top(z: torch.Tensor, cw: torch.Tensor, cb: torch.Tensor, target: torch.Tensor,
-                mask: torch.Tensor | None, scale: float, sums: native.Sums) -> None:
+                mask: torch.Tensor | None, scale: float, sums: native.Sums, neuron_major: bool = False) -> None:
     """native.top_layer on one tile (z becomes dz); GridMSE only takes this path once the kernel is loaded
     and its inputs are as it needs them, so a refusal here is the kernel failing to allocate."""
-    if not native.top_layer(z, cw, cb, target, mask, scale, sums):
+    if not native.top_layer(z, cw, cb, target, mask, scale, sums, neuron_major):
         raise MemoryError("the native top layer could not allocate its buffers")
-
-
-def _tile_view(d_coef: torch.Tensor, k: int, lo: int, hi: int) -> torch.Tensor:
-    """d_coef[k, :, lo:hi] as an (R, t·n) matrix (a view: each row's t·n entries are contiguous)."""
-    r_count, _, n1 = d_coef.shape[1], d_coef.shape[2], d_coef.shape[3]
-    return d_coef[k, :, lo:hi].view(r_count, (hi - lo) * n1)
 
 
 def _activate(sine: torch.Tensor, pre: torch.Tensor, keep_pre: bool) -> None:
@@ -311,70 +318,19 @@ class _Deep:
     d_biases: list[torch.Tensor]
 
 
-def _backward_tile(k: int, t: int, d_out: torch.Tensor, cw: torch.Tensor, s: list[torch.Tensor],
-                   co: list[torch.Tensor], deep: _Deep, fused: bool = False) -> torch.Tensor:
-    """The gradient with respect to the first pre-activation of one tile, accumulating the deeper layers'
-    weight gradients on the way; written over the cosine buffers (no new image-sized memory)."""
-    top = len(s) - 1
-    g = co[top]  # becomes dz_top = cos ⊙ (Cᵀ d_out)
-    if fused:  # g holds the top pre-activation z: one pass computes cos(z) ⊙ (Cᵀ d_out) over it
-        fused_mod.top_backward(g, d_out, cw)
-    else:
-        _mul_left_mm(g, cw.T, d_out)
-    return _backward_deep(k, g, s, co, deep)
-
-
 def _backward_deep(k: int, g: torch.Tensor, s: list[torch.Tensor], co: list[torch.Tensor], deep: _Deep) -> torch.Tensor:
     """From dz of the top hidden layer (g, in its cosine buffer) down to dz of the first, accumulating the
-    deeper layers' weight and bias gradients; each layer's dz is written over its cosine buffer."""
+    deeper layers' weight and bias gradients; tiles neuron-major ((n_l, t·w) matrices), each layer's dz
+    written over its cosine buffer."""
     for li in range(len(co) - 1, 0, -1):  # layer li takes s[li - 1] through W = deep_w[li - 1]
         wl = deep.weights[li - 1][k]
         below = co[li - 1]
-        deep.d_biases[li - 1][k] += g.sum(dim=(0, 2))
-        _add_outer(deep.d_weights[li - 1][k], g, s[li - 1])
-        _mul_left_mm(below, wl.T, g)
+        deep.d_biases[li - 1][k] += g.sum(dim=1)
+        deep.d_weights[li - 1][k].addmm_(g, s[li - 1].T)
+        torch.mm(wl.T, g, out=s[li - 1])  # the sine below is spent once its layer's weight gradient is taken
+        below.mul_(s[li - 1])
         g = below
     return g
-
-
-# Row-wise products of a tile (t, n, W). On the CPU a loop of 2-D products with `out=` (a broadcast batched
-# product would copy the small factor t times and allocate its result); on a GPU one batched product
-# (the loop would be t kernel launches). BATCHED_ROW_PRODUCTS forces one or the other (tests run the GPU form
-# on the CPU).
-BATCHED_ROW_PRODUCTS: bool | None = None
-
-
-def _batched(x: torch.Tensor) -> bool:
-    return x.is_cuda if BATCHED_ROW_PRODUCTS is None else BATCHED_ROW_PRODUCTS
-
-
-def _left_mm(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> None:
-    """out[j] = m @ x[j]."""
-    if _batched(x):
-        torch.matmul(m, x, out=out)
-        return
-    for j in range(x.shape[0]):
-        torch.mm(m, x[j], out=out[j])
-
-
-def _add_outer(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """acc += Σ_j a[j] @ b[j]ᵀ."""
-    if _batched(a):
-        acc += torch.bmm(a, b.transpose(1, 2)).sum(dim=0)
-        return
-    for j in range(a.shape[0]):
-        acc.addmm_(a[j], b[j].T)
-
-
-def _mul_left_mm(g: torch.Tensor, m: torch.Tensor, x: torch.Tensor) -> None:
-    """g[j] *= m @ x[j], in place."""
-    if _batched(x):
-        g.mul_(torch.matmul(m, x))
-        return
-    tmp = torch.empty((m.shape[0], x.shape[2]), dtype=x.dtype, device=x.device)
-    for j in range(x.shape[0]):
-        torch.mm(m, x[j], out=tmp)
-        g[j].mul_(tmp)
 
 
 def tuner_tensors(params: Mapping[str, torch.Tensor], hidden_omega: float, depth: int, stacked: bool,

@@ -78,8 +78,8 @@ def load() -> ctypes.CDLL | None:
         except (OSError, subprocess.SubprocessError, AttributeError):
             return None
         p = ctypes.c_void_p
-        fn.argtypes = [p, p, p, p, p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_float,
-                       ctypes.c_int, p, p, p]
+        fn.argtypes = [p, p, p, p, p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long,
+                       ctypes.c_long, ctypes.c_float, ctypes.c_int, p, p, p]
         fn.restype = ctypes.c_int
         _lib = lib
         return _lib
@@ -105,19 +105,25 @@ class Sums:
 
 
 def top_layer(z: torch.Tensor, cw: torch.Tensor, cb: torch.Tensor, target: torch.Tensor,
-              mask: torch.Tensor | None, scale: float, sums: Sums) -> bool:
-    """One tile's top layer (top_layer.c): z (t, n, w) becomes dz, and `sums` are added to. False (nothing
-    touched) where the kernel is not there or does not apply."""
+              mask: torch.Tensor | None, scale: float, sums: Sums, neuron_major: bool = False) -> bool:
+    """One tile's top layer (top_layer.c): z (t, n, w), or (n, t, w) when `neuron_major`, becomes dz, and
+    `sums` are added to. False (nothing touched) where the kernel is not there or does not apply."""
     lib = load()
     if lib is None or z.is_cuda or z.dtype != torch.float32:
         return False
-    t, n, w = z.shape
+    if neuron_major:
+        n, t, w = z.shape
+        row_stride, neuron_stride = w, t * w
+    else:
+        t, n, w = z.shape
+        row_stride, neuron_stride = n * w, w
     c = cw.shape[0]
     tensors = (z, cw, cb, target) + (() if mask is None else (mask,))
     if not all(x.is_contiguous() and x.dtype == torch.float32 for x in tensors):
         return False
     if not all(x.is_contiguous() and x.dtype == torch.float64 for x in (sums.loss, sums.d_b, sums.d_c)):
         return False
-    rc = lib.tuner_top_layer(_ptr(z), _ptr(cw), _ptr(cb), _ptr(target), _ptr(mask), t, n, w, c, scale,
-                             torch.get_num_threads(), _ptr(sums.loss), _ptr(sums.d_b), _ptr(sums.d_c))
+    rc = lib.tuner_top_layer(_ptr(z), _ptr(cw), _ptr(cb), _ptr(target), _ptr(mask), t, n, w, c, row_stride,
+                             neuron_stride, scale, torch.get_num_threads(), _ptr(sums.loss), _ptr(sums.d_b),
+                             _ptr(sums.d_c))
     return rc == 0

@@ -4,7 +4,10 @@
  *   s = sin(z), o = C s + b - target (times a 0/1 mask when given), loss += sum o^2,
  *   d = scale * o, d_b += sum d, d_C += d s^T, and z <- dz = cos(z) * (C^T d).
  *
- * z is (t, n, w) float32, pixels contiguous; target (t, c, w); mask (t, w) or NULL. The eager form runs a
+ * z is a tile of t rows of n neurons of w pixels, float32, pixels contiguous: row r, neuron j starts at
+ * z + r * row_stride + j * neuron_stride ((t, n, w) order: n * w and w; neuron-major (n, t, w), where a
+ * deeper layer's product is one matrix product: w and t * w). target (t, c, w); mask (t, w) or NULL. The
+ * eager form runs a
  * sine pass, a cosine pass and small C-row products per row, each over the whole tile in memory; here a
  * block of 16 pixels' n pre-activations stays in L1 between the forward and the backward, and sine and
  * cosine come from one range reduction. Rows are split over threads, each with its own accumulators.
@@ -44,6 +47,7 @@ typedef struct {
     float *z;
     const float *cw, *cb, *target, *mask;
     int t0, t1, n, w, c;
+    size_t row_stride, neuron_stride;
     float scale;
     double loss;
     double *d_b;  /* (c) */
@@ -58,7 +62,7 @@ static void run_rows(Job *job) {
     /* Channels padded to MAX_C with zero weights: fixed trip counts the compiler unrolls and vectorizes. */
     float *restrict cw = job->cw3;
     for (int t = job->t0; t < job->t1; t++) {
-        float *zt = job->z + (size_t)t * n * w;
+        float *zt = job->z + (size_t)t * job->row_stride;
         const float *tg = job->target + (size_t)t * nc * w;
         const float *mk = job->mask ? job->mask + (size_t)t * w : NULL;
         for (int x0 = 0; x0 < w; x0 += BLOCK) {
@@ -66,7 +70,7 @@ static void run_rows(Job *job) {
             float o0[BLOCK] = {0}, o1[BLOCK] = {0}, o2[BLOCK] = {0};
             float zin[BLOCK];
             for (int j = 0; j < n; j++) {
-                const float *zj = zt + (size_t)j * w + x0;
+                const float *zj = zt + (size_t)j * job->neuron_stride + x0;
                 if (len == BLOCK) memcpy(zin, zj, sizeof zin);
                 else for (int i = 0; i < BLOCK; i++) zin[i] = i < len ? zj[i] : 0.0f;
                 float *restrict sj = sb + (size_t)j * BLOCK, *restrict cj = cbuf + (size_t)j * BLOCK;
@@ -115,7 +119,7 @@ static void run_rows(Job *job) {
                 job->d_c[j] += s0;
                 if (nc > 1) job->d_c[n + j] += s1;
                 if (nc > 2) job->d_c[2 * n + j] += s2;
-                float *zj = zt + (size_t)j * w + x0;
+                float *zj = zt + (size_t)j * job->neuron_stride + x0;
                 if (len == BLOCK) memcpy(zj, g, sizeof g);
                 else for (int i = 0; i < len; i++) zj[i] = g[i];
             }
@@ -130,9 +134,9 @@ static void *thread_main(void *arg) {
 
 /* Returns 0, or -1 when c is out of range or memory runs out (the caller then takes the eager path). */
 int tuner_top_layer(float *z, const float *cw, const float *cb, const float *target, const float *mask,
-                    int t, int n, int w, int c, float scale, int threads,
+                    int t, int n, int w, int c, long row_stride, long neuron_stride, float scale, int threads,
                     double *loss, double *d_b, double *d_c) {
-    if (c < 1 || c > MAX_C || t < 1 || n < 1 || w < 1) return -1;
+    if (c < 1 || c > MAX_C || t < 1 || n < 1 || w < 1 || row_stride < w || neuron_stride < w) return -1;
     if (threads < 1) threads = 1;
     if (threads > t) threads = t;
     if (threads > 64) threads = 64;
@@ -146,6 +150,7 @@ int tuner_top_layer(float *z, const float *cw, const float *cb, const float *tar
         jb->t1 = (int)((long)t * (k + 1) / threads);
         jb->cw3 = NULL;
         jb->n = n; jb->w = w; jb->c = c; jb->scale = scale; jb->loss = 0.0;
+        jb->row_stride = (size_t)row_stride; jb->neuron_stride = (size_t)neuron_stride;
         jb->d_b = calloc((size_t)c, sizeof(double));
         jb->d_c = calloc((size_t)c * n, sizeof(double));
         jb->s_buf = malloc((size_t)n * BLOCK * sizeof(float));
