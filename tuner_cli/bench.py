@@ -140,11 +140,12 @@ def overrides(pairs: list[str] | None) -> dict:
 
 
 def cmd_rd(args: argparse.Namespace) -> int:
+    from tuner_cli.progress import RunProgress
     from tuner_model.bench.rd import RdOptions, plot, run_rd
 
     opts = RdOptions(bpps=args.bpp, steps=args.steps, device=args.device, limit=args.limit, size=args.size,
                      effort=args.effort, results=Path(args.results) if args.results else None)
-    report = run_rd(Path(args.images), opts, log=sys.stderr)
+    report = run_rd(Path(args.images), opts, log=sys.stderr, progress=RunProgress())
     out = Path(args.json)
     atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())
     plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from tuner_cli.args import effort_level, positive_float, positive_int
+from tuner_cli.progress import ProgressBar
 from tuner_model.core.errors import TunerError
 from tuner_model.core.files import atomic_write
-from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN, seconds_left
+from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -22,39 +22,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like argparse but without the usage dump
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(EXIT_USAGE)
-
-
-def eta_text(elapsed: float, frac: float) -> str:
-    """The time left of an encode `frac` done after `elapsed` seconds (effort.seconds_left, the rule the
-    worker's `eta_s` follows too), or "--" while there is too little to go on."""
-    if frac >= 1:
-        return "0s"
-    seconds = seconds_left(elapsed, frac)
-    if seconds is None:
-        return "--"
-    left = round(seconds)
-    return f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s"
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal: steps, PSNR, time spent
-    and the estimated time left."""
-
-    def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.start = time.perf_counter()
-
-    def __call__(self, p) -> None:
-        if not self.enabled:
-            return
-        frac = p.step / p.steps
-        bar = "#" * int(30 * frac)
-        elapsed = time.perf_counter() - self.start
-        sys.stderr.write(f"\r[{bar:<30}] {p.step}/{p.steps}  {p.psnr:5.2f} dB  {elapsed:6.1f}s  "
-                         f"ETA {eta_text(elapsed, frac):>6}")
-        if p.step == p.steps:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 def cmd_encode(args: argparse.Namespace) -> int:

@@ -130,10 +130,27 @@ def test_readme_first_command_paths_exist():
     assert shutil.which("tuner") or Path(sys.executable).with_name("tuner").exists()
 
 
+def test_run_progress_counts_encodes_and_estimates_the_rest():
+    import io
+
+    from tuner_cli.progress import RunProgress
+
+    log = io.StringIO()  # not a terminal: a line at most every `every` seconds, and at each encode's end
+    bar = RunProgress(log, every=3600.0)
+    bar(4, 12, "k.png 0.5 bpp", 0.0)  # 4 finished by an earlier run
+    bar.start -= 100.0  # this process has spent 100 s on half an encode
+    bar(4, 12, "k.png 0.5 bpp", 0.5)  # within `every` of the last line: not written
+    bar(4, 12, "k.png 0.5 bpp", 1.0)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "4/12 encodes" in lines[0] and "ETA --" in lines[0], lines
+    # one encode in 100 s, 7 to go after this one
+    assert "k.png 0.5 bpp 100%" in lines[1] and "ETA 11m40s" in lines[1], lines
+
+
 def test_progress_bar_shows_the_time_left(capsys):
     from types import SimpleNamespace
 
-    from tuner_cli.main import ProgressBar, eta_text
+    from tuner_cli.progress import ProgressBar, eta_text
 
     assert eta_text(1.0, 0.0) == "--" and eta_text(1.0, 0.01) == "--"  # too early to tell
     assert eta_text(3.0, 0.01) == "4m57s" and eta_text(10.0, 0.5) == "10s" and eta_text(10.0, 1.0) == "0s"

@@ -29,16 +29,20 @@ def test_bench_rd_cli(tmp_path: Path, image_dir: Path) -> None:
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_rd_resumes_and_takes_an_effort(tmp_path: Path, image_dir: Path) -> None:
-    """A stopped run continues after its finished encodes; another effort is another run."""
+def test_bench_rd_resumes_and_takes_an_effort(tmp_path: Path, image_dir: Path, capsys) -> None:
+    """A stopped run continues after its finished encodes (and its progress counts them); another effort is
+    another run."""
     out, results = tmp_path / "rd.json", tmp_path / "rd-runs.json"
     args = ["bench", "rd", "--images", str(image_dir), "--size", "48x32", "--device", "cpu", "--effort", "1",
             "--json", str(out), "--results", str(results)]
     assert main([*args, "--bpp", "2.0"]) == 0
+    err = capsys.readouterr().err
+    assert "] 0/1 encodes  a.png 2.0 bpp   0%" in err and "0/1 encodes  a.png 2.0 bpp 100%" in err, err
     first = json.loads(out.read_text())
     assert first["effort"] == 1 and first["steps"] is None
     assert set(json.loads(results.read_text())["rows"]) == {"a.png@2.0"}
     assert main([*args, "--bpp", "2.0,3.0"]) == 0  # one more rate: only that one is encoded
+    assert "1/2 encodes  a.png 3.0 bpp 100%" in capsys.readouterr().err
     again = json.loads(out.read_text())
     assert again["images"][0]["rows"][0] == first["images"][0]["rows"][0]  # the same measurement, kept
     assert len(again["images"][0]["rows"]) == 2

@@ -9,9 +9,11 @@ Writes a JSON report and a PNG plot with COIN's and Strümpler et al.'s publishe
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -87,10 +89,14 @@ class RdOptions:
     results: Path | None = None  # resumable results file
 
 
-def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = None) -> dict:
+RdProgress = Callable[[int, int, str, float], None]  # (encodes finished, planned, current one, its share done)
+
+
+def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = None,
+           progress: RdProgress | None = None) -> dict:
     """Our codec at each rate on each image, beside JPEG/WebP/AVIF interpolated at our bytes. With
     `opts.results`, finished encodes are kept there and a later run with the same settings continues after
-    them."""
+    them; `progress` hears of every encode step."""
     from tuner_model.bench.resume import load_runs, save_runs
     from tuner_model.codec import decode_blob
     from tuner_model.rate.effort import DEFAULT_EFFORT
@@ -102,7 +108,10 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
     settings_key = {"steps": steps, "effort": effort, "size": list(size) if size else None, "device": device}
     done = load_runs(opts.results, settings_key, "rows")
     per_image = []
-    for path in list_images(images, opts.limit):
+    paths = list_images(images, opts.limit)
+    total = len(paths) * len(bpps)
+    finished = sum(f"{path.name}@{bpp}" in done for path in paths for bpp in bpps)
+    for path in paths:
         img = load_sized(path, size)
         curves = None  # the classical curves (seconds of AVIF encodes) only for an image with rates to run
         rows = []
@@ -114,7 +123,11 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
             if curves is None:
                 curves = {fmt.lower(): classical_curve(img, fmt) for fmt in ("JPEG", "WEBP", "AVIF")}
             t = time.perf_counter()
-            _, blob = encode(img, EncodeSettings(bpp=bpp, steps=steps, device=device, effort=effort))
+            tick = None
+            if progress is not None:
+                progress(finished, total, f"{path.name} {bpp} bpp", 0.0)
+                tick = functools.partial(_tick, progress, finished, total, f"{path.name} {bpp} bpp")
+            _, blob = encode(img, EncodeSettings(bpp=bpp, steps=steps, device=device, effort=effort), progress=tick)
             dec = decode_blob(blob).render()
             row = {"target_bpp": bpp, "bpp": 8 * len(blob) / (img.shape[0] * img.shape[1]),
                    "psnr": psnr(dec, img), "ssim": ssim(dec, img), "seconds": time.perf_counter() - t}
@@ -123,6 +136,7 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
                 row[f"{name}_psnr"], row[f"{name}_ssim"] = p, s
             rows.append(row)
             done[key] = row
+            finished += 1
             save_runs(opts.results, settings_key, "rows", done)
             if log:
                 log.write(f"{path.name} {bpp}: {row['bpp']:.3f} bpp {row['psnr']:.2f} dB "
@@ -134,6 +148,10 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
     return {"steps": steps, "effort": effort, "size": list(size) if size else None, "images": per_image,
             "mean": mean, "published": {"coin": COIN, "strumpler_basic_8bit": STRUMPLER}}
 
+
+
+def _tick(progress: RdProgress, finished: int, total: int, label: str, p) -> None:
+    progress(finished, total, label, p.step / p.steps if p.steps else 0.0)
 
 
 def mean_rows(per_image: list[dict], bpps: list[float]) -> list[dict]:
