@@ -24,6 +24,7 @@ def test_bench_rd_cli(tmp_path: Path, image_dir: Path) -> None:
     report = json.loads(out.read_text())
     row = report["images"][0]["rows"][0]
     assert 0 < row["bpp"] <= 3.0 and row["psnr"] > 10 and 0 < row["ssim"] <= 1
+    assert abs(row["info_psnr"] - row["psnr"]) < 1e-3  # decoding gives what `tuner info` reports
     assert row["webp_psnr"] is not None  # WebP's sweep covers 3 bpp even on a tiny image
     assert report["mean"][0]["psnr"] == pytest.approx(row["psnr"])
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -128,9 +128,12 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
                 progress(finished, total, f"{path.name} {bpp} bpp", 0.0)
                 tick = functools.partial(_tick, progress, finished, total, f"{path.name} {bpp} bpp")
             _, blob = encode(img, EncodeSettings(bpp=bpp, steps=steps, device=device, effort=effort), progress=tick)
-            dec = decode_blob(blob).render()
+            decoded = decode_blob(blob)
+            dec = decoded.render()
+            # info_psnr: what the blob's header says (`tuner info`), beside what decoding it gives
             row = {"target_bpp": bpp, "bpp": 8 * len(blob) / (img.shape[0] * img.shape[1]),
-                   "psnr": psnr(dec, img), "ssim": ssim(dec, img), "seconds": time.perf_counter() - t}
+                   "psnr": psnr(dec, img), "info_psnr": decoded.meta.get("psnr"), "ssim": ssim(dec, img),
+                   "seconds": time.perf_counter() - t}
             for name, curve in curves.items():
                 p, s = interpolate(curve, row["bpp"])
                 row[f"{name}_psnr"], row[f"{name}_ssim"] = p, s
@@ -162,7 +165,7 @@ def mean_rows(per_image: list[dict], bpps: list[float]) -> list[dict]:
         for key in per_image[0]["rows"][i]:
             if key == "target_bpp":
                 continue
-            vals = [im["rows"][i][key] for im in per_image]
+            vals = [im["rows"][i].get(key) for im in per_image]  # a row from an older run may lack a field
             # A mean over fewer images than ours would not be comparable with ours: when a codec cannot
             # reach this rate on some image (outside its quality sweep), it has no mean here.
             entry[key] = None if any(v is None for v in vals) else float(np.mean(vals))
