@@ -30,50 +30,32 @@ def supports(model: nn.Module) -> bool:
 
 
 def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """Raw network outputs (len(ys), len(xs), C), float32, at every (x, y) of a separable grid.
-
-    A tile of rows is kept neuron-major, an (n, t·W) matrix, so that each deeper layer and the output layer
-    are one matrix product per tile (a (t, n, W) tile would take t small products, or a broadcast batch)."""
+    """Raw network outputs (len(ys), len(xs), C), float32, at every (x, y) of a separable grid."""
     coef, e, bias, n_cos = first_layer_factors(model, xs, ys)
     n = coef.shape[2]
     deeper = [(model.effective_weight(i).detach().float(),
                (model.config.hidden_omega * model.hidden_bias[i].detach().float())[:, None])
               for i in range(1, len(model.hidden))]
     cw = model.out.weight.detach().float()  # (C, n_last)
-    cb = model.out.bias.detach().float()[:, None, None]
-    c = cw.shape[0]
+    cb = model.out.bias.detach().float()[:, None]
     nx, ny = xs.numel(), ys.numel()
-    out = torch.empty((c, ny, nx), dtype=torch.float32)
-    widest = max([n] + [wl.shape[0] for wl, _ in deeper])
-    rows = max(1, TILE_ELEMENTS // max(1, widest * nx))
+    out = torch.empty((ny, cw.shape[0], nx), dtype=torch.float32)
+    rows = max(1, TILE_ELEMENTS // max(1, n * nx))
     t_max = min(rows, ny)
     sin_ = sin_impl()
-    # One set of buffers for every tile: a fresh multi-megabyte tensor per tile costs page faults on every use.
-    scratch = torch.empty(widest * t_max * nx, dtype=torch.float32) if deeper else None
-    obuf = torch.empty(c * t_max * nx, dtype=torch.float32)
 
     def first(lo: int, hi: int, e_part: torch.Tensor, r: slice, dest: torch.Tensor, with_bias: bool) -> None:
-        # coef's tile (K, t, n) reordered to (K, n, t) (a small copy) makes z = aᵀ·e come out (n, t, W).
-        k, t = e_part.shape[0], hi - lo
-        a = coef[r, lo:hi].transpose(1, 2).reshape(k, n * t)
-        torch.mm(a.T, e_part, out=dest.view(n * t, e_part.shape[1]))
+        # (t·n, K) @ (K, W) with the left factor read transposed in place (no copy).
+        k = e_part.shape[0]
+        torch.mm(coef[r, lo:hi].reshape(k, -1).T, e_part, out=dest.view(-1, e_part.shape[1]))
         if with_bias and bias is not None:
-            dest.view(n, -1).add_(bias)
+            dest += bias
 
-    def finish(y: torch.Tensor, own: torch.Tensor, dest: torch.Tensor) -> None:
-        """The deeper layers and the output layer of a tile of sines y (n, t, W'), which lives in the flat
-        buffer `own`; the outputs go to dest (C, t, W')."""
-        t, wp = y.shape[1], y.shape[2]
-        cur, spare = own, scratch
-        y2 = y.view(y.shape[0], t * wp)
+    def finish(y: torch.Tensor, dest: torch.Tensor) -> None:
         for wl, bl in deeper:
-            z = spare[: wl.shape[0] * t * wp].view(wl.shape[0], t * wp)
-            torch.mm(wl, y2, out=z)
-            y2 = sin_(z.add_(bl))
-            cur, spare = spare, cur
-        o = obuf[: c * t * wp].view(c, t * wp)
-        torch.mm(cw, y2, out=o)
-        dest.copy_(o.view(c, t, wp))
+            y = sin_(torch.matmul(wl, y).add_(bl))
+        # (C, n) @ (t, n, W): a wide product; (t, W, n) @ (n, C) has a 3-column output that BLAS runs slowly.
+        torch.matmul(cw, y, out=dest)
 
     if is_symmetric(xs) and n_cos < e.shape[0]:
         # cos(ω x) is even and sin(ω x) odd: with C = the cosine rows' sum and S = the sine rows', the
@@ -83,31 +65,31 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
         right = e[:, mid:]  # x >= 0 (the middle column x = 0 belongs to the right half when nx is odd)
         hr = right.shape[1]
         e_cos, e_sin = right[:n_cos].contiguous(), right[n_cos:].contiguous()
-        pbuf, qbuf = torch.empty(n * t_max * nx), torch.empty(n * t_max * nx)
-        left = torch.empty((c, t_max, hr))
+        pbuf, qbuf = torch.empty((t_max, n, hr)), torch.empty((t_max, n, hr))
+        left = torch.empty((t_max, cw.shape[0], hr))
         fold = fold_impl()
         for lo in range(0, ny, rows):
             checkpoint()
             hi = min(ny, lo + rows)
-            t = hi - lo
-            p, q = pbuf[: n * t * hr].view(n, t, hr), qbuf[: n * t * hr].view(n, t, hr)
+            p, q = pbuf[: hi - lo], qbuf[: hi - lo]
             first(lo, hi, e_cos, slice(0, n_cos), p, with_bias=True)  # a constant is even
             first(lo, hi, e_sin, slice(n_cos, None), q, with_bias=False)
             fold(p, q)  # p <- sin(C + S), q <- sin(C − S)
-            finish(p, pbuf, out[:, lo:hi, mid:])
-            lv = left[:, :t]
-            finish(q, qbuf, lv)
-            out[:, lo:hi, :mid] = lv[:, :, nx % 2:].flip(-1)
+            finish(p, out[lo:hi, :, mid:])
+            lv = left[: hi - lo]
+            finish(q, lv)
+            out[lo:hi, :, :mid] = lv[:, :, nx % 2:].flip(-1)
     else:
-        zbuf = torch.empty(n * t_max * nx, dtype=torch.float32)
+        # One buffer for every tile: a fresh multi-megabyte tensor per tile costs page faults on every use.
+        zbuf = torch.empty((t_max, n, nx), dtype=torch.float32)
         for lo in range(0, ny, rows):
             checkpoint()
             hi = min(ny, lo + rows)
-            z = zbuf[: n * (hi - lo) * nx].view(n, hi - lo, nx)
+            z = zbuf[: hi - lo]  # (t, n, W)
             first(lo, hi, e, slice(None), z, with_bias=True)
-            finish(sin_(z), zbuf, out[:, lo:hi])
+            finish(sin_(z), out[lo:hi])
     out += cb
-    return out.permute(1, 2, 0).contiguous()
+    return out.permute(0, 2, 1).contiguous()
 
 
 def is_symmetric(xs: torch.Tensor) -> bool:
