@@ -198,3 +198,20 @@ def test_psnr_target_lands_in_its_window_or_keeps_the_smallest_that_reaches_it(s
         assert len(blob) <= len(first[1])  # the smallest blob that reaches the target is kept
     if got > target + PSNR_TOLERANCE_DB and rate > 1.01 * rate_floor(small.shape):
         assert len(blob) < len(first[1])  # the table's rate overshot: a lower one was tried and kept
+
+
+def test_coarser_levels_trade_an_overshoot_for_bytes(small: np.ndarray) -> None:
+    """A quality target the encodes overshot: the same network on the coarsest grid that still reaches it,
+    a smaller blob that decodes to the PSNR its header says; none when no coarser grid reaches it."""
+    from tuner_model.rate.pipeline import RateOptions, coarser_levels, encode_at_rate
+
+    options = RateOptions(4.0, 60, "cpu")
+    fitted, blob = encode_at_rate(small, options)
+    got, q0 = fitted.meta["psnr"], fitted.meta["levels"]
+    floor = got - 1.5
+    coarse, coarse_blob = coarser_levels(small, fitted, options, floor)
+    assert floor <= coarse.meta["psnr"] < got and coarse.meta["levels"] < q0
+    assert len(coarse_blob) < len(blob)
+    assert decode_blob(coarse_blob).measure_psnr(small) == pytest.approx(read_info(coarse_blob).meta["psnr"], abs=1e-3)
+    assert fitted.meta["levels"] == q0 and fitted.meta["psnr"] == got  # the encode's own result untouched
+    assert coarser_levels(small, fitted, options, got + 1.0) is None

@@ -1,7 +1,8 @@
 """From an image and what the user asks for (a rate, a quality, or nothing) to a fitted network and its
 blob: the one entry point the CLI and the worker call. A rate is encoded by pipeline.py; a quality
 target Y encodes at the table's rate for it, then again, at a higher or lower rate found from the PSNRs
-measured so far, while the result is outside [Y, Y + 0.5 dB].
+measured so far, while the result is outside [Y, Y + 0.5 dB]; if the attempts end above that window, the
+smallest blob that reached Y is quantized again on a coarser grid that still reaches Y.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from tuner_model.core.errors import FitCancelled
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate import table
-from tuner_model.rate.pipeline import Cancel, RateOptions, RateProgress, encode_at_rate
+from tuner_model.rate.pipeline import Cancel, RateOptions, RateProgress, coarser_levels, encode_at_rate
 from tuner_model.rate.request import DEFAULT_BPP, EncodeSettings
 from tuner_model.render.guard import RenderStopped, stop_when
 from tuner_model.train.fit import FitProgress
@@ -83,7 +84,13 @@ def reach_target(image: np.ndarray, settings: EncodeSettings, first: tuple[Fitte
                 break
             tries.append((nxt, encode_at_rate(image, rate_options(settings, nxt), sliced(reporter, lo, hi),
                                               should_cancel)))
-    best = _pick(tries, settings.psnr)[1]
+    best_bpp, best = _pick(tries, settings.psnr)
+    if settings.psnr is not None and best[0].meta["psnr"] > settings.psnr + PSNR_TOLERANCE_DB:
+        # Every attempt that reached Y overshot the window: the same network on a coarser grid lands in it
+        # with fewer bytes, without another fit.
+        coarse = coarser_levels(image, best[0], rate_options(settings, best_bpp), settings.psnr)
+        if coarse is not None and len(coarse[1]) < len(best[1]):
+            best = coarse
     reporter.report(1.0, float("nan"), best[0].meta["psnr"])
     return best
 
