@@ -203,7 +203,8 @@ def test_psnr_target_lands_in_its_window_or_keeps_the_smallest_that_reaches_it(s
 def test_coarser_levels_trade_an_overshoot_for_bytes(small: np.ndarray) -> None:
     """A quality target the encodes overshot: the same network on the coarsest grid that still reaches it,
     a smaller blob that decodes to the PSNR its header says; none when no coarser grid reaches it."""
-    from tuner_model.rate.pipeline import RateOptions, coarser_levels, encode_at_rate
+    from tuner_model.rate.coarsen import coarser_levels
+    from tuner_model.rate.pipeline import RateOptions, encode_at_rate
 
     options = RateOptions(4.0, 60, "cpu")
     fitted, blob = encode_at_rate(small, options)

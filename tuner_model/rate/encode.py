@@ -15,7 +15,8 @@ import numpy as np
 from tuner_model.core.errors import FitCancelled
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate import table
-from tuner_model.rate.pipeline import Cancel, RateOptions, RateProgress, coarser_levels, encode_at_rate
+from tuner_model.rate.coarsen import coarser_levels
+from tuner_model.rate.pipeline import Cancel, RateOptions, RateProgress, encode_at_rate
 from tuner_model.rate.request import DEFAULT_BPP, EncodeSettings
 from tuner_model.render.guard import RenderStopped, stop_when
 from tuner_model.train.fit import FitProgress

@@ -8,7 +8,6 @@ A network that cannot fit the budget even at Q = 1 is shrunk and fitted again.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,35 +282,6 @@ def encode_at_rate(image: np.ndarray, options: RateOptions, progress: RateProgre
     setup = rate_setup(image.shape, options)
     compile_if_worth_it(setup, options.effort_plan)
     return encode_rate(setup, image, progress, should_cancel)
-
-
-def coarser_levels(image: np.ndarray, fitted: FittedImage, options: RateOptions, psnr_floor: float
-                   ) -> tuple[FittedImage, bytes] | None:
-    """`fitted` (an encode's result at `options`, its weights on the grid of its Q levels) quantized again on
-    the coarsest grid of fewer levels that keeps its PSNR at or above `psnr_floor`, and that blob: a smaller
-    blob for a quality target the encodes overshot, without another fit. None when no coarser grid does.
-    The weights are not fine-tuned at the new Q, so per byte it is worse than a fit at that rate; it is
-    better than keeping the larger blob. Each trial is one quantization and one native-size render."""
-    q0 = fitted.meta.get("levels")
-    if not isinstance(q0, int) or q0 < 2:
-        return None
-    base = QuantSpec(rate_setup(image.shape, options).q_plan)
-    found = None
-    lo, hi = 1, q0 - 1
-    while lo <= hi:  # PSNR grows with Q: the smallest Q whose PSNR reaches the floor
-        q = (lo + hi) // 2
-        trial = copy.deepcopy(fitted)
-        quantizers = plan(trial.model, base.with_levels(q))
-        snap(trial.model, quantizers)
-        trial.meta["psnr"] = round(trial.measure_psnr(image), 4)
-        if trial.meta["psnr"] >= psnr_floor:
-            trial.meta.update(levels=q, coarsened_from=q0)
-            found, hi = (trial, quantizers), q - 1
-        else:
-            lo = q + 1
-    if found is None:
-        return None
-    return found[0], encode_blob(found[0], quantizers=found[1])
 
 
 COMPILE_AFTER_S = 30.0  # compiling the fused backward costs ~3.5 s once per process and saves ~12 % a step
