@@ -125,8 +125,9 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
             t = time.perf_counter()
             tick = None
             if progress is not None:
-                progress(finished, total, f"{path.name} {bpp} bpp", 0.0)
-                tick = functools.partial(_tick, progress, finished, total, f"{path.name} {bpp} bpp")
+                label = f"{path.name} {bpp} bpp"
+                progress(finished, total, label, 0.0)
+                tick = functools.partial(_tick, progress, finished, total, label)
             _, blob = encode(img, EncodeSettings(bpp=bpp, steps=steps, device=device, effort=effort), progress=tick)
             decoded = decode_blob(blob)
             dec = decoded.render()
