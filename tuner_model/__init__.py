@@ -16,6 +16,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tuner_model.core import mkl_dispatch
+
+mkl_dispatch.install()  # before any module here imports torch: MKL's fast path on AMD CPUs
+
 _EXPORTS = {
     "encode": "tuner_model.rate.encode",
     "encode_batch": "tuner_model.rate.batch",

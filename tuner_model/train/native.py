@@ -1,62 +1,28 @@
 """The grid path's top-layer kernel (top_layer.c), compiled on this machine with its C compiler and loaded
 with ctypes: no torch headers, so it builds in about a second, and no build step at install time. Built once
-per machine into a cache directory (TUNER_NATIVE_CACHE, default ~/.cache/tuner-native), keyed by the source,
-the flags and the CPU; any failure (no compiler, an odd platform) leaves `top_layer` None and the eager
-path runs (the same function: tests/library/test_native.py).
+per machine into a cache directory (core/cbuild.py); any failure (no compiler, an odd platform) leaves
+`top_layer` None and the eager path runs (the same function: tests/library/test_native.py).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import platform
-import shutil
 import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import torch
+
+from tuner_model.core import cbuild
 
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC",
          "-pthread")
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TUNER_NATIVE_CACHE") or Path.home() / ".cache" / "tuner-native")
-
-
-def _cpu_key() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return line
-    except OSError:
-        pass
-    return platform.processor() + platform.machine()
-
-
-def _build(source: bytes, compiler: str) -> Path:
-    key = hashlib.sha256(source + " ".join(FLAGS).encode() + _cpu_key().encode()).hexdigest()[:16]
-    target = cache_dir() / f"top_layer-{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src = Path(tmp) / "top_layer.c"
-        src.write_bytes(source)
-        out = Path(tmp) / "top_layer.so"
-        subprocess.run([compiler, *FLAGS, str(src), "-o", str(out), "-lm"], check=True, capture_output=True,
-                       timeout=120)
-        os.replace(out, target)  # atomic: another process building the same file finds either none or all
-    return target
 
 
 def load() -> ctypes.CDLL | None:
@@ -68,12 +34,12 @@ def load() -> ctypes.CDLL | None:
         _tried = True
         if os.environ.get("TUNER_NATIVE", "1") == "0" or platform.system() != "Linux":
             return None
-        compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+        compiler = cbuild.compiler()
         if compiler is None:
             return None
         try:
             source = (resources.files("tuner_model.train") / "top_layer.c").read_bytes()
-            lib = ctypes.CDLL(str(_build(source, compiler)))
+            lib = ctypes.CDLL(str(cbuild.build(source, "top_layer", FLAGS, compiler)))
             fn = lib.tuner_top_layer
         except (OSError, subprocess.SubprocessError, AttributeError):
             return None
