@@ -211,21 +211,13 @@ def plot(report: dict, path: Path) -> None:
 
 def levels_of(blob: bytes) -> int:
     """Q of the first bounded tensor (the hidden weights) of a blob."""
-    from tuner_model.codec.blob import _parse
-    from tuner_model.codec.header import expected_shapes
+    from tuner_model.codec.blob import stored_codings
     from tuner_model.codec.quant import KIND_BOUNDED
 
-    info, r = _parse(blob)
-    for name, shape in expected_shapes(info.config).items():
-        byte = r.u8()
-        kind = byte & 0x0F
-        if name == "phase":
-            r.varint()
-            continue
+    for kind, param in stored_codings(blob).values():
         if kind == KIND_BOUNDED:
-            return r.varint()
-        raise ConfigError(f"unexpected coding of {name} ({shape})")
-    return 0
+            return int(param)
+    raise ConfigError("the blob stores no bounded tensor")
 
 
 def size_text(size: tuple[int, int] | list[int] | None) -> str:

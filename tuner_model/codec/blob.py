@@ -102,6 +102,16 @@ def encode_blob(fitted: FittedImage, spec: QuantSpec | None = None,
 
 
 def decode_blob(data: bytes) -> FittedImage:
+    return _decode(data)[0]
+
+
+def stored_codings(data: bytes) -> dict[str, tuple[int, float]]:
+    """Each stored tensor's quantizer kind and parameter (Q for a bounded one), in the blob's order, read by
+    decoding the blob (so with every check decoding makes)."""
+    return _decode(data)[1]
+
+
+def _decode(data: bytes) -> tuple[FittedImage, dict[str, tuple[int, float]]]:
     info, r = _parse(data)
     try:
         model = build_model(info.config)
@@ -110,6 +120,7 @@ def decode_blob(data: bytes) -> FittedImage:
     state: dict[str, torch.Tensor] = {}
     pending: list[tuple[str, Quantizer, tuple[int, ...]]] = []
     items: list[tuple[int, entropy.SymbolModel]] = []
+    codings: dict[str, tuple[int, float]] = {}
     for name, shape in expected_shapes(info.config).items():
         n = math.prod(shape)
         byte = r.u8()
@@ -117,10 +128,10 @@ def decode_blob(data: bytes) -> FittedImage:
         if kind not in KINDS or family not in entropy.FAMILIES:
             raise BlobError(f"tensor {name}: unknown coding {byte}")
         if kind == KIND_F32:
-            state[name] = _floats(r.raw(4 * n), "<f4", shape, name)
+            state[name], codings[name] = _floats(r.raw(4 * n), "<f4", shape, name), (kind, 32.0)
             continue
         if kind == KIND_F16:
-            state[name] = _floats(r.raw(2 * n), "<f2", shape, name)
+            state[name], codings[name] = _floats(r.raw(2 * n), "<f2", shape, name), (kind, 16.0)
             continue
         if kind == KIND_BOUNDED:
             param: float = r.varint(1, MAX_LEVELS, "levels")
@@ -129,6 +140,7 @@ def decode_blob(data: bytes) -> FittedImage:
         else:
             param = r.f32("step", 1e-30, 1e30)
         q = quantizer_for(kind, param, model, name)
+        codings[name] = (kind, param)
         if kind == KIND_STEP:
             rng = r.varint(0, MAX_RANGE, "symbol range")
             lo, hi = -rng, rng
@@ -143,7 +155,7 @@ def decode_blob(data: bytes) -> FittedImage:
     for (name, q, shape), s in zip(pending, symbols, strict=True):
         state[name] = q.values(s, shape)
     _load(model, state)
-    return FittedImage(info.config, info.width, info.height, model.eval(), info.colour, dict(info.meta))
+    return FittedImage(info.config, info.width, info.height, model.eval(), info.colour, dict(info.meta)), codings
 
 
 def _floats(raw: bytes, dtype: str, shape: tuple[int, ...], name: str) -> torch.Tensor:
