@@ -9,16 +9,22 @@ from typing import TextIO
 from tuner_model.rate.effort import seconds_left
 
 
+def duration_text(seconds: float | None) -> str:
+    """A time in the largest two units: 45s, 3m05s, 2h10m; "--" for None (not known yet)."""
+    if seconds is None:
+        return "--"
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def eta_text(elapsed: float, frac: float) -> str:
     """The time left of an encode `frac` done after `elapsed` seconds (effort.seconds_left, the rule the
     worker's `eta_s` follows too), or "--" while there is too little to go on."""
     if frac >= 1:
         return "0s"
-    seconds = seconds_left(elapsed, frac)
-    if seconds is None:
-        return "--"
-    left = round(seconds)
-    return f"{left // 60}m{left % 60:02d}s" if left >= 60 else f"{left}s"
+    return duration_text(seconds_left(elapsed, frac))
 
 
 class ProgressBar:
@@ -42,11 +48,6 @@ class ProgressBar:
         sys.stderr.flush()
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--"
-    s = round(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 class RunProgress:
@@ -72,8 +73,8 @@ class RunProgress:
         left = None if worked <= 0.02 else elapsed / worked * (total - done - frac)
         share = (done + frac) / total if total else 1.0
         bar = "#" * int(30 * share)
-        text = (f"[{bar:<30}] {done}/{total} encodes  {label} {100 * frac:3.0f}%  {_duration(elapsed)} spent  "
-                f"ETA {_duration(left)}")
+        text = (f"[{bar:<30}] {done}/{total} encodes  {label} {100 * frac:3.0f}%  {duration_text(elapsed)} spent  "
+                f"ETA {duration_text(left)}")
         if self.tty:
             self.stream.write("\r" + text + ("\n" if frac >= 1.0 else ""))
         elif now - self.last_line >= self.every or frac >= 1.0:
