@@ -34,8 +34,9 @@ for part in "${@:-env}"; do
       tuner bench speed --images "$IMAGES" --device cuda --limit 4 --steps 200 --full-encode \
         --json "$OUT/speed.json" 2>&1 | tee "$OUT/speed.log" ;;
     rcfit)
+      # Depth as the CPU refit found it (docs/CODEC.md, "Depth at native scale"): one layer alone would lose it.
       tuner bench rc-fit --images "$IMAGES" --limit "${RC_LIMIT:-4}" --steps "${STEPS:-3000}" --device cuda \
-        --json "$OUT/table.json" 2>&1 | tee "$OUT/rcfit.log"
+        --depths "${DEPTHS:-1,2,3,4}" --json "$OUT/table.json" 2>&1 | tee "$OUT/rcfit.log"
       # A later `rd` in the same call measures the codec with the table just fitted.
       [ -s "$OUT/table.json" ] && cp "$OUT/table.json" tuner_model/rate/table.json ;;
     rd)
