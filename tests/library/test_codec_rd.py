@@ -25,6 +25,7 @@ def test_bench_rd_cli(tmp_path: Path, image_dir: Path) -> None:
     row = report["images"][0]["rows"][0]
     assert 0 < row["bpp"] <= 3.0 and row["psnr"] > 10 and 0 < row["ssim"] <= 1
     assert abs(row["info_psnr"] - row["psnr"]) < 1e-3  # decoding gives what `tuner info` reports
+    assert row["cpu"] and "threads" in row["cpu"]  # the machine its seconds were measured on
     assert row["webp_psnr"] is not None  # WebP's sweep covers 3 bpp even on a tiny image
     assert report["mean"][0]["psnr"] == pytest.approx(row["psnr"])
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -54,8 +55,10 @@ def test_bench_rd_resumes_and_takes_an_effort(tmp_path: Path, image_dir: Path, c
 def test_means_only_over_every_image() -> None:
     from tuner_model.bench.rd import mean_rows
 
-    rows = [{"image": "a", "rows": [{"target_bpp": 0.5, "psnr": 20.0, "webp_psnr": None, "jpeg_psnr": 21.0}]},
+    rows = [{"image": "a", "rows": [{"target_bpp": 0.5, "psnr": 20.0, "webp_psnr": None, "jpeg_psnr": 21.0,
+                                     "cpu": "X, 2 threads, AVX2"}]},
             {"image": "b", "rows": [{"target_bpp": 0.5, "psnr": 22.0, "webp_psnr": 30.0, "jpeg_psnr": 23.0}]}]
     m = mean_rows(rows, [0.5])[0]
     assert m["psnr"] == 21.0 and m["jpeg_psnr"] == 22.0
+    assert m["cpus"] == ["X, 2 threads, AVX2"]  # the machines, listed, not averaged (b's older row has none)
     assert m["webp_psnr"] is None  # not 30.0: a mean over image b alone is not comparable with ours

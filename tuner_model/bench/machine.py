@@ -22,6 +22,19 @@ def describe_machine(dev: torch.device) -> dict[str, Any]:
     return info
 
 
+def cpu_summary() -> str:
+    """One line for a result row made on the CPU: the CPU's name, torch's threads, the widest vector
+    instructions it has, and whether MKL's fast path was forced on it (core/mkl_dispatch.py): what a
+    row's seconds depend on, so that rows of one results file made on different machines say so."""
+    from tuner_model.core import cbuild, mkl_dispatch
+
+    flags = set(cbuild.cpu_flags().split())
+    isa = next((name for flag, name in (("amx_bf16", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                if flag in flags), "no AVX2")
+    fix = ", MKL dispatch fix" if mkl_dispatch.installed() else ""
+    return f"{_cpu_name()}, {torch.get_num_threads()} threads, {isa}{fix}"
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

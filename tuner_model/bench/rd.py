@@ -97,8 +97,10 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
     """Our codec at each rate on each image, beside JPEG/WebP/AVIF interpolated at our bytes. With
     `opts.results`, finished encodes are kept there and a later run with the same settings continues after
     them; `progress` hears of every encode step."""
+    from tuner_model.bench.machine import cpu_summary
     from tuner_model.bench.resume import load_runs, save_runs
     from tuner_model.codec import decode_blob
+    from tuner_model.core.device import resolve_device
     from tuner_model.rate.effort import DEFAULT_EFFORT
     from tuner_model.rate.encode import encode
     from tuner_model.rate.request import EncodeSettings
@@ -107,6 +109,7 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
     steps, device, size, bpps = opts.steps, opts.device, opts.size, list(opts.bpps)
     settings_key = {"steps": steps, "effort": effort, "size": list(size) if size else None, "device": device}
     done = load_runs(opts.results, settings_key, "rows")
+    on_cpu = resolve_device(device).type == "cpu"  # rows say which CPU made their seconds
     per_image = []
     paths = list_images(images, opts.limit)
     total = len(paths) * len(bpps)
@@ -134,7 +137,7 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
             # info_psnr: what the blob's header says (`tuner info`), beside what decoding it gives
             row = {"target_bpp": bpp, "bpp": 8 * len(blob) / (img.shape[0] * img.shape[1]),
                    "psnr": psnr(dec, img), "info_psnr": decoded.meta.get("psnr"), "ssim": ssim(dec, img),
-                   "seconds": time.perf_counter() - t}
+                   "seconds": time.perf_counter() - t, "cpu": cpu_summary() if on_cpu else None}
             for name, curve in curves.items():
                 p, s = interpolate(curve, row["bpp"])
                 row[f"{name}_psnr"], row[f"{name}_ssim"] = p, s
@@ -159,17 +162,18 @@ def _tick(progress: RdProgress, finished: int, total: int, label: str, p) -> Non
 
 
 def mean_rows(per_image: list[dict], bpps: list[float]) -> list[dict]:
-    """Per target rate, the mean of every measured field over the images."""
+    """Per target rate, the mean of every measured field over the images, and the CPUs that made them."""
     mean = []
     for i, bpp in enumerate(bpps):
         entry: dict = {"target_bpp": bpp}
         for key in per_image[0]["rows"][i]:
-            if key == "target_bpp":
+            if key == "target_bpp" or key == "cpu":
                 continue
             vals = [im["rows"][i].get(key) for im in per_image]  # a row from an older run may lack a field
             # A mean over fewer images than ours would not be comparable with ours: when a codec cannot
             # reach this rate on some image (outside its quality sweep), it has no mean here.
             entry[key] = None if any(v is None for v in vals) else float(np.mean(vals))
+        entry["cpus"] = sorted({c for im in per_image if (c := im["rows"][i].get("cpu"))})
         mean.append(entry)
     return mean
 
