@@ -48,8 +48,6 @@ class ProgressBar:
         sys.stderr.flush()
 
 
-
-
 class RunProgress:
     """A benchmark run's progress: encodes finished of all planned (resumed ones count as finished), the
     current encode and its share done, and the time left, from the seconds this process has spent per

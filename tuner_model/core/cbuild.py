@@ -20,15 +20,16 @@ def cache_dir() -> Path:
 
 def cpu_flags() -> str:
     """The CPU's flags line of /proc/cpuinfo (what -march=native compiles for), else a coarser name."""
-    return _cpuinfo_field("flags") or platform.processor() + platform.machine()
+    return cpuinfo_field("flags") or platform.processor() + platform.machine()
 
 
 def cpu_vendor() -> str:
     """The CPU vendor's id (GenuineIntel, AuthenticAMD, ...), or "" where /proc/cpuinfo does not say."""
-    return _cpuinfo_field("vendor_id")
+    return cpuinfo_field("vendor_id")
 
 
-def _cpuinfo_field(name: str) -> str:
+def cpuinfo_field(name: str) -> str:
+    """The first value of `name` in /proc/cpuinfo ("model name", "flags", ...), or "" where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

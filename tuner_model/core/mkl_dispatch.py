@@ -1,9 +1,9 @@
 """MKL's code path on AMD CPUs. The torch CPU wheel links Intel's oneMKL, which gives its vectorized kernels
 (AVX2, AVX-512) only to CPUs whose vendor is Intel and runs a generic path elsewhere, for the matrix products
 of the fit and the renderer and for torch.sin (MKL's vector maths). On a 2-core AMD EPYC with AVX-512 that
-path ran a 153-wide layer's product at 34 GFLOPS and sin at 0.43 G values/s; with the vendor check answered
-"yes" the same calls ran at 75 GFLOPS and 0.82 G/s (docs/PERFORMANCE.md, "MKL on AMD CPUs"). MKL still
-picks the instruction set from the CPU's feature flags, so a CPU gets only code it can run.
+path ran a 153-wide layer's product at 70–72 GFLOPS; with the vendor check answered "yes" the same product
+ran at 151–167 GFLOPS and a deep fit step 1.6–1.7× faster (docs/PERFORMANCE.md, "MKL on AMD CPUs"). MKL
+still picks the instruction set from the CPU's feature flags, so a CPU gets only code it can run.
 
 The check is MKL's `mkl_serv_intel_cpu_true`, which libtorch_cpu.so exports and calls through its symbol
 table. A library loaded with RTLD_GLOBAL before torch defines it first and so answers for it: install()
@@ -27,8 +27,8 @@ int mkl_serv_intel_cpu_true(void) { __atomic_fetch_add(&calls, 1, __ATOMIC_RELAX
 int tuner_mkl_dispatch_calls(void) { return __atomic_load_n(&calls, __ATOMIC_RELAXED); }
 """
 FLAGS = ("-O2", "-shared", "-fPIC")
-_state: dict[str, bool] = {}
-_lib: ctypes.CDLL | None = None
+_tried = False
+_lib: ctypes.CDLL | None = None  # the loaded answer, None where install() did not apply
 
 
 def wanted(vendor: str, machine: str, torch_loaded: bool, setting: str) -> bool:
@@ -40,10 +40,10 @@ def wanted(vendor: str, machine: str, torch_loaded: bool, setting: str) -> bool:
 def install() -> bool:
     """Answer MKL's vendor check on this machine where wanted(); True when it is in place. Never raises: no
     compiler, a read-only cache or an odd platform leave MKL as it is."""
-    global _lib
-    if "installed" in _state:
-        return _state["installed"]
-    ok = False
+    global _lib, _tried
+    if _tried:
+        return installed()
+    _tried = True
     if platform.system() == "Linux" and wanted(cbuild.cpu_vendor(), platform.machine(), "torch" in sys.modules,
                                                os.environ.get("TUNER_MKL_DISPATCH", "1")):
         cc = cbuild.compiler()
@@ -51,16 +51,14 @@ def install() -> bool:
             if cc is not None:
                 _lib = ctypes.CDLL(str(cbuild.build(SOURCE, "mkl_dispatch", FLAGS, cc)),
                                    mode=os.RTLD_GLOBAL | os.RTLD_NOW)
-                ok = True
         except (OSError, subprocess.SubprocessError):
-            ok = False
-    _state["installed"] = ok
-    return ok
+            _lib = None
+    return installed()
 
 
 def installed() -> bool:
     """Whether install() put the answer in place in this process."""
-    return _state.get("installed", False)
+    return _lib is not None
 
 
 def calls() -> int:
