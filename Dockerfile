@@ -22,6 +22,7 @@ COPY pyproject.toml README.md ./
 COPY tuner_model ./tuner_model
 COPY service ./service
 COPY worker ./worker
+COPY tuner_cli ./tuner_cli
 RUN pip install ".[s3,postgres]"
 
 USER tuner
@@ -29,5 +30,8 @@ VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"
-# Without arguments: everything in one container, no Redis needed.
+# Without arguments: everything in one container, no Redis needed. It listens on 0.0.0.0 (to be reachable
+# through a published port), so it needs an API key:
+#   docker run -p 8000:8000 -e TUNER_BOOTSTRAP_KEY=tnr_$(openssl rand -hex 24) IMAGE
+# (tests/test_docker_image.py builds the wheel from exactly the files copied above and runs this command.)
 CMD ["tuner", "serve", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]
