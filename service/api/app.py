@@ -18,6 +18,7 @@ from service.storage import BlobStore, make_store
 from service.sweeper import Sweeper
 
 from . import openapi, problems
+from .head import HeadAsGet
 from .limits import BodySizeLimit
 from .metrics import Metrics
 from .render import Renderer
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         app.include_router(r)
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(HeadAsGet)  # HEAD on every GET route, answered as GET without the body
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: a browser page on another origin may then call the API
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
