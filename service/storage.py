@@ -68,6 +68,16 @@ def put_content(store: BlobStore, namespace: str, data: bytes) -> str:
     return d
 
 
+def ensure_content(store: BlobStore, namespace: str, data: bytes) -> str:
+    """Like `put_content`, for the moment a record starts referencing the blob: called while the blob's lock
+    is held (service/records/images.py), it writes the bytes again if a delete removed them meanwhile."""
+    d = digest(data)
+    key = f"{namespace}/{d}"
+    if not store.exists(key):
+        store.put(key, data)
+    return d
+
+
 def _check_key(key: str) -> tuple[str, str]:
     # Keys come from our own code, but a strict shape keeps any path out of the filesystem layout.
     if not _KEY.match(key):

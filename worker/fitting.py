@@ -15,7 +15,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from service.comparisons import make_comparisons
 from service.records import Image, Job, JobState
 from service.settings import Settings
-from service.storage import put_content
+from service.storage import ensure_content, put_content
+from service.testhooks import pause_point
 from tuner_model.codec import read_info
 from tuner_model.core.device import resolve_device
 from tuner_model.core.errors import TunerError
@@ -50,17 +51,22 @@ def batching_applies(settings: Settings) -> bool:
 def store(run: JobRun, job: Job, fitted: FittedImage, blob: bytes, batch_size: int,
           progress: JobProgress, image: np.ndarray) -> dict[str, Any]:
     """Writes the blob, the classical codecs' files at the same bytes (TUNER_COMPARISONS) and the image row,
-    and records the job as succeeded."""
-    blob_digest = put_content(run.ctx.store, "blobs", blob)
-    comparisons = (make_comparisons(image, len(blob), job.image_id, run.ctx.store)
+    and records the job as succeeded. The blob is content-addressed and may be shared with other tenants'
+    images: until the image row exists, any of them may be deleted and take the blob with it, so the row is
+    written in one transaction with a check that the blob is (still) stored, under the blob's lock."""
+    store_ = run.ctx.store
+    blob_digest = put_content(store_, "blobs", blob)
+    comparisons = (make_comparisons(image, len(blob), job.image_id, store_)
                    if run.ctx.settings.comparisons else None)
     info = read_info(blob)
     params = job.params or {}
-    run.ctx.db.add_image(Image(id=job.image_id, tenant=job.tenant, width=info.width, height=info.height,
-                               channels=info.channels,
-                               bytes=len(blob), bpp=round(info.bpp, 5), psnr=fitted.meta.get("psnr"),
-                               parameters=info.parameters, params=params, blob_digest=blob_digest,
-                               source="fit", job_id=job.id, created_at=time.time(), comparisons=comparisons))
+    pause_point("worker-before-image-row")  # tests only: a delete elsewhere may land here
+    run.ctx.db.add_image_with_blob(
+        Image(id=job.image_id, tenant=job.tenant, width=info.width, height=info.height, channels=info.channels,
+              bytes=len(blob), bpp=round(info.bpp, 5), psnr=fitted.meta.get("psnr"), parameters=info.parameters,
+              params=params, blob_digest=blob_digest, source="fit", job_id=job.id, created_at=time.time(),
+              comparisons=comparisons),
+        lambda _digest: ensure_content(store_, "blobs", blob))
     seconds = round(time.perf_counter() - run.started, 3)
     # A fit shorter than one heartbeat never wrote its steps: the record says how many ran.
     done_steps = {"step": progress.steps, "steps": progress.steps} if progress.steps else {}

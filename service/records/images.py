@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service.records.engine import Records
-from service.records.tables import Image
+from service.records.tables import BlobLock, Image
 
 
 class ImageRecords(Records):
@@ -24,6 +28,59 @@ class ImageRecords(Records):
             assert existing is not None
             return existing
         return image
+
+    def add_image_with_blob(self, image: Image, ensure_blob: Callable[[str], None]) -> Image:
+        """Inserts `image` unless present and, in the same transaction, holding its blob's lock, calls
+        `ensure_blob(digest)` (which stores the blob if it is missing). A concurrent `delete_image_and_blob` of
+        another image with the same blob either deleted the blob before (and `ensure_blob` writes it again) or
+        sees this row: no interleaving leaves an image whose blob is gone."""
+        try:
+            with self.session() as s:
+                _lock_blob(s, image.blob_digest)  # first: on SQLite this takes the write lock, waiting
+                existing = s.get(Image, image.id)
+                if existing is None:
+                    s.add(image)
+                    s.flush()
+                ensure_blob((existing or image).blob_digest)
+                return existing or image
+        except IntegrityError:  # inserted meanwhile by a request that locked another digest (a re-fit)
+            existing = self.get_image(image.id)
+            assert existing is not None
+            return existing
+
+    def delete_image_and_blob(self, image_id: str, drop_blob: Callable[[str], None]) -> Image | None:
+        """Deletes the image row and, when no other image references its blob, calls `drop_blob(digest)` in
+        the same transaction, holding the blob's lock (so no writer can reference the blob between the check
+        and the delete). If `drop_blob` raises, nothing is deleted. Returns the deleted row, or None."""
+        found = self.get_image(image_id)
+        if found is None:
+            return None
+        with self.session() as s:
+            _lock_blob(s, found.blob_digest)
+            img = s.get(Image, image_id)
+            if img is None or img.blob_digest != found.blob_digest:  # deleted (or replaced) meanwhile
+                return None
+            s.delete(img)
+            s.flush()
+            if not s.scalar(select(func.count()).select_from(Image).where(Image.blob_digest == img.blob_digest)):
+                drop_blob(img.blob_digest)
+                s.execute(BlobLock.__table__.delete().where(BlobLock.digest == img.blob_digest))
+            return img
+
+    def drop_blob_if_unreferenced(self, blob_digest: str, drop_blob: Callable[[str], None]) -> bool:
+        """The sweeper's delete of a blob no image references (a job that failed after writing it), under the
+        same lock as the writers'. Returns whether it was dropped."""
+        with self.session() as s:
+            _lock_blob(s, blob_digest)
+            if s.scalar(select(func.count()).select_from(Image).where(Image.blob_digest == blob_digest)):
+                return False
+            drop_blob(blob_digest)
+            s.execute(BlobLock.__table__.delete().where(BlobLock.digest == blob_digest))
+            return True
+
+    def referenced_blobs(self) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(select(Image.blob_digest).distinct()))
 
     def delete_image(self, image_id: str) -> Image | None:
         with self.session() as s:
@@ -50,3 +107,16 @@ class ImageRecords(Records):
     def blob_in_use(self, blob_digest: str) -> bool:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(Image).where(Image.blob_digest == blob_digest)) > 0
+
+
+def _lock_blob(s: Session, blob_digest: str) -> None:
+    """Locks `blob_digest`'s row until the transaction ends (an upsert: a row lock on PostgreSQL, the write
+    lock on SQLite). Writers and deleters of a blob take it before reading which images reference it."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    now = time.time()
+    s.execute(insert(BlobLock).values(digest=blob_digest, locked_at=now)
+              .on_conflict_do_update(index_elements=[BlobLock.digest], set_={"locked_at": now}))

@@ -73,6 +73,17 @@ class Image(Base):
     comparisons: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
+class BlobLock(Base):
+    """One row per content-addressed blob digest that an image references or did: the row a writer and a
+    deleter of that blob both lock (an upsert) before they look at the images referencing it, so "no image
+    references this blob, delete it" and "reference it, make sure it is stored" never interleave
+    (service/records/images.py)."""
+
+    __tablename__ = "blob_locks"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    locked_at: Mapped[float] = mapped_column(Float)
+
+
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     # The client's key scoped to its tenant (service/submit.py: a hash of both), so tenants can't collide.

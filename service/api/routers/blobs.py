@@ -10,8 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from service.records import Image
 from service.settings import Settings
-from service.storage import digest, put_content
+from service.storage import digest, ensure_content, put_content
 from service.submit import SubmitRefused, check_quota, tenant_scoped
+from service.testhooks import pause_point
 
 from ..deps import DbDep, SettingsDep, StoreDep
 from ..problems import ProblemError
@@ -75,10 +76,13 @@ async def upload_blob(request: Request, db: DbDep, store: StoreDep, settings: Se
         except SubmitRefused as e:
             raise ProblemError(e.status, e.detail) from None
     blob_digest = await run_in_threadpool(put_content, store, "blobs", data)
-    img = await run_in_threadpool(db.add_image, Image(
+    await run_in_threadpool(pause_point, "api-before-image-row")  # tests only: a delete elsewhere may land here
+    # The row and a check that the blob is still stored, in one transaction under the blob's lock: another
+    # tenant's delete of the same bytes can't leave this image without its blob.
+    img = await run_in_threadpool(db.add_image_with_blob, Image(
         id=image_id, tenant=who.tenant, width=info.width, height=info.height, channels=info.channels, bytes=len(data),
         bpp=round(info.bpp, 5), psnr=info.meta.get("psnr") if isinstance(info.meta.get("psnr"), int | float) else None,
         parameters=info.parameters, params={}, blob_digest=blob_digest, source="upload", job_id=None,
-        created_at=time.time()))
+        created_at=time.time()), lambda _d: ensure_content(store, "blobs", data))
     response.headers["Location"] = f"/v1/images/{image_id}"
     return image_out(img)

@@ -252,10 +252,10 @@ async def render_url(
 @router.delete("/{image_id}", status_code=204, response_class=Response, responses={404: {"model": Problem}})
 async def delete_image(image_id: str, db: DbDep, store: StoreDep, who: CallerDep) -> Response:
     await run_in_threadpool(owned_image, db, image_id, who)
-    img = await run_in_threadpool(db.delete_image, image_id)
+    # The blob goes only when no image references it, decided under the blob's lock, which a writer
+    # referencing it takes too (service/records/images.py): a shared blob is never taken from under one.
+    img = await run_in_threadpool(db.delete_image_and_blob, image_id, lambda d: store.delete(f"blobs/{d}"))
     if img is None:  # deleted by a concurrent request meanwhile
         raise ProblemError(404, f"no image {image_id!r}")
-    if not await run_in_threadpool(db.blob_in_use, img.blob_digest):
-        await run_in_threadpool(store.delete, f"blobs/{img.blob_digest}")
     await run_in_threadpool(delete_comparisons, store, image_id, img.comparisons)
     return Response(status_code=204)
