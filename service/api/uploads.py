@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import io
+import warnings
+
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
@@ -36,3 +39,61 @@ async def read_upload(request: Request, raw_types: tuple[str, ...]) -> tuple[byt
     async for chunk in request.stream():
         chunks.append(chunk)
     return b"".join(chunks), {}
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# EXIF orientations that turn the image a quarter (the worker's decode applies them: width and height swap).
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def image_header(data: bytes, max_pixels: int) -> tuple[int, int, int]:
+    """The upload's width, height and channels from its header alone: the API never decodes pixels (a small
+    compressed upload can decode to gigabytes; the worker decodes, one job at a time). Refuses what is not an
+    image of an accepted kind (415), and a header that is broken, too large, or (PNG) a file with bytes after
+    its end or chunks that fail their CRC (422). The chunk walk of a PNG reads no pixel data."""
+    from PIL import Image, UnidentifiedImageError
+
+    from tuner_model.core.image_io import INPUT_FORMATS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=INPUT_FORMATS) as im:
+                (w, h), fmt, mode = im.size, im.format, im.mode
+                gray = mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") or (
+                    mode == "P" and "transparency" not in im.info and _gray_palette(im.getpalette() or []))
+                turned = _orientation(im) in _QUARTER_TURNS
+                if w <= 0 or h <= 0:
+                    raise ProblemError(422, "the image has no pixels")
+                if w * h > max_pixels:
+                    raise ProblemError(422, f"image is too large ({w}x{h}; the limit is {max_pixels} pixels)")
+                if fmt == "PNG":
+                    im.verify()  # chunk CRCs up to IEND, no decompression
+    except ProblemError:
+        raise
+    except UnidentifiedImageError:
+        raise ProblemError(415, f"not an image of a supported kind ({', '.join(INPUT_FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ProblemError(422, "image is too large (decompression bomb)") from None
+    except Exception as e:  # noqa: BLE001 - Pillow's many ways to say "broken header"
+        raise ProblemError(422, f"cannot read the image's header ({type(e).__name__})") from None
+    if fmt == "PNG" and not data.endswith(_PNG_END):
+        raise ProblemError(422, "the PNG has data after its end (IEND chunk)")
+    return (h, w, 1 if gray else 3) if turned else (w, h, 1 if gray else 3)
+
+
+def _gray_palette(pal: list[int]) -> bool:
+    return all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+
+
+def _orientation(im) -> object:  # noqa: ANN001 - a PIL image
+    """The EXIF orientation from what the header parse found (`getexif` would decode a PNG to look)."""
+    from PIL import Image
+
+    raw = im.info.get("exif")
+    if raw:
+        exif = Image.Exif()
+        exif.load(raw if isinstance(raw, bytes) else bytes(raw))
+        return exif.get(0x0112)
+    tags = getattr(im, "tag_v2", None)  # TIFF
+    return tags.get(0x0112) if tags is not None else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import logging
 import threading
 import time
@@ -28,7 +27,7 @@ from ..queries import EncodeQuery, RenderQuery
 from ..render import MEDIA, check_work, negotiate, plan
 from ..schemas import EncodeParams, ImageOut, ImagePage, JobAccepted, Problem, SignedUrl
 from ..security import CallerDep, RenderCallerDep, owned_image
-from ..uploads import read_upload
+from ..uploads import image_header, read_upload
 from ..views import image_links, image_out
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -46,29 +45,6 @@ _BODY = {"requestBody": {"required": True, "content": {
     "image/jpeg": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
     "image/webp": {"schema": {"type": "string", "format": "binary", "minLength": 1}}}}}
 _ERRORS = {code: {"model": Problem} for code in (400, 404, 413, 415, 422, 429, 503)}
-
-
-def _sniff(data: bytes, max_pixels: int) -> tuple[int, int, int]:
-    """Refuses what is not an image of an accepted kind (415) or can't be decoded or is too large (422).
-    Returns the decoded image's width, height and channels."""
-    from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
-
-    from tuner_model.core.errors import ImageError
-    from tuner_model.core.image_io import INPUT_FORMATS, load_image
-
-    try:
-        with PILImage.open(io.BytesIO(data), formats=INPUT_FORMATS):
-            pass
-    except UnidentifiedImageError:
-        raise ProblemError(415, f"not an image of a supported kind ({', '.join(INPUT_FORMATS)})") from None
-    except Exception:  # noqa: BLE001 - anything else is judged by the full decode below
-        pass
-    try:
-        pixels = load_image(data, max_pixels)
-    except ImageError as e:
-        raise ProblemError(422, str(e)) from None
-    return pixels.shape[1], pixels.shape[0], pixels.shape[2]
 
 
 _PARAM_FIELDS = ("bpp", "psnr", "steps", "effort")
@@ -102,7 +78,7 @@ async def upload_image(
     if not data:
         raise ProblemError(400, "empty upload")
     params = _params(query.values, fields, settings.max_steps)
-    width, height, channels = await run_in_threadpool(_sniff, data, settings.max_image_pixels)
+    width, height, channels = await run_in_threadpool(image_header, data, settings.max_image_pixels)
     upload = Upload(data, width, height, channels, params, idempotency_key, who.tenant)
     try:
         done = await run_in_threadpool(submit_upload, upload, settings, services.db, services.store, services.celery)
