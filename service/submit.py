@@ -63,9 +63,10 @@ def idempotency_record_key(tenant: str, key: str) -> str:
 
 
 def check_quota(db: Database, settings: Settings, tenant: str, adding: int = 0) -> None:
-    """Raises SubmitRefused(403) when the tenant's stored blobs are at (or `adding` would pass) its quota."""
+    """Raises SubmitRefused(403) when what the tenant stores (blobs, and originals while they are kept) is at
+    (or `adding` would pass) its quota."""
     quota = settings.max_stored_bytes_per_tenant
-    if quota and db.stored_bytes(tenant) + adding > quota:
+    if quota and db.stored_bytes(tenant, time.time() - settings.upload_retention_s) + adding > quota:
         raise SubmitRefused(403, f"storage quota of {quota} bytes reached; delete images to make room")
 
 
@@ -87,8 +88,12 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
     too_long = over_time_limit(upload.width, upload.height, upload.channels, upload.params, settings)
     if too_long is not None:
         raise SubmitRefused(422, too_long)
-    # The blob to come counts at its planned size: a tenant at its quota can't queue fits past it.
-    check_quota(db, settings, upload.tenant, int(first_bpp(upload.params) * upload.width * upload.height / 8))
+    # The blob to come counts at its planned size, and the original as it was sent (kept for
+    # TUNER_UPLOAD_RETENTION_S): a tenant at its quota can't queue fits, or park bytes, past it.
+    original = (0 if db.upload_counted(upload.tenant, upload_digest, time.time() - settings.upload_retention_s)
+                else len(upload.data))
+    check_quota(db, settings, upload.tenant,
+                int(first_bpp(upload.params) * upload.width * upload.height / 8) + original)
     if db.count_jobs(ACTIVE, upload.tenant) >= settings.max_pending_jobs_per_tenant:
         raise SubmitRefused(429, f"this tenant has {settings.max_pending_jobs_per_tenant} jobs waiting or running "
                                  "(its limit); retry when some have finished", {"Retry-After": "30"})
@@ -98,8 +103,9 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
     put_content(store, "uploads", upload.data)
     job = Job(id=new_job_id(), tenant=upload.tenant, image_id=image_id, status=QUEUED, progress=0.0, step=0,
               steps=planned_steps(upload.params, settings), params=upload.params.model_dump(),
-              upload_digest=upload_digest, attempts=0, cancel_requested=0, created_at=time.time(),
-              sent_at=time.time(), batch_key=batch_key(upload.width, upload.height, upload.channels, canonical))
+              upload_digest=upload_digest, upload_bytes=len(upload.data), attempts=0, cancel_requested=0,
+              created_at=time.time(), sent_at=time.time(),
+              batch_key=batch_key(upload.width, upload.height, upload.channels, canonical))
     stored = db.add_job(job, id_key, fingerprint)
     if stored.id != job.id:
         return Submitted(stored, True)

@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.records.engine import Records
-from service.records.tables import BlobLock, Image
+from service.records.states import ACTIVE
+from service.records.tables import BlobLock, Image, Job
 
 
 class ImageRecords(Records):
@@ -99,14 +100,32 @@ class ImageRecords(Records):
         with self.session() as s:
             return list(s.scalars(query.order_by(Image.created_at.desc(), Image.id.desc()).limit(limit)))
 
-    def stored_bytes(self, tenant: str) -> int:
-        """The bytes of a tenant's stored blobs (its quota counts these)."""
+    def stored_bytes(self, tenant: str, uploads_since: float | None = None) -> int:
+        """What a tenant stores, which its quota counts: its images' blobs and, with `uploads_since`, the
+        originals of its jobs that are active or were accepted since then (kept for the retention time), each
+        distinct upload once, trailing bytes and all."""
         with self.session() as s:
-            return int(s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.tenant == tenant)) or 0)
+            blobs = int(s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.tenant == tenant)) or 0)
+            if uploads_since is None:
+                return blobs
+            rows = s.execute(select(Job.upload_digest, func.max(Job.upload_bytes))
+                             .where(*_kept_uploads(tenant, uploads_since)).group_by(Job.upload_digest)).all()
+            return blobs + sum(int(n or 0) for _, n in rows)
+
+    def upload_counted(self, tenant: str, upload_digest: str, uploads_since: float) -> bool:
+        """Whether `stored_bytes` already counts this upload for the tenant (a repeat with other parameters)."""
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Job).where(
+                *_kept_uploads(tenant, uploads_since), Job.upload_digest == upload_digest)) > 0
 
     def blob_in_use(self, blob_digest: str) -> bool:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(Image).where(Image.blob_digest == blob_digest)) > 0
+
+
+def _kept_uploads(tenant: str, since: float) -> tuple:
+    return (Job.tenant == tenant, Job.upload_bytes.is_not(None),
+            or_(Job.status.in_(ACTIVE), Job.created_at >= since))
 
 
 def _lock_blob(s: Session, blob_digest: str) -> None:

@@ -24,6 +24,7 @@ _ADDED_COLUMNS = (
     ("jobs", "tenant", "VARCHAR(64) NOT NULL DEFAULT 'local'", "ix_jobs_tenant"),
     ("images", "tenant", "VARCHAR(64) NOT NULL DEFAULT 'local'", "ix_images_tenant"),
     ("images", "comparisons", "JSON", None),
+    ("jobs", "upload_bytes", "INTEGER", None),
 )
 SCHEMA_LOCK = 0x7475_6E65  # a PostgreSQL advisory lock id: serialises schema setup between processes
 

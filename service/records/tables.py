@@ -50,6 +50,8 @@ class Job(Base):
     # Seconds the running fit still needs, estimated by its worker's heartbeat from the time since the fit
     # started and its progress (None until it can tell); 0 once succeeded.
     eta_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The upload's size: the tenant's quota counts it while the original is kept (None: rows from before).
+    upload_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Image(Base):

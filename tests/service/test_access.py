@@ -189,10 +189,12 @@ def test_rate_limit_in_redis(tmp_path: Path, redis_url: str) -> None:
 
 def test_pending_jobs_and_quota_per_tenant(tmp_path: Path, blob: bytes, other_blob: bytes,
                                            parrots_path: Path) -> None:
-    settings = _settings(tmp_path, max_pending_jobs_per_tenant=2, max_stored_bytes_per_tenant=len(blob) + 10)
+    png = parrots_path.read_bytes()
+    # The quota counts the originals too (kept for the retention time): room for one upload and one blob.
+    settings = _settings(tmp_path, max_pending_jobs_per_tenant=2,
+                         max_stored_bytes_per_tenant=len(png) + len(blob) + 10)
     keys = _keys(tmp_path, settings, "alice", "bob")
     a, b = keys["alice"], keys["bob"]
-    png = parrots_path.read_bytes()
     with live_api(settings) as c:
         for steps in (30, 31):
             assert c.post(f"/v1/images?steps={steps}", content=png,
@@ -224,3 +226,31 @@ def test_serving_beyond_loopback_needs_keys(tmp_path: Path) -> None:
     check_exposure(settings, "0.0.0.0")
     with pytest.raises(TunerError):
         check_exposure(Settings(data_dir=tmp_path, auth="off"), "0.0.0.0")
+
+
+def test_quota_counts_originals_and_their_trailing_bytes(tmp_path: Path, parrots: np.ndarray) -> None:
+    """Issue 24, item 3: originals (kept for the upload retention time) count toward the quota, trailing junk
+    and all; a PNG with bytes after its end is refused outright."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((parrots * 255).astype(np.uint8)).save(buf, "JPEG", quality=80)
+    jpeg = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray((parrots * 255).astype(np.uint8)).save(buf, "PNG")
+    png = buf.getvalue()
+    settings = _settings(tmp_path, max_stored_bytes_per_tenant=300_000)
+    keys = _keys(tmp_path, settings, "alice", "bob")
+    with live_api(settings) as c:
+        def send(data: bytes, who: str, ctype: str = "image/jpeg") -> httpx.Response:
+            return c.post("/v1/images?steps=30", content=data, headers={"content-type": ctype, **keys[who]})
+
+        r = send(png + b"\0" * 1000, "alice", "image/png")
+        assert "after its end" in _problem(r, 422)["detail"]
+        assert send(jpeg + b"A" * 200_000, "alice").status_code == 202
+        assert send(jpeg + b"A" * 200_000, "alice").status_code == 202  # the same bytes: a repeat, no new storage
+        r = send(jpeg + b"B" * 200_000, "alice")
+        assert "quota" in _problem(r, 403)["detail"]
+        assert send(jpeg + b"B" * 200_000, "bob").status_code == 202  # bob's quota is his own
