@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.access.signing import parse_keys
+
+
+class RenderPreset(BaseModel):
+    """A named render (`?preset=NAME`): any of the render's own parameters; those in the query win."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int | None = Field(None, ge=1)
+    height: int | None = Field(None, ge=1)
+    fit: Literal["contain", "cover", "fill"] | None = None
+    format: Literal["png", "webp", "jpeg", "avif", "auto"] | None = None
+    quality: int | None = Field(None, ge=1, le=100)
+    crop: str | None = None
+    dpr: float | None = Field(None, gt=0, le=8)
+
+
+PRESET_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# The presets a service has unless TUNER_RENDER_PRESETS (JSON: {"name": {"width": 256, ...}}) says otherwise.
+DEFAULT_RENDER_PRESETS = {"thumb": RenderPreset(width=256, height=256, fit="cover", format="auto"),
+                          "preview": RenderPreset(width=1024, format="auto")}
 
 
 class Settings(BaseSettings):
@@ -77,6 +98,8 @@ class Settings(BaseSettings):
     # evaluating every pixel exactly), checked before it starts: 422 above it. 2 CPU cores do ~1.5e10 a second.
     max_render_work: float = Field(1.0e12, gt=0)
     decoded_cache_entries: int = Field(16, ge=0)
+    # Named renders: `render?preset=thumb` (docs/SERVICE.md, "Render parameters").
+    render_presets: dict[str, RenderPreset] = Field(default_factory=lambda: dict(DEFAULT_RENDER_PRESETS))
     # Compile the renderer's fused sine in the background at start-up (seconds of CPU, needs a C++
     # compiler; renders are eager until it is ready, and stay eager if it fails): ~0.65x the render time.
     render_compile: bool = True
@@ -115,6 +138,9 @@ class Settings(BaseSettings):
             raise ValueError(f"TUNER_SIGNING_KEYS: {e}") from None
         if self.visibility_timeout_s is not None and self.visibility_timeout_s <= self.hard_time_limit_s:
             raise ValueError("TUNER_VISIBILITY_TIMEOUT_S must be above TUNER_HARD_TIME_LIMIT_S")
+        for name in self.render_presets:
+            if not PRESET_NAME.fullmatch(name):
+                raise ValueError(f"TUNER_RENDER_PRESETS: {name!r} is not a preset name (letters, digits, - and _)")
         if self.stale_after_s <= 2 * self.heartbeat_s:
             raise ValueError("TUNER_STALE_AFTER_S must be more than twice TUNER_HEARTBEAT_S")
         return self

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .schemas import Problem
@@ -50,6 +51,30 @@ def allowed_methods(app: FastAPI, path: str) -> set[str]:
 
 
 _METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}
+UNKNOWN = "unknown parameter"
+
+
+def _message(error: dict[str, Any]) -> str:
+    """pydantic's message for one error, without its "Value error, " prefix; "unknown parameter" for an extra."""
+    if error.get("type") == "extra_forbidden":
+        return UNKNOWN
+    return str(error.get("msg", "")).removeprefix("Value error, ")
+
+
+def query_names(request: Request) -> list[str]:
+    """The query parameters the matched operation declares (a query model's fields included)."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    stack, names = ([dependant] if dependant is not None else []), set()
+    while stack:
+        d = stack.pop()
+        for f in d.query_params:
+            ann = f.field_info.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                names |= {info.alias or name for name, info in ann.model_fields.items()}
+            else:
+                names.add(f.alias)
+        stack.extend(d.dependencies)
+    return sorted(names)
 
 
 def install(app: FastAPI) -> None:
@@ -64,9 +89,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": _message(e)} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+        unknown = [e["loc"][-1] for e in errors if e["msg"] == UNKNOWN and e["loc"][:1] == ["query"]]
+        if unknown:  # a typo: say what the operation takes
+            detail = (f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; this takes "
+                      f"{', '.join(query_names(request))}")
         return problem_response(422, detail, request.url.path, extra={"errors": errors})
 
     @app.exception_handler(Exception)

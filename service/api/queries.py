@@ -1,12 +1,16 @@
-"""Query parameters that routes take as one object (a class dependency: FastAPI reads its __init__, so the
-OpenAPI lists each parameter as before). No `from __future__ import annotations` here: FastAPI resolves these
-annotations at run time, and a class has no globals of its own to resolve strings with."""
+"""Query parameters that routes take as one object (a class dependency whose __init__ FastAPI reads, or a
+pydantic model of the query, so the OpenAPI lists each parameter). No `from __future__ import annotations`
+here: FastAPI resolves these annotations at run time, and a class has no globals of its own to resolve strings
+with."""
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any, get_args
 
-from fastapi import Query
+from fastapi import Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.render import Fit, RequestedFormat
+from service.api.problems import ProblemError
+from service.api.render import FORMAT_ALIASES, Fit, RenderAsk, RequestedFormat
 from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
 from tuner_model.rate.request import BPP_MAX, BPP_MIN, PSNR_MAX, PSNR_MIN, STEPS_MAX
 
@@ -29,31 +33,95 @@ class EncodeQuery:
         self.values = {"bpp": bpp, "psnr": psnr, "steps": steps, "effort": effort}
 
 
-class RenderQuery:
-    """What a render asks for: size, fit, format, quality and crop."""
+def _case_insensitive(names: list[str]) -> str:
+    """A JSON-schema pattern (ECMA regex, no flags) matching any of the names in any case."""
+    return "^(" + "|".join("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in n) for n in names) + ")$"
 
-    def __init__(
-        self,
-        width: Annotated[int | None, Query(ge=1, le=MAX_SIDE, description=(
-            "output width (TUNER_MAX_RENDER_WIDTH applies)"))] = None,
-        height: Annotated[int | None, Query(ge=1, le=MAX_SIDE, description=(
-            "output height (TUNER_MAX_RENDER_HEIGHT applies)"))] = None,
-        fit: Annotated[Fit, Query(description="with both sides: contain, cover or fill")] = "contain",
-        format: Annotated[RequestedFormat, Query(description=(  # noqa: A002 - the query parameter's public name
-            "auto: AVIF or WebP when the Accept header allows, else PNG"))] = "png",
-        quality: Annotated[int | None, Query(ge=1, le=100)] = None,
-        crop: Annotated[str | None, Query(description="region left,top,right,bottom in fractions, e.g. 0,0,0.5,0.5")]
-        = None,
-        exp: Annotated[int | None, Query(description="signed URLs: the Unix time the URL expires (signed too)")] = None,
-        sig: Annotated[str | None, Query(description="signed URLs: the signature (`tuner sign`, or render-url)")]
-        = None,
-    ) -> None:
-        self.width, self.height, self.fit = width, height, fit
-        self.format, self.quality, self.crop = format, quality, crop
-        self.exp, self.sig = exp, sig
+
+FORMAT_NAMES = [*get_args(RequestedFormat), *FORMAT_ALIASES]
+FORMAT_PATTERN = _case_insensitive(FORMAT_NAMES)
+DPR_MAX = 8.0
+# The short names other image services use (imgix, imgproxy), accepted as the same parameters.
+ALIASES = {"w": "width", "h": "height", "q": "quality", "fm": "format"}
+_FORMAT_HELP = (f"{', '.join(FORMAT_NAMES)}, any case (default png; jpg is jpeg); auto: AVIF or WebP when the "
+                "Accept header allows, else PNG")
+
+
+def format_name(text: str) -> str:
+    """A format as given (any case, `jpg`) to its canonical name; 422 for anything else."""
+    name = FORMAT_ALIASES.get(text.lower(), text.lower())
+    if name not in get_args(RequestedFormat):
+        raise ProblemError(422, f"format: {text!r} is not one of {', '.join(FORMAT_NAMES)} (any case)")
+    return name
+
+
+class RenderParams(BaseModel):
+    """A render's query, as given. Any other parameter is refused (422): `?wdth=50` is never silently the
+    native size. The imgix/imgproxy short names w, h, q and fm are the same parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    width: int | None = Field(None, ge=1, le=MAX_SIDE, description="output width (TUNER_MAX_RENDER_WIDTH applies)")
+    height: int | None = Field(None, ge=1, le=MAX_SIDE,
+                               description="output height (TUNER_MAX_RENDER_HEIGHT applies)")
+    fit: Fit | None = Field(None, description="with both sides: contain (default), cover or fill")
+    format: str | None = Field(None, pattern=FORMAT_PATTERN, description=_FORMAT_HELP)
+    quality: int | None = Field(None, ge=1, le=100, description="for jpeg, webp and avif")
+    crop: str | None = Field(None, description="region left,top,right,bottom in fractions, e.g. 0,0,0.5,0.5")
+    dpr: float | None = Field(None, gt=0, le=DPR_MAX, description=(
+        "device pixel ratio: multiplies width and height (the native size when neither is given); the render "
+        "limits apply to the result"))
+    preset: str | None = Field(None, max_length=32, description=(
+        "a named render from TUNER_RENDER_PRESETS (by default thumb and preview); parameters given here win "
+        "over the preset's"))
+    w: int | None = Field(None, ge=1, le=MAX_SIDE, description="width (the short name)")
+    h: int | None = Field(None, ge=1, le=MAX_SIDE, description="height (the short name)")
+    q: int | None = Field(None, ge=1, le=100, description="quality (the short name)")
+    fm: str | None = Field(None, pattern=FORMAT_PATTERN, description="format (the short name)")
+    exp: int | None = Field(None, description="signed URLs: the Unix time the URL expires (signed too)")
+    sig: str | None = Field(None, description="signed URLs: the signature (`tuner sign`, or render-url)")
+
+
+class RenderUrlParams(RenderParams):
+    expires_in: int | None = Field(None, ge=1, le=10 * 365 * 86400, description=(
+        "seconds the URL stays valid (default: no expiry)"))
+
+
+class RenderQuery:
+    """What a render asks for once the short names and a preset are merged: `ask` (service/api/render.py)."""
+
+    def __init__(self, given: RenderParams, presets: Mapping[str, Any]) -> None:
+        values: dict[str, Any] = {k: getattr(given, k) for k in ("width", "height", "fit", "format", "quality", "crop",
+                                                                 "dpr")}
+        for short, name in ALIASES.items():
+            value = getattr(given, short)
+            if value is None:
+                continue
+            if values[name] is not None and values[name] != value:
+                raise ProblemError(422, f"{short} and {name} are the same parameter and disagree")
+            values[name] = value
+        if given.preset is not None:
+            if given.preset not in presets:
+                raise ProblemError(422, f"preset: no preset {given.preset!r} (this service has "
+                                        f"{', '.join(sorted(presets)) or 'none'})")
+            for k, v in presets[given.preset].model_dump(exclude_none=True).items():
+                if values[k] is None:
+                    values[k] = v
+        self.format = format_name(str(values["format"])) if values["format"] is not None else "png"
+        self.ask = RenderAsk(width=values["width"], height=values["height"], fit=values["fit"] or "contain",
+                             format=self.format, quality=values["quality"], crop=values["crop"],
+                             dpr=float(values["dpr"] or 1.0))
+        self.expires_in: int | None = getattr(given, "expires_in", None)
 
     def render_params(self) -> dict[str, str]:
-        """The render's own query parameters as given (what a signed URL for the same render carries)."""
-        values = {"width": self.width, "height": self.height, "fit": self.fit, "format": self.format,
-                  "quality": self.quality, "crop": self.crop}
-        return {k: str(v) for k, v in values.items() if v is not None}
+        """The render's own query parameters by their canonical names, any preset spelled out (what a signed
+        URL for the same render carries)."""
+        return self.ask.params()
+
+
+def render_query(request: Request, given: Annotated[RenderParams, Query()]) -> RenderQuery:
+    return RenderQuery(given, request.app.state.settings.render_presets)
+
+
+def render_url_query(request: Request, given: Annotated[RenderUrlParams, Query()]) -> RenderQuery:
+    return RenderQuery(given, request.app.state.settings.render_presets)

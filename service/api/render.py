@@ -30,6 +30,27 @@ RequestedFormat = Literal["png", "webp", "jpeg", "avif", "auto"]
 # Media types come from the codec's own table, so the two can't drift apart.
 MEDIA = {name: MEDIA_TYPES[OUTPUT_FORMATS[name]] for name in ("png", "webp", "jpeg", "avif")}
 DEFAULT_QUALITY = {"png": None, "webp": 90, "jpeg": 90, "avif": 80}
+# Other spellings a render's `format` takes (any case): the names other image services use.
+FORMAT_ALIASES = {"jpg": "jpeg"}
+
+
+@dataclass(frozen=True)
+class RenderAsk:
+    """What a render asks for, once the query, its aliases and a preset are merged (service/api/queries.py)."""
+
+    width: int | None = None
+    height: int | None = None
+    fit: Fit = "contain"
+    format: RequestedFormat = "png"
+    quality: int | None = None
+    crop: str | None = None
+    dpr: float = 1.0
+
+    def params(self) -> dict[str, str]:
+        """The query that asks for this render by the canonical names (what a signed URL carries)."""
+        values = {"width": self.width, "height": self.height, "fit": self.fit, "format": self.format,
+                  "quality": self.quality, "crop": self.crop, "dpr": None if self.dpr == 1 else f"{self.dpr:g}"}
+        return {k: str(v) for k, v in values.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -70,14 +91,17 @@ def parse_crop(text: str | None) -> tuple[float, float, float, float]:
     return (l, t, r, b)
 
 
-def plan(native: tuple[int, int], width: int | None, height: int | None, fit: Fit, fmt: Format,
-         quality: int | None, crop_text: str | None, settings: Settings) -> RenderPlan:
+def plan(native: tuple[int, int], ask: RenderAsk, fmt: Format, settings: Settings) -> RenderPlan:
     """One of width/height keeps the aspect ratio of the (cropped) region; both: `contain` fits inside,
-    `cover` fills exactly by trimming the region around its centre, `fill` stretches."""
-    l, t, r, b = parse_crop(crop_text)
+    `cover` fills exactly by trimming the region around its centre, `fill` stretches. `dpr` multiplies the
+    sizes asked for (the native size when neither is given); the caps apply to the result."""
+    l, t, r, b = parse_crop(ask.crop)
     rw, rh = native[0] * (r - l), native[1] * (b - t)
+    width = None if ask.width is None else max(1, round(ask.width * ask.dpr))
+    height = None if ask.height is None else max(1, round(ask.height * ask.dpr))
+    fit, quality = ask.fit, ask.quality
     if width is None and height is None:
-        w, h = round(rw), round(rh)
+        w, h = round(rw * ask.dpr), round(rh * ask.dpr)
     elif height is None:
         w, h = width, round(width * rh / rw)
     elif width is None:

@@ -23,7 +23,7 @@ from tuner_model.rate.request import BPP_MAX, BPP_MIN, PSNR_MAX, PSNR_MIN, STEPS
 
 from ..deps import DbDep, MetricsDep, RendererDep, ServicesDep, SettingsDep, StoreDep
 from ..problems import ProblemError
-from ..queries import EncodeQuery, RenderQuery
+from ..queries import EncodeQuery, RenderQuery, render_query, render_url_query
 from ..render import MEDIA, check_work, negotiate, plan
 from ..schemas import EncodeParams, ImageOut, ImagePage, JobAccepted, Problem, SignedUrl
 from ..security import CallerDep, RenderCallerDep, owned_image
@@ -155,14 +155,14 @@ async def get_weights(image_id: str, request: Request, db: DbDep, store: StoreDe
     304: {"description": "unchanged"}, **{c: {"model": Problem} for c in (401, 403, 404, 422, 429, 503)}})
 async def render_image(
     image_id: str, request: Request, db: DbDep, renderer: RendererDep, settings: SettingsDep, metrics: MetricsDep,
-    q: Annotated[RenderQuery, Depends()], who: RenderCallerDep,
+    who: RenderCallerDep, q: Annotated[RenderQuery, Depends(render_query)],
 ) -> Response:
     """Renders at any size: one of width/height keeps the aspect ratio; neither is the native size. With URL
     signing on, a signed URL (`sig`, optional `exp`) renders without an API key."""
     started = time.perf_counter()
     img = await run_in_threadpool(owned_image, db, image_id, who)
     fmt = negotiate(q.format, request.headers.get("accept"))
-    p = plan((img.width, img.height), q.width, q.height, q.fit, fmt, q.quality, q.crop, settings)
+    p = plan((img.width, img.height), q.ask, fmt, settings)
     check_work(p, img.parameters, settings)  # the same answer whether or not the render is cached
     key = p.cache_key(img.blob_digest)
     etag = f'"{key[:40]}"'
@@ -208,21 +208,19 @@ async def _render(request: Request, renderer, blob_digest: str, p, image_id: str
 @router.get("/{image_id}/render-url", response_model=SignedUrl, responses={
     c: {"model": Problem} for c in (401, 404, 409, 422)})
 async def render_url(
-    image_id: str, db: DbDep, settings: SettingsDep, q: Annotated[RenderQuery, Depends()], who: CallerDep,
-    expires_in: Annotated[int | None, Query(ge=1, le=10 * 365 * 86400, description="seconds the URL stays valid "
-                                            "(default: no expiry)")] = None,
+    image_id: str, db: DbDep, settings: SettingsDep, who: CallerDep,
+    q: Annotated[RenderQuery, Depends(render_url_query)],
 ) -> SignedUrl:
     """A signed URL for this render, to embed in a page without a key (URL signing must be configured)."""
     img = await run_in_threadpool(owned_image, db, image_id, who)
     keys = settings.signing_key_bytes
     if not keys:
         raise ProblemError(409, "URL signing is not configured on this service (TUNER_SIGNING_KEYS)")
-    p = plan((img.width, img.height), q.width, q.height, q.fit, negotiate(q.format, None), q.quality, q.crop,
-             settings)
+    p = plan((img.width, img.height), q.ask, negotiate(q.format, None), settings)
     check_work(p, img.parameters, settings)  # never sign a URL that can only be refused
     now = time.time()
-    url = sign(f"/v1/images/{image_id}/render?{urlencode(q.render_params())}", keys, expires_in, now)
-    return SignedUrl(url=url, expires_at=None if expires_in is None else int(now + expires_in))
+    url = sign(f"/v1/images/{image_id}/render?{urlencode(q.render_params())}", keys, q.expires_in, now)
+    return SignedUrl(url=url, expires_at=None if q.expires_in is None else int(now + q.expires_in))
 
 
 @router.delete("/{image_id}", status_code=204, response_class=Response, responses={404: {"model": Problem}})
