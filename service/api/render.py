@@ -129,12 +129,25 @@ def plan(native: tuple[int, int], ask: RenderAsk, fmt: Format, settings: Setting
     return RenderPlan(w, h, (l, t, r, b), fmt, q)
 
 
+# Seconds per output megapixel of the output image's encode (Pillow, one core, content that compresses
+# badly; AVIF's ~1.1 s is issue 24's measurement), and the multiply-adds a second that max_render_work is
+# counted in: the encode is priced in the render budget and must fit in the render's time limit.
+ENCODE_SECONDS_PER_MPIXEL = {"png": 0.15, "webp": 0.25, "jpeg": 0.05, "avif": 1.2}
+WORK_PER_SECOND = 1.5e10
+
+
+def encode_seconds(p: RenderPlan) -> float:
+    return p.width * p.height * ENCODE_SECONDS_PER_MPIXEL.get(p.format, 1.2) / 1e6
+
+
 def check_work(p: RenderPlan, parameters: int, settings: Settings) -> None:
     """Refuses (422) a render whose exact evaluation would cost more than the budget, before any work: the
-    output pixels × the network's parameters (its multiply-adds per pixel, near enough)."""
-    work = p.width * p.height * max(1, parameters)
+    output pixels × the network's parameters (its multiply-adds per pixel, near enough), plus the output
+    encode's time in the same unit."""
+    per_pixel = max(1, parameters) + ENCODE_SECONDS_PER_MPIXEL.get(p.format, 1.2) * 1e-6 * WORK_PER_SECOND
+    work = p.width * p.height * per_pixel
     if work > settings.max_render_work:
-        most = int(settings.max_render_work // max(1, parameters))
+        most = int(settings.max_render_work // per_pixel)
         raise ProblemError(422, f"a {p.width}x{p.height} render of this {parameters}-parameter network is over the "
                                 f"render budget; ask for at most {most} pixels")
 
@@ -238,6 +251,10 @@ class Renderer:
                 raise ProblemError(499, "the client went away; the render was stopped") from None
             raise ProblemError(503, f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "
                                     "ask for a smaller size", headers={"Retry-After": "60"}) from None
+        # The encode can't be stopped half-way: it starts only if it fits in the time the render has left.
+        if time.monotonic() + encode_seconds(p) > deadline:
+            raise ProblemError(503, f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "
+                                    "ask for a smaller size or a faster format", headers={"Retry-After": "60"})
         data = encode_image(pixels, p.format, p.quality)
         if self.caching and len(data) <= self.settings.render_cache_max_bytes:  # a larger one would go at once
             self.store.put(f"renders/{p.cache_key(blob_digest)}", data)

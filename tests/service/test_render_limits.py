@@ -160,3 +160,51 @@ def test_cors_only_when_configured(tmp_path: Path) -> None:
     with live_api(_settings(tmp_path / "b", cors_origins="https://page.example")) as c:
         r = c.options("/v1/images/x", headers=pre)
         assert r.headers["access-control-allow-origin"] == "https://page.example"
+
+
+def _zeros_blob() -> bytes:
+    """Issue 24, item 4: a few KB of zeros declaring a 1000x1000 image and the largest network the encoder
+    plans for it (3.15 M parameters), every tensor coded at Q = 1."""
+    import torch
+
+    from tuner_model.codec.quant import QuantSpec
+    from tuner_model.models import build_model
+    from tuner_model.models.fitted import FittedImage
+    from tuner_model.rate.pipeline import default_config
+    from tuner_model.rate.request import BPP_MAX
+    from tuner_model.rate.table import plan_for_bpp
+
+    top = plan_for_bpp(BPP_MAX, 1000, 1000, 3)
+    config = default_config(1000, 1000, 3, top.width, top.depth)
+    model = build_model(config)
+    with torch.no_grad():
+        for t in model.parameters():
+            t.zero_()
+    return encode_blob(FittedImage(config, 1000, 1000, model), QuantSpec(levels=1))
+
+
+def test_a_network_not_paid_for_in_bytes_is_refused_before_decoding(tmp_path: Path, blob: bytes) -> None:
+    zeros = _zeros_blob()
+    info = read_info(zeros)
+    assert len(zeros) < 10_000 and info.parameters > 3_000_000
+    with live_api(_settings(tmp_path)) as c:
+        started = time.perf_counter()
+        body = _problem(_put(c, zeros), 422)
+        assert "bits per parameter" in body["detail"]
+        assert time.perf_counter() - started < 0.4  # refused from the header: decoding it takes ~0.5 s
+        assert _put(c, blob).status_code == 201  # a blob of our encoder's passes
+
+
+def test_the_output_encode_is_priced_and_timed(tmp_path: Path, blob: bytes) -> None:
+    from service.api.render import ENCODE_SECONDS_PER_MPIXEL, WORK_PER_SECOND
+
+    params = read_info(blob).parameters
+    png = 400 * 400 * (params + ENCODE_SECONDS_PER_MPIXEL["png"] * 1e-6 * WORK_PER_SECOND)
+    with live_api(_settings(tmp_path, max_render_work=png * 1.01)) as c:
+        img = _put(c, blob).json()["image_id"]
+        assert c.get(f"/v1/images/{img}/render?width=400&format=png").status_code == 200
+        assert "render budget" in _problem(c.get(f"/v1/images/{img}/render?width=400&format=avif"), 422)["detail"]
+    # An encode that can't finish within the render's time limit is not started.
+    with live_api(_settings(tmp_path / "slow", render_timeout_s=0.5, max_render_work=1e15)) as c:
+        img = _put(c, blob).json()["image_id"]
+        assert "time limit" in _problem(c.get(f"/v1/images/{img}/render?width=1200&format=avif"), 503)["detail"]
