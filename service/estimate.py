@@ -5,7 +5,7 @@ request and table modules import no torch (the encoder does, and the API never i
 from __future__ import annotations
 
 from tuner_model.rate import table as ratecontrol
-from tuner_model.rate.effort import CPU_SECONDS_PER_PIXEL_NEURON, effort_plan, estimate_seconds
+from tuner_model.rate.effort import CPU_SECONDS_PER_PIXEL_NEURON, EFFORT_MIN, effort_plan, estimate_seconds
 from tuner_model.rate.request import DEFAULT_BPP, EncodeRequest
 
 from .settings import Settings
@@ -63,8 +63,11 @@ def over_time_limit(width: int, height: int, channels: int, params: EncodeReques
     limit = settings.soft_time_limit_s
     if seconds * SAFETY_FACTOR <= limit:
         return None
-    levers = [f"the effort (now {params.effort})", *(["the steps"] if params.steps is not None else []),
+    # Only what can still go down: at effort 1 there is no lower effort to suggest.
+    levers = [*([f"the effort (now {params.effort})"] if params.effort > EFFORT_MIN else []),
+              *(["the steps"] if params.steps is not None else []),
               "the psnr target" if params.psnr is not None else "the bpp"]
+    what = levers[0] if len(levers) == 1 else f"{', '.join(levers[:-1])} or {levers[-1]}"
     return (f"this encode is estimated at {seconds / 60:.1f} minutes ({seconds:.0f} s) on the workers, and with "
             f"a safety factor of {SAFETY_FACTOR} that exceeds their time limit of {limit / 60:.1f} minutes "
-            f"({limit} s); lower {', '.join(levers[:-1])} or {levers[-1]}, or send a smaller image")
+            f"({limit} s); lower {what}, or send a smaller image")

@@ -36,6 +36,21 @@ def positive_float(s: str) -> float:
     return v
 
 
+def quality_level(s: str) -> int:
+    v = _int(s)
+    if not 1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"must be in 1..100, got {v}")
+    return v
+
+
+def output_format(s: str) -> str:
+    """An output image format by name, any case (jpg is jpeg)."""
+    name = {"jpg": "jpeg"}.get(s.lower(), s.lower())
+    if name not in ("png", "webp", "jpeg", "avif"):
+        raise argparse.ArgumentTypeError(f"not one of png, webp, jpg, avif: {s!r}")
+    return name
+
+
 def size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from tuner_cli.args import effort_level, positive_float, positive_int
+from tuner_cli.args import effort_level, output_format, positive_float, positive_int, quality_level
 from tuner_cli.progress import ProgressBar
 from tuner_model.core.errors import TunerError
 from tuner_model.core.files import atomic_write
@@ -16,6 +17,7 @@ from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a command whose reader went away
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,20 +26,43 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+STDIO = "-"  # as an input, standard input; as an output, standard output
+
+
+def _check_output(output: str) -> None:
+    """Before any work: the output's folder exists (a long encode must not end in 'cannot write')."""
+    if output != STDIO and not Path(output).resolve().parent.is_dir():
+        raise TunerError(f"{output}: cannot write (no folder {str(Path(output).parent)!r})")
+
+
+def _write(output: str, data: bytes) -> None:
+    if output == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_write(output, data)
+
+
+def _summary(args: argparse.Namespace, record: dict) -> None:
+    """The command's JSON line: on stdout, or on stderr when stdout carries the output itself."""
+    print(json.dumps(record), file=sys.stderr if args.output == STDIO else sys.stdout)
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from tuner_model.core.image_io import load_image
     from tuner_model.rate.encode import encode
     from tuner_model.rate.request import EncodeSettings
 
-    image = load_image(args.input)
     settings = EncodeSettings(bpp=args.bpp, psnr=args.psnr, steps=args.steps, device=args.device, seed=args.seed,
                               effort=args.effort)
+    _check_output(args.output)
+    image = load_image(_read(args.input) if args.input == STDIO else args.input)
     fitted, blob = encode(image, settings, progress=ProgressBar())
-    atomic_write(args.output, blob)
+    _write(args.output, blob)
     h, w = image.shape[:2]
-    print(json.dumps({"output": str(args.output), "width": w, "height": h, "bytes": len(blob),
-                      "bpp": round(8 * len(blob) / (w * h), 4), "psnr": fitted.meta.get("psnr"),
-                      "seconds": fitted.meta.get("seconds")}))
+    _summary(args, {"output": str(args.output), "width": w, "height": h, "bytes": len(blob),
+                    "bpp": round(8 * len(blob) / (w * h), 4), "psnr": fitted.meta.get("psnr"),
+                    "seconds": fitted.meta.get("seconds")})
     return 0
 
 
@@ -45,22 +70,24 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from tuner_model.codec import decode_blob
     from tuner_model.core.coords import Crop
     from tuner_model.core.device import resolve_device
-    from tuner_model.core.image_io import format_for_path, save_image
+    from tuner_model.core.image_io import encode_image, format_for_path
 
-    format_for_path(args.output)  # fail on a bad extension before the work
-    fitted = decode_blob(_read(Path(args.input)))
+    # Every option is checked before the blob is read or anything rendered.
+    fmt = args.format or ("png" if args.output == STDIO else format_for_path(args.output))
     crop = Crop(*args.crop) if args.crop else Crop(0, 0, 1, 1)
+    _check_output(args.output)
     device = resolve_device(args.device)
+    fitted = decode_blob(_read(args.input))
     pixels = fitted.render(args.width, args.height, crop, device=device)
-    save_image(pixels, args.output, quality=args.quality)
-    print(json.dumps({"output": str(args.output), "width": pixels.shape[1], "height": pixels.shape[0]}))
+    _write(args.output, encode_image(pixels, fmt, quality=args.quality))
+    _summary(args, {"output": str(args.output), "width": pixels.shape[1], "height": pixels.shape[0]})
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from tuner_model.codec import read_info
 
-    data = _read(Path(args.input))
+    data = _read(args.input)
     info = read_info(data)
     out = {"width": info.width, "height": info.height, "channels": info.channels, "colour": info.colour,
            "bytes": info.bytes, "bpp": round(info.bpp, 5), "parameters": info.parameters,
@@ -69,7 +96,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(path: Path) -> bytes:
+def _read(name: str) -> bytes:
+    """The bytes of a file, or of standard input for `-`."""
+    if name == STDIO:
+        return sys.stdin.buffer.read()
+    path = Path(name)
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -82,11 +113,12 @@ def _read(path: Path) -> bytes:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tuner", description="Neural image compression with TUNER sinusoidal networks.")
+    p.add_argument("--version", action="version", version=version_text())
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     e = sub.add_parser("encode", help="fit a network to an image and write its blob")
-    e.add_argument("input")
-    e.add_argument("-o", "--output", required=True)
+    e.add_argument("input", help="the image (png, jpeg, webp); - reads standard input")
+    e.add_argument("-o", "--output", required=True, help="the blob; - writes standard output")
     e.add_argument("--steps", type=positive_int)
     e.add_argument("--bpp", type=positive_float, help="target bits per pixel (the blob stays at or under it)")
     e.add_argument("--psnr", type=positive_float, help="target quality in dB")
@@ -97,18 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="render a blob to an image at any size")
-    d.add_argument("input")
-    d.add_argument("-o", "--output", required=True, help="output image; the format follows the extension")
+    d.add_argument("input", help="the blob; - reads standard input")
+    d.add_argument("-o", "--output", required=True,
+                   help="output image; the format follows the extension (or --format); - writes standard output")
+    d.add_argument("--format", type=output_format, help="png, webp, jpg or avif (default: the extension; png for -)")
     d.add_argument("--width", type=positive_int)
     d.add_argument("--height", type=positive_int)
     d.add_argument("--crop", type=float, nargs=4, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
                    help="region in fractions of the image, e.g. 0 0 0.5 0.5")
-    d.add_argument("--quality", type=positive_int, help="quality for jpg/webp/avif")
+    d.add_argument("--quality", type=quality_level, help="quality for jpg/webp/avif, 1..100")
     d.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="describe a blob as JSON")
-    i.add_argument("input")
+    i.add_argument("input", help="the blob; - reads standard input")
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("bench", help="benchmarks")
@@ -126,10 +160,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def version_text() -> str:
+    """`tuner --version`: the installed distribution's version and the blob format's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tuner_model.codec.container import VERSION as FORMAT_VERSION
+
+    try:
+        installed = version("tuner-service")
+    except PackageNotFoundError:
+        installed = "unknown (not installed)"
+    return f"tuner {installed} (blob format {FORMAT_VERSION})"
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout has gone (`tuner info x.tnr | head`): point stdout at /dev/null, so that Python's
+    flush at exit does not fail again with a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_PIPE
     except TunerError as e:
         sys.stderr.write(f"tuner: error: {e}\n")
         return EXIT_ERROR
