@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(100, ge=1)
     max_pending_jobs_per_tenant: int = Field(100, ge=1)  # a tenant's queued + running jobs; above: 429
     max_stored_bytes_per_tenant: int = Field(1024**3, ge=0)  # a tenant's blobs; above: 403. 0: no quota
+    # Tenants whose API keys may read /metrics (comma-separated): the whole service's counters are an
+    # operator's, not any tenant's. Without keys (local use) /metrics is open like everything else.
+    metrics_tenants: str = ""
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser ("*": any)
 
     # Uploads and encoding

@@ -66,8 +66,19 @@ class RenderPlan:
         return (f"w={self.width}&h={self.height}&crop={l:.6f},{t:.6f},{r:.6f},{b:.6f}"
                 f"&fmt={self.format}&q={self.quality if self.quality is not None else ''}")
 
-    def cache_key(self, blob_digest: str) -> str:
-        return hashlib.sha256(f"{blob_digest}|{self.canonical()}|r{RENDERER_VERSION}".encode()).hexdigest()
+    def cache_key(self, blob_digest: str, scope: str = "") -> str:
+        """The render's key. With a `scope` (the image id, which is per tenant) the cache is the image's own:
+        no tenant can learn from a hit, or from its speed, that another tenant holds the same picture; and
+        the key starts with `render_prefix(scope)`, so deleting the image finds its renders."""
+        inner = hashlib.sha256(f"{blob_digest}|{self.canonical()}|r{RENDERER_VERSION}".encode()).hexdigest()
+        if not scope:
+            return inner
+        return render_prefix(scope) + hashlib.sha256(f"{scope}|{inner}".encode()).hexdigest()[:48]
+
+
+def render_prefix(scope: str) -> str:
+    """The first 16 hex digits of every render key of `scope` (an image id)."""
+    return hashlib.sha256(f"renders|{scope}".encode()).hexdigest()[:16]
 
 
 def negotiate(requested: RequestedFormat, accept: str | None) -> str:
@@ -196,10 +207,11 @@ class Renderer:
             self.store.touch(f"renders/{key}")  # recency for the sweeper's LRU eviction
         return data
 
-    def submit(self, blob_digest: str, p: RenderPlan, gone: threading.Event) -> Future[bytes]:
-        """The render's future: a new one, or the one already running for the same key. Raises 429 when the
-        wait queue is full. `gone` is set by the caller when its client disconnects."""
-        key = p.cache_key(blob_digest)
+    def submit(self, blob_digest: str, p: RenderPlan, gone: threading.Event, key: str | None = None) -> Future[bytes]:
+        """The render's future: a new one, or the one already running for the same key (by default the plan's
+        unscoped key). Raises 429 when the wait queue is full. `gone` is set by the caller when its client
+        disconnects."""
+        key = key or p.cache_key(blob_digest)
         with self._lock:
             flight = self._flights.get(key)
             if flight is not None:
@@ -222,7 +234,7 @@ class Renderer:
             if waited > self.settings.render_queue_timeout_s:
                 raise ProblemError(429, f"the render waited {waited:.0f} s for a free renderer; retry shortly",
                                    headers={"Retry-After": "5"})
-            flight.result.set_result(self._render_now(blob_digest, p, flight))
+            flight.result.set_result(self._render_now(blob_digest, p, flight, key))
         except BaseException as e:  # noqa: BLE001 - every waiting request gets the outcome
             flight.result.set_exception(e)
         finally:
@@ -230,7 +242,7 @@ class Renderer:
                 self._flights.pop(key, None)
                 self._pending -= 1
 
-    def _render_now(self, blob_digest: str, p: RenderPlan, flight: _Flight) -> bytes:
+    def _render_now(self, blob_digest: str, p: RenderPlan, flight: _Flight, key: str) -> bytes:
         from tuner_model.core.coords import Crop
         from tuner_model.core.image_io import encode_image
         from tuner_model.render.guard import RenderStopped, stop_when
@@ -257,7 +269,7 @@ class Renderer:
                                     "ask for a smaller size or a faster format", headers={"Retry-After": "60"})
         data = encode_image(pixels, p.format, p.quality)
         if self.caching and len(data) <= self.settings.render_cache_max_bytes:  # a larger one would go at once
-            self.store.put(f"renders/{p.cache_key(blob_digest)}", data)
+            self.store.put(f"renders/{key}", data)
         return data
 
     def close(self) -> None:

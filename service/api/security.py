@@ -4,6 +4,7 @@ tenant's ids answer 404 (not 403: an id of someone else's must not be told apart
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.access.keys import OPEN, KeyRing, Principal
 from service.access.ratelimit import RateLimiter, retry_after
-from service.access.signing import SIG, SignatureError, verify
+from service.access.signing import EXP, SIG, SignatureError, verify
 from service.records import Database, Image, Job
 
 from .problems import ProblemError
@@ -73,6 +74,35 @@ def render_caller(request: Request,
         raise ProblemError(403, str(e)) from None
     _charge(request, f"sig:{_client(request)}")
     return Principal("", "signature")
+
+
+def metrics_reader(request: Request,
+                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    """/metrics: the whole service's counters, for the operator. With keys, only the tenants named in
+    TUNER_METRICS_TENANTS may read them (403 for any other key)."""
+    who = authenticate(request, creds)
+    allowed = {t.strip() for t in request.app.state.settings.metrics_tenants.split(",") if t.strip()}
+    if who.via == "key" and who.tenant not in allowed:
+        raise ProblemError(403, "this key may not read the service's metrics (TUNER_METRICS_TENANTS)")
+    return who
+
+
+# A year: renders and blobs are pure functions of their URL (strong ETags).
+_YEAR = 31_536_000
+
+
+def cache_headers(request: Request, who: Principal) -> dict[str, str]:
+    """Cache-Control for a keyed or signed response. Only a signed URL's answer is the same for everyone
+    who holds the URL, so only it is `public` (and no longer than the URL is valid); an answer to a key is
+    `private` (no shared cache keeps it) and revalidated by ETag on each use (a deleted image is gone at
+    once), and varies with the Authorization header."""
+    if who.via == "signature":
+        age = _YEAR
+        exp = request.query_params.get(EXP)
+        if exp is not None and exp.isdigit():
+            age = max(0, min(_YEAR, int(exp) - int(time.time())))
+        return {"Cache-Control": f"public, max-age={age}, immutable"}
+    return {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
 
 
 CallerDep = Annotated[Principal, Depends(caller)]

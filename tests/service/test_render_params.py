@@ -83,7 +83,7 @@ def test_format_names_in_any_case_and_jpg(render) -> None:  # noqa: ANN001
         r = render(f"width=20&format={name}")
         assert r.status_code == 200 and r.headers["content-type"] == media, (name, r.text)
     r = render("width=20&format=AUTO", accept="image/webp")
-    assert r.headers["content-type"] == "image/webp" and r.headers["vary"] == "Accept"
+    assert r.headers["content-type"] == "image/webp" and "Accept" in r.headers["vary"].split(", ")
     assert render("width=20&format=gif").status_code == 422
 
 

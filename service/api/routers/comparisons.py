@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from service.comparisons import comparison_key
@@ -15,11 +15,10 @@ from tuner_model.core.classical import MEDIA
 from ..deps import DbDep, StoreDep
 from ..problems import ProblemError
 from ..schemas import ComparisonOut, Comparisons, Problem
-from ..security import CallerDep, owned_image
+from ..security import CallerDep, cache_headers, owned_image
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 Codec = Literal["jpeg", "webp", "avif"]
-IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @router.get("/{image_id}/comparisons", response_model=Comparisons,
@@ -49,7 +48,8 @@ async def get_original(image_id: str, db: DbDep, store: StoreDep, who: CallerDep
         data = await run_in_threadpool(store.get, f"uploads/{job.upload_digest}")
     except BlobNotFound:
         raise ProblemError(404, f"the upload of {image_id} is no longer kept") from None
-    return Response(data, media_type=_sniff(data), headers={"Cache-Control": "private, max-age=3600"})
+    return Response(data, media_type=_sniff(data),
+                    headers={"Cache-Control": "private, no-cache", "Vary": "Authorization"})
 
 
 def _sniff(data: bytes) -> str:
@@ -65,7 +65,8 @@ def _sniff(data: bytes) -> str:
 @router.get("/{image_id}/comparisons/{codec}", response_class=Response, responses={
     200: {"content": {m: {} for m in MEDIA.values()}, "description": "the codec's file"},
     **{c: {"model": Problem} for c in (401, 404)}})
-async def get_comparison(image_id: str, codec: Codec, db: DbDep, store: StoreDep, who: CallerDep) -> Response:
+async def get_comparison(image_id: str, codec: Codec, request: Request, db: DbDep, store: StoreDep,
+                         who: CallerDep) -> Response:
     img = await run_in_threadpool(owned_image, db, image_id, who)
     if codec not in (img.comparisons or {}):
         raise ProblemError(404, f"no {codec} comparison for {image_id}")
@@ -73,4 +74,4 @@ async def get_comparison(image_id: str, codec: Codec, db: DbDep, store: StoreDep
         data = await run_in_threadpool(store.get, comparison_key(image_id, codec))
     except BlobNotFound:
         raise ProblemError(404, f"the {codec} comparison of {image_id} is missing from storage") from None
-    return Response(data, media_type=MEDIA[codec], headers={"Cache-Control": IMMUTABLE})
+    return Response(data, media_type=MEDIA[codec], headers=cache_headers(request, who))

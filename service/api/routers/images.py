@@ -26,14 +26,13 @@ from ..problems import ProblemError
 from ..queries import EncodeQuery, RenderQuery, render_query, render_url_query
 from ..render import MEDIA, check_work, negotiate, plan
 from ..schemas import EncodeParams, ImageOut, ImagePage, JobAccepted, Problem, SignedUrl
-from ..security import CallerDep, RenderCallerDep, owned_image
+from ..security import CallerDep, RenderCallerDep, cache_headers, owned_image
 from ..uploads import image_header, read_upload
 from ..views import image_links, image_out
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 log = logging.getLogger("tuner.api")
 
-IMMUTABLE = "public, max-age=31536000, immutable"
 _BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary", "minLength": 1},
@@ -139,7 +138,7 @@ def _not_modified(request: Request, etag: str) -> bool:
 async def get_weights(image_id: str, request: Request, db: DbDep, store: StoreDep, who: CallerDep) -> Response:
     img = await run_in_threadpool(owned_image, db, image_id, who)
     etag = f'"{img.blob_digest}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
+    headers = {"ETag": etag, **cache_headers(request, who)}
     if _not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     try:
@@ -164,29 +163,30 @@ async def render_image(
     fmt = negotiate(q.format, request.headers.get("accept"))
     p = plan((img.width, img.height), q.ask, fmt, settings)
     check_work(p, img.parameters, settings)  # the same answer whether or not the render is cached
-    key = p.cache_key(img.blob_digest)
-    etag = f'"{key[:40]}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "X-Result-Width": str(p.width),
+    key = p.cache_key(img.blob_digest, image_id)  # the image's own cache: no oracle across tenants
+    etag = f'"{key[16:56]}"'
+    headers = {"ETag": etag, **cache_headers(request, who), "X-Result-Width": str(p.width),
                "X-Result-Height": str(p.height)}
     if q.format == "auto":
-        headers["Vary"] = "Accept"
+        headers["Vary"] = ", ".join(v for v in (headers.get("Vary"), "Accept") if v)
     if _not_modified(request, etag):  # before any storage or rendering work
         return Response(status_code=304, headers=headers)
     data = await run_in_threadpool(renderer.cached, key)
     cache = "hit"
     if data is None:
         cache = "miss"
-        data = await _render(request, renderer, img.blob_digest, p, image_id)
+        data = await _render(request, renderer, img.blob_digest, p, image_id, key)
     metrics.render_seconds.labels(cache=cache).observe(time.perf_counter() - started)
     headers["X-Render-Cache"] = cache
     return Response(data, media_type=MEDIA[p.format], headers=headers)
 
 
-async def _render(request: Request, renderer, blob_digest: str, p, image_id: str) -> bytes:  # noqa: ANN001
+async def _render(request: Request, renderer, blob_digest: str, p, image_id: str,  # noqa: ANN001
+                  key: str) -> bytes:
     """Waits for the render (shared with identical concurrent requests) while watching for the client to go:
     a render nobody waits for any more stops at its next tile."""
     gone = threading.Event()
-    result = renderer.submit(blob_digest, p, gone)
+    result = renderer.submit(blob_digest, p, gone, key)
 
     async def watch() -> None:
         while not gone.is_set():
