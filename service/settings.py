@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     bootstrap_tenant: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     # Comma-separated HMAC keys for signed render URLs (the first signs, any verifies); empty: signing off.
     signing_keys: SecretStr | None = None
+    # A signed URL from GET .../render-url lives this long unless `expires_in` says otherwise, and no signed URL
+    # is accepted without an expiry or with one further ahead than signed_url_max_ttl_s.
+    signed_url_ttl_s: int = Field(86_400, ge=1)
+    signed_url_max_ttl_s: int = Field(30 * 86_400, ge=1)
     # Requests per second per tenant (a token bucket; the embedded mode counts per process), 0: no limit.
     rate_limit_per_s: float = Field(20.0, ge=0)
     rate_limit_burst: int = Field(100, ge=1)

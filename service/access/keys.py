@@ -66,6 +66,13 @@ class KeyRing:
         found = self.db.find_key(digest)
         return Principal(found.tenant, "key", found.id) if found is not None else None
 
+    def still_valid(self, key_id: str) -> bool:
+        """Whether the key that minted a signed URL still stands (not revoked; the bootstrap key: still set)."""
+        if key_id == "bootstrap":
+            return self._bootstrap is not None
+        found = self.db.get_key(key_id)
+        return found is not None and found.revoked_at is None
+
     def required(self) -> bool:
         """Whether requests need a key: TUNER_AUTH=on, or (auto) a bootstrap key is set or a key was ever
         created."""

@@ -16,6 +16,9 @@ from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 SIG, EXP = "sig", "exp"
+# Signed with the rest by the API's render-url: the id of the API key that minted the URL (the URL dies with
+# the key) and the image's version (a URL for a deleted image stays dead after the same bytes come back).
+KID, VER = "kid", "v"
 MIN_KEY_BYTES = 16
 
 
@@ -54,8 +57,10 @@ def sign(url: str, keys: Sequence[bytes], expires_in: float | None = None, now: 
     return f"{parts.path}?{urlencode([*query, (SIG, sig)])}"
 
 
-def verify(path: str, query: Sequence[tuple[str, str]], keys: Sequence[bytes], now: float | None = None) -> None:
-    """Raises SignatureError unless the query carries a valid, unexpired signature by one of `keys`."""
+def verify(path: str, query: Sequence[tuple[str, str]], keys: Sequence[bytes], now: float | None = None,
+           max_ttl: float | None = None) -> None:
+    """Raises SignatureError unless the query carries a valid, unexpired signature by one of `keys`. With
+    `max_ttl`, the URL must carry an expiry, at most that many seconds ahead."""
     sigs = [v for k, v in query if k == SIG]
     if len(sigs) != 1:
         raise SignatureError("the URL is not signed" if not sigs else "the URL has more than one signature")
@@ -71,3 +76,7 @@ def verify(path: str, query: Sequence[tuple[str, str]], keys: Sequence[bytes], n
             raise SignatureError("exp must be a Unix time in seconds") from None
         if len(exps) > 1 or exp < (now or time.time()):
             raise SignatureError("the signed URL has expired")
+        if max_ttl is not None and exp > (now or time.time()) + max_ttl:
+            raise SignatureError(f"the signed URL expires more than {max_ttl:g} s ahead (TUNER_SIGNED_URL_MAX_TTL_S)")
+    elif max_ttl is not None:
+        raise SignatureError("the signed URL has no expiry (exp); this service needs one")

@@ -80,11 +80,15 @@ class RenderParams(BaseModel):
     fm: str | None = Field(None, pattern=FORMAT_PATTERN, description="format (the short name)")
     exp: int | None = Field(None, description="signed URLs: the Unix time the URL expires (signed too)")
     sig: str | None = Field(None, description="signed URLs: the signature (`tuner sign`, or render-url)")
+    kid: str | None = Field(None, max_length=40, description=(
+        "signed URLs from render-url: the id of the API key that minted it (signed too; revoking the key ends it)"))
+    v: str | None = Field(None, max_length=16, description=(
+        "signed URLs from render-url: the image's version (signed too; a deleted image's URL stays dead)"))
 
 
 class RenderUrlParams(RenderParams):
     expires_in: int | None = Field(None, ge=1, le=10 * 365 * 86400, description=(
-        "seconds the URL stays valid (default: no expiry)"))
+        "seconds the URL stays valid (default: TUNER_SIGNED_URL_TTL_S, a day; at most TUNER_SIGNED_URL_MAX_TTL_S)"))
 
 
 class RenderQuery:

@@ -4,6 +4,7 @@ tenant's ids answer 404 (not 403: an id of someone else's must not be told apart
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.access.keys import OPEN, KeyRing, Principal
 from service.access.ratelimit import RateLimiter, retry_after
-from service.access.signing import EXP, SIG, SignatureError, verify
+from service.access.signing import EXP, KID, SIG, SignatureError, verify
 from service.records import Database, Image, Job
 
 from .problems import ProblemError
@@ -69,9 +70,12 @@ def render_caller(request: Request,
     if not keys:
         raise ProblemError(403, "signed URLs are not enabled on this service")
     try:
-        verify(request.url.path, query, keys)
+        verify(request.url.path, query, keys, max_ttl=request.app.state.settings.signed_url_max_ttl_s)
     except SignatureError as e:
         raise ProblemError(403, str(e)) from None
+    kids = [v for k, v in query if k == KID]
+    if kids and not request.app.state.keyring.still_valid(kids[0]):  # the URL dies with the key that minted it
+        raise ProblemError(403, "the API key that signed this URL was revoked")
     _charge(request, f"sig:{_client(request)}")
     return Principal("", "signature")
 
@@ -114,6 +118,12 @@ def owned_image(db: Database, image_id: str, who: Principal) -> Image:
     if img is None or (who.via != "signature" and img.tenant != who.tenant):
         raise ProblemError(404, f"no image {image_id!r}")
     return img
+
+
+def image_version(img: Image) -> str:
+    """A short tag of this image row (its blob and when it was made): a signed URL carries it, so deleting an
+    image ends its URLs even after the same bytes are uploaded again (the same id, a new row)."""
+    return hashlib.sha256(f"{img.blob_digest}|{img.created_at!r}".encode()).hexdigest()[:12]
 
 
 def owned_job(db: Database, job_id: str, who: Principal) -> Job:

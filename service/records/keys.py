@@ -28,6 +28,10 @@ class KeyRecords(Records):
                 query = query.where(ApiKey.tenant == tenant)
             return list(s.scalars(query))
 
+    def get_key(self, key_id: str) -> ApiKey | None:
+        with self.session() as s:
+            return s.get(ApiKey, key_id)
+
     def revoke_key(self, key_id: str) -> ApiKey | None:
         """Revokes a key (at once: every request looks its key up). None when there is no such key."""
         with self.session() as s:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from service.access.signing import sign
+from service.access.signing import KID, VER, sign
 from service.comparisons import delete_comparisons
 from service.storage import BlobNotFound
 from service.submit import SubmitRefused, Upload, submit_upload
@@ -26,7 +26,7 @@ from ..problems import ProblemError
 from ..queries import EncodeQuery, RenderQuery, render_query, render_url_query
 from ..render import MEDIA, check_work, negotiate, plan
 from ..schemas import EncodeParams, ImageOut, ImagePage, JobAccepted, Problem, SignedUrl
-from ..security import CallerDep, RenderCallerDep, cache_headers, owned_image
+from ..security import CallerDep, RenderCallerDep, cache_headers, image_version, owned_image
 from ..uploads import image_header, read_upload
 from ..views import image_links, image_out
 
@@ -160,7 +160,10 @@ async def render_image(
     signing on, a signed URL (`sig`, optional `exp`) renders without an API key."""
     started = time.perf_counter()
     img = await run_in_threadpool(owned_image, db, image_id, who)
-    fmt = negotiate(q.format, request.headers.get("accept"))
+    if who.via == "signature" and request.query_params.get(VER, image_version(img)) != image_version(img):
+        raise ProblemError(404, f"no image {image_id!r}")  # deleted (and made again) since the URL was signed
+    # What a signed URL answers is fixed by what was signed: `auto` is not negotiated from the holder's Accept.
+    fmt = negotiate(q.format, None if who.via == "signature" else request.headers.get("accept"))
     p = plan((img.width, img.height), q.ask, fmt, settings)
     check_work(p, img.parameters, settings)  # the same answer whether or not the render is cached
     key = p.cache_key(img.blob_digest, image_id)  # the image's own cache: no oracle across tenants
@@ -208,19 +211,27 @@ async def _render(request: Request, renderer, blob_digest: str, p, image_id: str
 @router.get("/{image_id}/render-url", response_model=SignedUrl, responses={
     c: {"model": Problem} for c in (401, 404, 409, 422)})
 async def render_url(
-    image_id: str, db: DbDep, settings: SettingsDep, who: CallerDep,
+    image_id: str, request: Request, db: DbDep, settings: SettingsDep, who: CallerDep,
     q: Annotated[RenderQuery, Depends(render_url_query)],
 ) -> SignedUrl:
-    """A signed URL for this render, to embed in a page without a key (URL signing must be configured)."""
+    """A signed URL for this render, to embed in a page without a key (URL signing must be configured). It
+    expires (by default after TUNER_SIGNED_URL_TTL_S), and dies with the API key that minted it and with the
+    image (a re-upload of the same bytes is a new version); `format=auto` is settled now, from this request's
+    Accept header, so whoever holds the URL can't pick another format."""
     img = await run_in_threadpool(owned_image, db, image_id, who)
     keys = settings.signing_key_bytes
     if not keys:
         raise ProblemError(409, "URL signing is not configured on this service (TUNER_SIGNING_KEYS)")
-    p = plan((img.width, img.height), q.ask, negotiate(q.format, None), settings)
+    ttl = settings.signed_url_ttl_s if q.expires_in is None else q.expires_in
+    if ttl > settings.signed_url_max_ttl_s:
+        raise ProblemError(422, f"expires_in: at most {settings.signed_url_max_ttl_s} s (TUNER_SIGNED_URL_MAX_TTL_S)")
+    fmt = negotiate(q.format, request.headers.get("accept"))
+    p = plan((img.width, img.height), q.ask, fmt, settings)
     check_work(p, img.parameters, settings)  # never sign a URL that can only be refused
+    params = {**q.render_params(), "format": fmt, VER: image_version(img), **({KID: who.key_id} if who.key_id else {})}
     now = time.time()
-    url = sign(f"/v1/images/{image_id}/render?{urlencode(q.render_params())}", keys, q.expires_in, now)
-    return SignedUrl(url=url, expires_at=None if q.expires_in is None else int(now + q.expires_in))
+    url = sign(f"/v1/images/{image_id}/render?{urlencode(params)}", keys, ttl, now)
+    return SignedUrl(url=url, expires_at=int(now + ttl))
 
 
 @router.delete("/{image_id}", status_code=204, response_class=Response, responses={404: {"model": Problem}})
