@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     render_cache_max_bytes: int = Field(2 * 1024**3, ge=0)
     upload_retention_s: float = Field(86_400.0, gt=0)
     cache_sweep_interval_s: float = Field(60.0, gt=0)
+    # Temporary files of crashed writers and blobs no image references (a job that failed after writing
+    # its blob) are deleted by the sweeper once this old.
+    orphan_grace_s: float = Field(3600.0, gt=0)
 
     # Worker: time limits, redelivery, recovery
     soft_time_limit_s: int = Field(3000, ge=1)

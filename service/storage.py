@@ -2,7 +2,10 @@
 S3-compatible store (boto3; MinIO in compose). Weight blobs and uploads are content-addressed by their
 SHA-256, so writing the same bytes twice is harmless; renders are keyed by their cache key. The local store
 also lists namespaces with sizes and mtimes and refreshes mtimes, which the sweeper (service/sweeper.py)
-uses to bound the render cache (LRU) and to drop old uploads."""
+uses to bound the render cache (LRU) and to drop old uploads.
+
+Over 300 lines: two stores behind one interface, each with listing, guarded and by-prefix deletes and the
+sweeping of leftovers; splitting them would scatter one protocol over several files."""
 
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ class BlobStore(Protocol):
     def list(self, namespace: str) -> Iterator[BlobInfo]: ...
     def touch(self, key: str) -> bool: ...
     def delete_unless_newer(self, key: str, than: float) -> bool: ...
+    def delete_prefix(self, namespace: str, prefix: str) -> int: ...
+    def sweep_temp(self, older_than: float) -> int: ...
 
 
 def digest(data: bytes) -> str:
@@ -180,6 +185,39 @@ class LocalBlobStore:
         return True
 
 
+    def delete_prefix(self, namespace: str, prefix: str) -> int:
+        """Deletes every blob of `namespace` whose name starts with `prefix` (at least 2 hex digits: they all
+        live in one shard). Returns how many."""
+        if not _NAME.match(prefix.ljust(16, "0")):
+            raise ValueError(f"bad blob prefix {prefix!r}")
+        n = 0
+        for entry in _scan(self.root / _check_namespace(namespace) / prefix[:2]):
+            if _NAME.match(entry.name) and entry.name.startswith(prefix):
+                Path(entry.path).unlink(missing_ok=True)
+                n += 1
+        return n
+
+    def sweep_temp(self, older_than: float) -> int:
+        """Deletes what crashed writers and deleters left: temporary (`.tmp-`) and set-aside (`.del-`) files
+        not touched since `older_than`. Returns how many."""
+        n = 0
+        for ns in _scan(self.root):
+            if not ns.is_dir(follow_symlinks=False):
+                continue
+            for shard in _scan(Path(ns.path)):
+                if not shard.is_dir(follow_symlinks=False):
+                    continue
+                for entry in _scan(Path(shard.path)):
+                    if entry.name.startswith((".tmp-", ".del-")):
+                        try:
+                            if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                                Path(entry.path).unlink()
+                                n += 1
+                        except FileNotFoundError:
+                            continue
+        return n
+
+
 def _scan(path: Path) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(path) as it:
@@ -260,6 +298,21 @@ class S3BlobStore:
 
     def delete_unless_newer(self, key: str, than: float) -> bool:
         raise NotImplementedError("S3 stores are not swept: bound them with a bucket lifecycle rule")
+
+    def delete_prefix(self, namespace: str, prefix: str) -> int:
+        """Deletes every object of `namespace` whose name starts with `prefix` (one listing by prefix)."""
+        if not _NAME.match(prefix.ljust(16, "0")):
+            raise ValueError(f"bad blob prefix {prefix!r}")
+        full = f"{self.prefix}{_check_namespace(namespace)}/{prefix}"
+        n = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
+                n += 1
+        return n
+
+    def sweep_temp(self, older_than: float) -> int:
+        return 0  # a PUT is atomic in S3: nothing half-written is left behind
 
     def ping(self) -> None:
         try:

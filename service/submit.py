@@ -42,9 +42,11 @@ class Submitted:
 class SubmitRefused(Exception):
     """The request is refused: an HTTP status, a one-line reason, and headers such as Retry-After."""
 
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None,
+                 problem: str | None = None) -> None:
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers
+        self.problem = problem  # the problem type's name (service/api/problem_types.py)
 
 
 def batch_key(width: int, height: int, channels: int, canonical_params: str) -> str:
@@ -67,7 +69,8 @@ def check_quota(db: Database, settings: Settings, tenant: str, adding: int = 0) 
     (or `adding` would pass) its quota."""
     quota = settings.max_stored_bytes_per_tenant
     if quota and db.stored_bytes(tenant, time.time() - settings.upload_retention_s) + adding > quota:
-        raise SubmitRefused(403, f"storage quota of {quota} bytes reached; delete images to make room")
+        raise SubmitRefused(403, f"storage quota of {quota} bytes reached; delete images to make room",
+                            problem="quota")
 
 
 def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobStore, celery: Celery) -> Submitted:
@@ -87,7 +90,7 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
     # After dedupe (an image already fitted is served whatever its cost), before anything is stored.
     too_long = over_time_limit(upload.width, upload.height, upload.channels, upload.params, settings)
     if too_long is not None:
-        raise SubmitRefused(422, too_long)
+        raise SubmitRefused(422, too_long, problem="time-limit")
     # The blob to come counts at its planned size, and the original as it was sent (kept for
     # TUNER_UPLOAD_RETENTION_S): a tenant at its quota can't queue fits, or park bytes, past it.
     original = (0 if db.upload_counted(upload.tenant, upload_digest, time.time() - settings.upload_retention_s)
@@ -96,9 +99,10 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
                 int(first_bpp(upload.params) * upload.width * upload.height / 8) + original)
     if db.count_jobs(ACTIVE, upload.tenant) >= settings.max_pending_jobs_per_tenant:
         raise SubmitRefused(429, f"this tenant has {settings.max_pending_jobs_per_tenant} jobs waiting or running "
-                                 "(its limit); retry when some have finished", {"Retry-After": "30"})
+                                 "(its limit); retry when some have finished", {"Retry-After": "30"},
+                             problem="too-many-jobs")
     if db.count_jobs(ACTIVE) >= settings.max_pending_jobs:
-        raise SubmitRefused(429, "too many jobs waiting; retry later", {"Retry-After": "30"})
+        raise SubmitRefused(429, "too many jobs waiting; retry later", {"Retry-After": "30"}, problem="too-many-jobs")
 
     put_content(store, "uploads", upload.data)
     job = Job(id=new_job_id(), tenant=upload.tenant, image_id=image_id, status=QUEUED, progress=0.0, step=0,
@@ -109,7 +113,8 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
     stored = db.add_job(job, id_key, fingerprint)
     if stored.id != job.id:
         return Submitted(stored, True)
-    _keep_upload(store, upload_digest, upload.data)
+    # Under the upload's lock, which a delete dropping an unused original takes too (service/deletion.py).
+    db.under_blob_lock(upload_digest, lambda: _keep_upload(store, upload_digest, upload.data))
     # If this process dies before the message is sent, the job is still safe: it is queued with sent_at set,
     # and a worker's recovery scan sends it once TUNER_RESEND_QUEUED_AFTER_S has passed.
     try:
@@ -127,7 +132,8 @@ def _earlier_job(db: Database, idempotency_key: str | None, fingerprint: str, im
         found = db.get_idempotency(idempotency_key)
         if found is not None:
             if found.fingerprint != fingerprint:
-                raise SubmitRefused(422, "this Idempotency-Key was used with a different request")
+                raise SubmitRefused(422, "this Idempotency-Key was used with a different request",
+                                    problem="idempotency-key-reused")
             job = db.get_job(found.job_id)
             if job is not None:
                 return job
@@ -142,12 +148,14 @@ def _remember(db: Database, id_key: str, fingerprint: str, earlier: Job) -> None
     """A key first used on a deduplicated request is recorded too, so that reusing it for another image is
     refused like any reuse."""
     if db.remember_idempotency(id_key, fingerprint, earlier.id).fingerprint != fingerprint:
-        raise SubmitRefused(422, "this Idempotency-Key was used with a different request")
+        raise SubmitRefused(422, "this Idempotency-Key was used with a different request",
+                            problem="idempotency-key-reused")
 
 
 def _keep_upload(store: BlobStore, upload_digest: str, data: bytes) -> None:
-    """The sweeper may have deleted an old identical upload between our put (which only touched it) and the
-    job row that now protects it; we still hold the bytes, so put them back before any worker looks."""
+    """The sweeper (or a delete of another image of the same bytes) may have deleted an old identical upload
+    between our put (which only touched it) and the job row that now protects it; we still hold the bytes, so
+    put them back before any worker looks."""
     key = f"uploads/{upload_digest}"
     if not store.exists(key):
         log.info("upload %s was swept before its job was saved; storing it again", upload_digest)

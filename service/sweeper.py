@@ -23,6 +23,7 @@ class SweepResult:
     renders_deleted: int = 0
     render_bytes_left: int = 0
     uploads_deleted: int = 0
+    leftovers_deleted: int = 0  # temporary files of crashed writers, blobs no image references
 
 
 class Sweeper:
@@ -45,7 +46,7 @@ class Sweeper:
         if not self.enabled:
             return SweepResult()
         deleted, left = self.sweep_renders()
-        return SweepResult(deleted, left, self.sweep_uploads())
+        return SweepResult(deleted, left, self.sweep_uploads(), self.sweep_leftovers())
 
     def sweep_renders(self) -> tuple[int, int]:
         """Deletes the least recently used renders until their total is at most the cap. Returns how many
@@ -74,6 +75,24 @@ class Sweeper:
         return sum(self.store.delete_unless_newer(b.key, cutoff) for b in old
                    if b.key.split("/", 1)[1] not in needed)
 
+    def sweep_leftovers(self) -> int:
+        """Deletes what no record will ever reference, once older than `orphan_grace_s`: temporary files a
+        crashed writer left, and blobs no image references (a job that failed after writing its blob; a
+        worker between its blob and its row touched it recently, and re-stores it if it goes anyway). Each
+        blob is dropped under its lock, after checking again that no image references it."""
+        cutoff = self.clock() - self.settings.orphan_grace_s
+        n = self.store.sweep_temp(cutoff)
+        old = [b for b in self.store.list("blobs") if b.mtime <= cutoff]
+        if not old:
+            return n
+        referenced = self.db.referenced_blobs()
+        for blob in old:
+            digest = blob.key.split("/", 1)[1]
+            if digest not in referenced:
+                n += self.db.drop_blob_if_unreferenced(
+                    digest, lambda d: self.store.delete_unless_newer(f"blobs/{d}", cutoff))
+        return n
+
     def start(self) -> None:
         if not self.enabled:
             log.info("storage sweeper off: this store is bounded by its own lifecycle rules")
@@ -97,6 +116,6 @@ class Sweeper:
             except Exception:  # noqa: BLE001 - a failed pass (disk, database) must not end the thread
                 log.warning("storage sweep failed", exc_info=True)
                 continue
-            if result.renders_deleted or result.uploads_deleted:
-                log.info("swept %d renders (%d bytes left) and %d uploads", result.renders_deleted,
-                         result.render_bytes_left, result.uploads_deleted)
+            if result.renders_deleted or result.uploads_deleted or result.leftovers_deleted:
+                log.info("swept %d renders (%d bytes left), %d uploads and %d leftovers", result.renders_deleted,
+                         result.render_bytes_left, result.uploads_deleted, result.leftovers_deleted)

@@ -26,13 +26,20 @@ local wait = 0
 if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
-return tostring(wait)
+return {tostring(wait), tostring(tokens)}
 """
 
 
 class RateLimiter(Protocol):
+    rate: float
+    burst: int
+
     def take(self, who: str) -> float:
         """Takes one token for `who`: 0 when allowed, else the seconds until a token is there."""
+        ...
+
+    def take_counted(self, who: str) -> tuple[float, float]:
+        """As take, with the tokens left in `who`'s bucket afterwards (the RateLimit headers)."""
         ...
 
 
@@ -45,6 +52,9 @@ class LocalBuckets:
         self._lock = threading.Lock()
 
     def take(self, who: str) -> float:
+        return self.take_counted(who)[0]
+
+    def take_counted(self, who: str) -> tuple[float, float]:
         now = time.monotonic()
         with self._lock:
             tokens, ts = self._buckets.pop(who, (float(self.burst), now))
@@ -57,7 +67,7 @@ class LocalBuckets:
             self._buckets[who] = (tokens, now)
             while len(self._buckets) > self.max_callers:
                 self._buckets.popitem(last=False)
-        return wait
+        return wait, tokens
 
 
 class RedisBuckets:
@@ -69,11 +79,15 @@ class RedisBuckets:
         self._script = self._redis.register_script(_LUA)
 
     def take(self, who: str) -> float:
+        return self.take_counted(who)[0]
+
+    def take_counted(self, who: str) -> tuple[float, float]:
         try:
-            return float(self._script(keys=[self.prefix + who], args=[self.rate, self.burst]))
+            wait, tokens = self._script(keys=[self.prefix + who], args=[self.rate, self.burst])
+            return float(wait), float(tokens)
         except Exception:  # noqa: BLE001 - see the module's docstring: fail open
             log.warning("rate limiter: Redis unavailable; request let through", exc_info=True)
-            return 0.0
+            return 0.0, float(self.burst)
 
 
 def make_limiter(broker_url: str | None, rate: float, burst: int) -> RateLimiter | None:
@@ -87,3 +101,11 @@ def make_limiter(broker_url: str | None, rate: float, burst: int) -> RateLimiter
 
 def retry_after(wait: float) -> str:
     return str(max(1, math.ceil(wait)))
+
+
+def rate_headers(limiter: RateLimiter, tokens: float) -> dict[str, str]:
+    """The RateLimit headers (draft-ietf-httpapi-ratelimit-headers): the burst, the whole requests left in it,
+    and the seconds until it is whole again."""
+    reset = (limiter.burst - tokens) / limiter.rate if limiter.rate > 0 else 0
+    return {"RateLimit-Limit": str(limiter.burst), "RateLimit-Remaining": str(max(0, math.floor(tokens))),
+            "RateLimit-Reset": str(max(0, math.ceil(reset)))}

@@ -21,6 +21,7 @@ from . import openapi, problems
 from .head import HeadAsGet
 from .limits import BodySizeLimit
 from .metrics import Metrics
+from .observe import RequestObserver
 from .render import Renderer
 from .routers import blobs, comparisons, health, images, jobs, page
 
@@ -71,5 +72,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     if origins:  # off unless configured: a browser page on another origin may then call the API
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-                           expose_headers=["Location", "ETag", "Retry-After", "X-Result-Width", "X-Result-Height"])
+                           expose_headers=["Location", "ETag", "Retry-After", "X-Result-Width", "X-Result-Height",
+                                           "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"])
+    # Outermost: every answer is counted (by route and status) and gets the caller's RateLimit headers.
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app

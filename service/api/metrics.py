@@ -3,6 +3,7 @@ table at scrape time, so they are right however many worker processes or machine
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -10,24 +11,58 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from service.records import Database
+from service.records.states import ACTIVE, STATES
 
 FIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class _JobCollector(Collector):
+    """Job counts and fit times, read from the job table so they are right however many workers there are,
+    and kept cheap to scrape: queued and running jobs are counted by the status index, and finished jobs are
+    added up as they finish (each scrape reads the jobs finished since the last one, by the finished_at index;
+    the first scrape of a process reads them all once). A window of LAG_S seconds is read again, so a job whose
+    finish committed late, or whose worker's clock is behind, is still counted once."""
+
+    LAG_S = 300.0
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._lock = threading.Lock()
+        self._finished = {state: 0 for state in STATES if state not in ACTIVE}
+        self._buckets = [0] * len(FIT_BUCKETS)
+        self._count, self._sum = 0, 0.0
+        self._high = float("-inf")  # the latest finished_at counted
+        self._recent: dict[str, float] = {}  # ids counted within LAG_S of _high
+
+    def _catch_up(self) -> None:
+        while True:
+            rows = self.db.finished_since(self._high - self.LAG_S)
+            fresh = [r for r in rows if r[0] not in self._recent]
+            for job_id, status, finished_at, seconds in fresh:
+                self._recent[job_id] = finished_at
+                self._high = max(self._high, finished_at)
+                self._finished[status] = self._finished.get(status, 0) + 1
+                if seconds is not None and status == "succeeded":
+                    self._count += 1
+                    self._sum += seconds
+                    for i, b in enumerate(FIT_BUCKETS):
+                        self._buckets[i] += seconds <= b
+            self._recent = {k: t for k, t in self._recent.items() if t > self._high - self.LAG_S}
+            if len(rows) < 5000 or not fresh:
+                return
 
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("tuner_jobs", "Jobs by state", labels=["state"])
-        for state, n in self.db.jobs_by_state().items():
-            jobs.add_metric([state], n)
+        with self._lock:
+            self._catch_up()
+            jobs = GaugeMetricFamily("tuner_jobs", "Jobs by state", labels=["state"])
+            for state, n in {**self.db.active_counts(), **self._finished}.items():
+                jobs.add_metric([state], n)
+            buckets = [(str(b), n) for b, n in zip(FIT_BUCKETS, self._buckets, strict=True)]
+            buckets.append(("+Inf", self._count))
+            total = self._sum
         yield jobs
-        seconds = self.db.fit_seconds()
-        buckets = [(str(b), sum(1 for s in seconds if s <= b)) for b in FIT_BUCKETS]
-        buckets.append(("+Inf", len(seconds)))
         yield HistogramMetricFamily("tuner_fit_seconds", "Wall time of successful fits", buckets=buckets,
-                                    sum_value=sum(seconds))
+                                    sum_value=total)
 
 
 class _RendererCollector(Collector):
@@ -47,3 +82,5 @@ class Metrics:
                                         ["cache"], registry=self.registry,
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.uploads = Counter("tuner_uploads_total", "Accepted uploads", ["deduplicated"], registry=self.registry)
+        self.requests = Counter("tuner_http_requests_total", "HTTP requests answered, by route template and status",
+                                ["method", "route", "status"], registry=self.registry)

@@ -13,25 +13,34 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .schemas import Problem
+from .problem_types import PROBLEM_TYPES, problem_type
+from .schemas import Problem, ProblemTypeOut
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("tuner.api")
 
 
 class ProblemError(StarletteHTTPException):
-    """Raised anywhere (a route, a dependency, the body reader) to answer with a problem document."""
+    """Raised anywhere (a route, a dependency, the body reader) to answer with a problem document. `problem`
+    names its type (service/api/problem_types.py); without it, the status's general type."""
 
     def __init__(self, status: int, detail: str, *, headers: dict[str, str] | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, problem: str | None = None) -> None:
+        problem_type(status, problem)  # an unknown name, or one of another status, fails where it is raised
         super().__init__(status_code=status, detail=detail, headers=headers)
         self.extra = extra or {}
+        self.problem = problem
 
 
 def problem_response(status: int, detail: str | None, instance: str | None = None,
-                     headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> JSONResponse:
-    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    body = Problem(type="about:blank", title=title, status=status, detail=detail, instance=instance)
+                     headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+                     problem: str | None = None) -> JSONResponse:
+    kind = problem_type(status, problem)
+    if kind is not None:
+        body = Problem(type=kind.uri, title=kind.title, status=status, detail=detail, instance=instance)
+    else:
+        title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        body = Problem(type="about:blank", title=title, status=status, detail=detail, instance=instance)
     content = body.model_dump(exclude_none=True)
     content.update(extra or {})
     h = {"Cache-Control": "no-store", **(headers or {})}
@@ -54,7 +63,7 @@ _METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}
 UNKNOWN = "unknown parameter"
 
 
-def _message(error: dict[str, Any]) -> str:
+def validation_message(error: dict[str, Any]) -> str:
     """pydantic's message for one error, without its "Value error, " prefix; "unknown parameter" for an extra."""
     if error.get("type") == "extra_forbidden":
         return UNKNOWN
@@ -78,6 +87,15 @@ def query_names(request: Request) -> list[str]:
 
 
 def install(app: FastAPI) -> None:
+    @app.get("/problems/{name}", tags=["health"], response_model=ProblemTypeOut,
+             responses={404: {"model": Problem}})
+    def describe_problem(name: str) -> ProblemTypeOut:
+        """What a problem `type` means: every error's `type` is one of these (a relative URI to here)."""
+        kind = PROBLEM_TYPES.get(name)
+        if kind is None:
+            raise ProblemError(404, f"no problem type {name!r}")
+        return ProblemTypeOut(type=kind.uri, status=kind.status, title=kind.title, description=kind.description)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         extra = getattr(exc, "extra", None)
@@ -85,11 +103,12 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names only the first matching route's methods
             headers["Allow"] = ", ".join(sorted(allowed_methods(app, request.url.path)))
-        return problem_response(exc.status_code, detail, request.url.path, headers, extra)
+        return problem_response(exc.status_code, detail, request.url.path, headers, extra,
+                                getattr(exc, "problem", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": _message(e)} for e in exc.errors()]
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": validation_message(e)} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
         unknown = [e["loc"][-1] for e in errors if e["msg"] == UNKNOWN and e["loc"][:1] == ["query"]]

@@ -12,9 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.api.problems import ProblemError
 from service.api.render import FORMAT_ALIASES, Fit, RenderAsk, RequestedFormat
 from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
-from tuner_model.rate.request import BPP_MAX, BPP_MIN, PSNR_MAX, PSNR_MIN, STEPS_MAX
-
-MAX_SIDE = 1 << 16  # the most any render may ask for; the service's own caps (TUNER_MAX_RENDER_*) are lower
+from tuner_model.rate.request import BPP_MAX, BPP_MIN, PSNR_MAX, PSNR_MIN
 
 
 class EncodeQuery:
@@ -25,8 +23,8 @@ class EncodeQuery:
         bpp: Annotated[float | None, Query(ge=BPP_MIN, le=BPP_MAX, description="target bits per pixel")] = None,
         psnr: Annotated[float | None, Query(ge=PSNR_MIN, le=PSNR_MAX, description=(
             "target PSNR in dB (not with bpp)"))] = None,
-        steps: Annotated[int | None, Query(ge=1, le=STEPS_MAX, description=(
-            "optimisation steps (advanced; the service's TUNER_MAX_STEPS applies)"))] = None,
+        steps: Annotated[int | None, Query(ge=1, description=(
+            "optimisation steps (advanced); at most TUNER_MAX_STEPS"))] = None,
         effort: Annotated[int | None, Query(ge=EFFORT_MIN, le=EFFORT_MAX, description=(
             f"how much fitting, {EFFORT_MIN} (fastest) to {EFFORT_MAX} (best); the default is a balance"))] = None,
     ) -> None:
@@ -61,9 +59,10 @@ class RenderParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    width: int | None = Field(None, ge=1, le=MAX_SIDE, description="output width (TUNER_MAX_RENDER_WIDTH applies)")
-    height: int | None = Field(None, ge=1, le=MAX_SIDE,
-                               description="output height (TUNER_MAX_RENDER_HEIGHT applies)")
+    # The most width and height may be is the service's TUNER_MAX_RENDER_WIDTH/HEIGHT: render.plan enforces it
+    # (with dpr, and with the area cap) and the OpenAPI states it (service/api/openapi.py, settings_bounds).
+    width: int | None = Field(None, ge=1, description="output width, at most TUNER_MAX_RENDER_WIDTH (after dpr)")
+    height: int | None = Field(None, ge=1, description="output height, at most TUNER_MAX_RENDER_HEIGHT (after dpr)")
     fit: Fit | None = Field(None, description="with both sides: contain (default), cover or fill")
     format: str | None = Field(None, pattern=FORMAT_PATTERN, description=_FORMAT_HELP)
     quality: int | None = Field(None, ge=1, le=100, description="for jpeg, webp and avif")
@@ -74,8 +73,8 @@ class RenderParams(BaseModel):
     preset: str | None = Field(None, max_length=32, description=(
         "a named render from TUNER_RENDER_PRESETS (by default thumb and preview); parameters given here win "
         "over the preset's"))
-    w: int | None = Field(None, ge=1, le=MAX_SIDE, description="width (the short name)")
-    h: int | None = Field(None, ge=1, le=MAX_SIDE, description="height (the short name)")
+    w: int | None = Field(None, ge=1, description="width (the short name)")
+    h: int | None = Field(None, ge=1, description="height (the short name)")
     q: int | None = Field(None, ge=1, le=100, description="quality (the short name)")
     fm: str | None = Field(None, pattern=FORMAT_PATTERN, description="format (the short name)")
     exp: int | None = Field(None, description="signed URLs: the Unix time the URL expires (signed too)")

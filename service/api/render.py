@@ -132,10 +132,11 @@ def plan(native: tuple[int, int], ask: RenderAsk, fmt: Format, settings: Setting
             cut = (b - t) * (1 - (rw / want) / rh) / 2
             t, b = t + cut, b - cut
     w, h = max(1, int(w)), max(1, int(h))
-    if w > settings.max_render_width or h > settings.max_render_height or w * h > settings.max_render_pixels:
-        raise ProblemError(422, f"{w}x{h} is over the render limits (width <= {settings.max_render_width}, "
+    aw, ah = max(w, width or 0), max(h, height or 0)  # the caps hold what was asked for too (OpenAPI's maximum)
+    if aw > settings.max_render_width or ah > settings.max_render_height or w * h > settings.max_render_pixels:
+        raise ProblemError(422, f"{aw}x{ah} is over the render limits (width <= {settings.max_render_width}, "
                                 f"height <= {settings.max_render_height}, "
-                                f"area <= {settings.max_render_pixels} pixels)")
+                                f"area <= {settings.max_render_pixels} pixels)", problem="render-limit")
     q = quality if quality is not None and fmt != "png" else DEFAULT_QUALITY[fmt]
     return RenderPlan(w, h, (l, t, r, b), fmt, q)
 
@@ -160,7 +161,7 @@ def check_work(p: RenderPlan, parameters: int, settings: Settings) -> None:
     if work > settings.max_render_work:
         most = int(settings.max_render_work // per_pixel)
         raise ProblemError(422, f"a {p.width}x{p.height} render of this {parameters}-parameter network is over the "
-                                f"render budget; ask for at most {most} pixels")
+                                f"render budget; ask for at most {most} pixels", problem="render-limit")
 
 
 class _Flight:
@@ -219,7 +220,8 @@ class Renderer:
                 self.shared += 1
                 return flight.result
             if self._pending >= self.settings.render_concurrency + self.settings.render_queue_max:
-                raise ProblemError(429, "too many renders waiting; retry shortly", headers={"Retry-After": "2"})
+                raise ProblemError(429, "too many renders waiting; retry shortly", headers={"Retry-After": "2"},
+                                   problem="render-busy")
             flight = self._flights[key] = _Flight()
             flight.clients.append(gone)
             self._pending += 1
@@ -233,7 +235,7 @@ class Renderer:
                 raise ProblemError(499, "the client went away before its render started")
             if waited > self.settings.render_queue_timeout_s:
                 raise ProblemError(429, f"the render waited {waited:.0f} s for a free renderer; retry shortly",
-                                   headers={"Retry-After": "5"})
+                                   headers={"Retry-After": "5"}, problem="render-busy")
             flight.result.set_result(self._render_now(blob_digest, p, flight, key))
         except BaseException as e:  # noqa: BLE001 - every waiting request gets the outcome
             flight.result.set_exception(e)
@@ -262,11 +264,13 @@ class Renderer:
             if str(e) == "client gone":
                 raise ProblemError(499, "the client went away; the render was stopped") from None
             raise ProblemError(503, f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "
-                                    "ask for a smaller size", headers={"Retry-After": "60"}) from None
+                                    "ask for a smaller size", headers={"Retry-After": "60"},
+                               problem="render-timeout") from None
         # The encode can't be stopped half-way: it starts only if it fits in the time the render has left.
         if time.monotonic() + encode_seconds(p) > deadline:
             raise ProblemError(503, f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "
-                                    "ask for a smaller size or a faster format", headers={"Retry-After": "60"})
+                                    "ask for a smaller size or a faster format", headers={"Retry-After": "60"},
+                               problem="render-timeout")
         data = encode_image(pixels, p.format, p.quality)
         if self.caching and len(data) <= self.settings.render_cache_max_bytes:  # a larger one would go at once
             self.store.put(f"renders/{key}", data)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from tuner_model.rate.request import EncodeRequest  # pure data: no torch in the API
+
+from .examples import EXAMPLES
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -16,16 +18,45 @@ def _from_unix(v: object) -> object:
     return datetime.fromtimestamp(v, UTC) if isinstance(v, int | float) else v
 
 
+def _example(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The model's example (service/api/examples.py), shown on every operation that answers with it."""
+    schema["examples"] = [EXAMPLES[model.__name__]]
+
+
 # Records keep Unix seconds; clients get RFC 3339 / ISO 8601 times in UTC.
 Timestamp = Annotated[datetime, BeforeValidator(_from_unix)]
 
 
+class ValidationIssue(BaseModel):
+    loc: list[str] = Field(description="where: `query`, `body` or `header`, then the parameter's name")
+    msg: str
+
+
 class Problem(BaseModel):
-    type: str = "about:blank"
+    """RFC 9457 problem details. `type` tells the kind of problem: a relative URI, /problems/NAME (GET it for
+    its meaning; docs/SERVICE.md lists them all)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "type": "/problems/time-limit", "title": "Fit over the time limit", "status": 422,
+        "detail": "this encode is estimated at 62.0 minutes (3720 s) on the workers, ...",
+        "instance": "/v1/images"}]})
+
+    type: str = Field("about:blank", description="/problems/NAME: the kind of problem")
     title: str
     status: int
     detail: str | None = None
     instance: str | None = None
+    errors: list[ValidationIssue] | None = Field(None, description="validation problems: each parameter refused")
+    checks: dict[str, str] | None = Field(None, description="/readyz: each dependency, `ok` or `error`")
+
+
+class ProblemTypeOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_example)
+
+    type: str
+    status: int
+    title: str
+    description: str
 
 
 # The client's encoding parameters are the library's request object, validated once, by its own rules
@@ -41,11 +72,15 @@ class Links(BaseModel):
 
 
 class SignedUrl(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_example)
+
     url: str = Field(description="a path with its query; renders without an API key until it expires")
     expires_at: Timestamp | None = None
 
 
 class JobAccepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_example)
+
     job_id: str
     image_id: str
     status: JobStatus
@@ -58,6 +93,8 @@ class JobAccepted(BaseModel):
 
 
 class JobOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_example)
+
     job_id: str
     image_id: str
     status: JobStatus
@@ -77,10 +114,14 @@ class JobOut(BaseModel):
                                                         "progress so far; null while queued and early in the "
                                                         "fit (or when it failed or was cancelled), 0 once "
                                                         "succeeded")
+    image_deleted_at: Timestamp | None = Field(None, description="when the job's image was deleted (its links "
+                                                                 "then lead nowhere)")
     links: Links
 
 
 class ImageOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_example)
+
     image_id: str
     width: int
     height: int
@@ -98,6 +139,8 @@ class ImageOut(BaseModel):
 
 
 class ImagePage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [], "next": None}]})
+
     items: list[ImageOut] = Field(description="the caller's images, newest first")
     next: str | None = Field(None, description="the cursor of the next page (pass it as `cursor`); null on the "
                                                "last page")
@@ -112,6 +155,8 @@ class ComparisonOut(BaseModel):
 
 
 class Comparisons(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_example)
+
     image_id: str
     bytes: int = Field(description="the blob's bytes")
     psnr: float | None = Field(description="the blob's PSNR at the native size")
@@ -119,14 +164,20 @@ class Comparisons(BaseModel):
 
 
 class AccessInfo(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"keys_required": True, "signed_urls": False}]})
+
     keys_required: bool = Field(description="calls need Authorization: Bearer <API key>")
     signed_urls: bool = Field(description="GET /v1/images/{id}/render-url can sign render URLs")
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: Literal["ok"]
 
 
 class Readiness(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_example)
+
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]

@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.access.keys import OPEN, KeyRing, Principal
-from service.access.ratelimit import RateLimiter, retry_after
+from service.access.ratelimit import RateLimiter, rate_headers, retry_after
 from service.access.signing import EXP, KID, SIG, SignatureError, verify
 from service.records import Database, Image, Job
 
@@ -31,7 +31,9 @@ def _charge(request: Request, who: str) -> None:
     limiter: RateLimiter | None = request.app.state.limiter
     if limiter is None:
         return
-    wait = limiter.take(who)
+    wait, tokens = limiter.take_counted(who)
+    # Sent on the answer, whatever it is (service/api/observe.py): a client sees its budget before a 429.
+    request.state.rate_headers = rate_headers(limiter, tokens)
     if wait > 0:
         rate = request.app.state.settings.rate_limit_per_s
         raise ProblemError(429, f"over the request rate limit ({rate:g} a second); retry later",
@@ -68,11 +70,11 @@ def render_caller(request: Request,
         return authenticate(request, creds)
     keys = request.app.state.settings.signing_key_bytes
     if not keys:
-        raise ProblemError(403, "signed URLs are not enabled on this service")
+        raise ProblemError(403, "signed URLs are not enabled on this service", problem="signature")
     try:
         verify(request.url.path, query, keys, max_ttl=request.app.state.settings.signed_url_max_ttl_s)
     except SignatureError as e:
-        raise ProblemError(403, str(e)) from None
+        raise ProblemError(403, str(e), problem="signature") from None
     kids = [v for k, v in query if k == KID]
     if kids and not request.app.state.keyring.still_valid(kids[0]):  # the URL dies with the key that minted it
         raise ProblemError(403, "the API key that signed this URL was revoked")

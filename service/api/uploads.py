@@ -46,6 +46,10 @@ _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _QUARTER_TURNS = (5, 6, 7, 8)
 
 
+def _invalid(detail: str) -> ProblemError:
+    return ProblemError(422, detail, problem="invalid-image")
+
+
 def image_header(data: bytes, max_pixels: int) -> tuple[int, int, int]:
     """The upload's width, height and channels from its header alone: the API never decodes pixels (a small
     compressed upload can decode to gigabytes; the worker decodes, one job at a time). Refuses what is not an
@@ -64,9 +68,9 @@ def image_header(data: bytes, max_pixels: int) -> tuple[int, int, int]:
                     mode == "P" and "transparency" not in im.info and _gray_palette(im.getpalette() or []))
                 turned = _orientation(im) in _QUARTER_TURNS
                 if w <= 0 or h <= 0:
-                    raise ProblemError(422, "the image has no pixels")
+                    raise _invalid("the image has no pixels")
                 if w * h > max_pixels:
-                    raise ProblemError(422, f"image is too large ({w}x{h}; the limit is {max_pixels} pixels)")
+                    raise _invalid(f"image is too large ({w}x{h}; the limit is {max_pixels} pixels)")
                 if fmt == "PNG":
                     im.verify()  # chunk CRCs up to IEND, no decompression
     except ProblemError:
@@ -74,11 +78,11 @@ def image_header(data: bytes, max_pixels: int) -> tuple[int, int, int]:
     except UnidentifiedImageError:
         raise ProblemError(415, f"not an image of a supported kind ({', '.join(INPUT_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ProblemError(422, "image is too large (decompression bomb)") from None
+        raise _invalid("image is too large (decompression bomb)") from None
     except Exception as e:  # noqa: BLE001 - Pillow's many ways to say "broken header"
-        raise ProblemError(422, f"cannot read the image's header ({type(e).__name__})") from None
+        raise _invalid(f"cannot read the image's header ({type(e).__name__})") from None
     if fmt == "PNG" and not data.endswith(_PNG_END):
-        raise ProblemError(422, "the PNG has data after its end (IEND chunk)")
+        raise _invalid("the PNG has data after its end (IEND chunk)")
     return (h, w, 1 if gray else 3) if turned else (w, h, 1 if gray else 3)
 
 

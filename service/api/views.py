@@ -21,12 +21,14 @@ def _eta(job: Job) -> float | None:
 
 
 def job_out(job: Job) -> JobOut:
-    links = image_links(job.image_id) if job.status == SUCCEEDED else Links()
+    deleted = job.image_deleted_at is not None
+    links = image_links(job.image_id) if job.status == SUCCEEDED and not deleted else Links()
     links.job = f"/v1/jobs/{job.id}"
     return JobOut(job_id=job.id, image_id=job.image_id, status=job.status, progress=round(job.progress or 0, 4),
                   step=job.step or 0, steps=job.steps, psnr=job.psnr, error=job.error, attempts=job.attempts or 0,
                   params=EncodeParams(**(job.params or {})), created_at=job.created_at, started_at=job.started_at,
-                  finished_at=job.finished_at, batch_size=job.batch_size, eta_s=_eta(job), links=links)
+                  finished_at=job.finished_at, batch_size=job.batch_size, eta_s=_eta(job),
+                  image_deleted_at=job.image_deleted_at, links=links)
 
 
 def image_out(img: Image) -> ImageOut:

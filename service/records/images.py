@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -68,15 +68,44 @@ class ImageRecords(Records):
                 s.execute(BlobLock.__table__.delete().where(BlobLock.digest == img.blob_digest))
             return img
 
-    def drop_blob_if_unreferenced(self, blob_digest: str, drop_blob: Callable[[str], None]) -> bool:
+    def drop_blob_if_unreferenced(self, blob_digest: str, drop_blob: Callable[[str], object]) -> bool:
         """The sweeper's delete of a blob no image references (a job that failed after writing it), under the
         same lock as the writers'. Returns whether it was dropped."""
         with self.session() as s:
             _lock_blob(s, blob_digest)
             if s.scalar(select(func.count()).select_from(Image).where(Image.blob_digest == blob_digest)):
                 return False
-            drop_blob(blob_digest)
+            dropped = drop_blob(blob_digest)  # may answer False: e.g. the file was touched meanwhile
             s.execute(BlobLock.__table__.delete().where(BlobLock.digest == blob_digest))
+            return dropped is not False
+
+    def under_blob_lock(self, blob_digest: str, fn: Callable[[], None]) -> None:
+        """Runs `fn` holding `blob_digest`'s lock (uploads are content-addressed too and take the same locks)."""
+        with self.session() as s:
+            _lock_blob(s, blob_digest)
+            fn()
+
+    def mark_image_deleted(self, image_id: str) -> set[str]:
+        """Marks the image's jobs (their links lead nowhere now); returns their uploads' digests."""
+        with self.session() as s:
+            digests = set(s.scalars(select(Job.upload_digest).where(Job.image_id == image_id,
+                                                                    Job.image_deleted_at.is_(None))))
+            s.execute(update(Job).where(Job.image_id == image_id, Job.image_deleted_at.is_(None))
+                      .values(image_deleted_at=time.time()))
+            return digests
+
+    def drop_upload_if_unused(self, upload_digest: str, since: float, drop: Callable[[str], None]) -> bool:
+        """Drops an original no job still keeps it for (an active one, or one accepted since `since` whose
+        image stands: another tenant's upload of the same bytes keeps it), under the upload's lock, which a
+        new job's submission takes too (service/submit.py). Returns whether it was dropped."""
+        with self.session() as s:
+            _lock_blob(s, upload_digest)
+            users = s.scalar(select(func.count()).select_from(Job).where(
+                Job.upload_digest == upload_digest,
+                or_(Job.status.in_(ACTIVE), and_(Job.created_at >= since, Job.image_deleted_at.is_(None)))))
+            if users:
+                return False
+            drop(upload_digest)
             return True
 
     def referenced_blobs(self) -> set[str]:
@@ -124,7 +153,7 @@ class ImageRecords(Records):
 
 
 def _kept_uploads(tenant: str, since: float) -> tuple:
-    return (Job.tenant == tenant, Job.upload_bytes.is_not(None),
+    return (Job.tenant == tenant, Job.upload_bytes.is_not(None), Job.image_deleted_at.is_(None),
             or_(Job.status.in_(ACTIVE), Job.created_at >= since))
 
 

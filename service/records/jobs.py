@@ -77,6 +77,23 @@ class JobRecords(Records):
         counts.update({k: v for k, v in rows})
         return counts
 
+    def active_counts(self) -> dict[str, int]:
+        """Queued and running jobs (a few rows, found by the status index)."""
+        with self.session() as s:
+            rows = s.execute(select(Job.status, func.count()).where(Job.status.in_(ACTIVE)).group_by(Job.status)).all()
+        counts = dict.fromkeys(ACTIVE, 0)
+        counts.update({k: v for k, v in rows})
+        return counts
+
+    def finished_since(self, after: float, limit: int = 5000) -> list[tuple[str, str, float, float | None]]:
+        """(id, status, finished_at, fit_seconds) of the jobs that finished after `after`, oldest first, at most
+        `limit` (the finished_at index: a metrics scrape reads what finished since the last, not every job)."""
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(
+                select(Job.id, Job.status, Job.finished_at, Job.fit_seconds)
+                .where(Job.finished_at > after, Job.status.not_in(ACTIVE))
+                .order_by(Job.finished_at, Job.id).limit(limit)).all()]
+
     def fit_seconds(self) -> list[float]:
         with self.session() as s:
             return [v for (v,) in s.execute(select(Job.fit_seconds).where(Job.fit_seconds.is_not(None)))]

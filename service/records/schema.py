@@ -25,7 +25,10 @@ _ADDED_COLUMNS = (
     ("images", "tenant", "VARCHAR(64) NOT NULL DEFAULT 'local'", "ix_images_tenant"),
     ("images", "comparisons", "JSON", None),
     ("jobs", "upload_bytes", "INTEGER", None),
+    ("jobs", "image_deleted_at", "DOUBLE PRECISION", None),
 )
+# Indexes added later on columns that were there from the start: (table, column, index name).
+_ADDED_INDEXES = (("jobs", "finished_at", "ix_jobs_finished_at"),)
 SCHEMA_LOCK = 0x7475_6E65  # a PostgreSQL advisory lock id: serialises schema setup between processes
 
 
@@ -45,6 +48,8 @@ def ensure_schema(conn: Connection) -> None:
                     raise
         if index is not None:  # create_all made it on a fresh table; an upgraded one needs it too
             conn.execute(text(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({column})"))
+    for table, column, index in _ADDED_INDEXES:
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({column})"))
 
 
 @contextmanager

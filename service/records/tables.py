@@ -40,7 +40,7 @@ class Job(Base):
     # first send). A queued job whose last send is old may have lost its message; it is sent again.
     sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)  # /metrics reads by it
     fit_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Jobs with the same key can share one batched fit: the image's width x height x channels and the
     # canonical fit parameters, set by the API at submission (None: never batched, e.g. older rows).
@@ -52,6 +52,8 @@ class Job(Base):
     eta_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     # The upload's size: the tenant's quota counts it while the original is kept (None: rows from before).
     upload_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # When the job's image was deleted (the job's links then lead nowhere, and its original is not kept).
+    image_deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Image(Base):

@@ -133,3 +133,27 @@ def test_delete_racing_a_blob_upload_of_the_same_bytes_loses_nothing(two_tenants
     image_id = answer["r"].json()["image_id"]
     w = httpx.get(f"{base}/v1/images/{image_id}/weights", headers=auth["bob"], timeout=10)
     assert w.status_code == 200 and w.content == blob
+
+
+def test_delete_takes_everything_with_it(two_tenants, parrots_path: Path) -> None:
+    """Issue 24, item 13: a delete removes the blob (once no image has it), the cached renders and the
+    original (once no job keeps it), and marks the job; another tenant's image of the same bytes keeps all."""
+    base, auth, store, _ = two_tenants
+    png = parrots_path.read_bytes()
+    a, b = _fit(base, auth["alice"], png), _fit(base, auth["bob"], png)
+    for who, job in (("alice", a), ("bob", b)):
+        assert _job_done(base, auth[who], job["job_id"])["status"] == "succeeded"
+    assert httpx.get(f"{base}/v1/images/{a['image_id']}/render?width=40", headers=auth["alice"]).status_code == 200
+    assert len(list(store.list("renders"))) == 1
+    assert httpx.get(f"{base}/v1/images/{a['image_id']}/original", headers=auth["alice"]).status_code == 200
+
+    assert httpx.delete(f"{base}/v1/images/{a['image_id']}", headers=auth["alice"]).status_code == 204
+    job = httpx.get(f"{base}/v1/jobs/{a['job_id']}", headers=auth["alice"]).json()
+    assert job["image_deleted_at"] and job["links"].get("image") is None
+    assert list(store.list("renders")) == []
+    assert len(list(store.list("uploads"))) == 1  # bob's job keeps the original of the same bytes
+    assert httpx.get(f"{base}/v1/images/{b['image_id']}/original", headers=auth["bob"]).status_code == 200
+    assert len(list(store.list("blobs"))) == 1
+
+    assert httpx.delete(f"{base}/v1/images/{b['image_id']}", headers=auth["bob"]).status_code == 204
+    assert list(store.list("uploads")) == [] and list(store.list("blobs")) == []

@@ -58,8 +58,8 @@ def test_head_answers_as_get_on_every_get_route(tmp_path: Path, blob: bytes, par
         job_id = c.post("/v1/images?steps=20", content=parrots_path.read_bytes(),
                         headers={"content-type": "image/png", **auth}).json()["job_id"]
         c.delete(f"/v1/jobs/{job_id}", headers=auth)  # finished: its event stream ends
-        found = {"image_id": image_id, "job_id": job_id, "codec": "jpeg"}
-        missing = {"image_id": "img_nope", "job_id": "job_nope", "codec": "jpeg"}
+        found = {"image_id": image_id, "job_id": job_id, "codec": "jpeg", "name": "time-limit"}
+        missing = {"image_id": "img_nope", "job_id": "job_nope", "codec": "jpeg", "name": "nope"}
         statuses: dict[str, set[int]] = {}
         for path in get_paths(c.app):
             for ids, who in ((found, auth), (missing, auth), (found, {})):

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.api.app import create_app
+from service.api.problem_types import PROBLEM_TYPES
 from service.settings import Settings
 from service.storage import digest
 from tuner_model.core.metrics import psnr
@@ -30,7 +31,8 @@ def _problem(r, status: int) -> dict:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
     body = r.json()
-    assert body["status"] == status and body["title"] and body["type"] == "about:blank"
+    assert body["status"] == status and body["title"]
+    assert PROBLEM_TYPES[body["type"].removeprefix("/problems/")].status == status  # a typed problem
     return body
 
 
@@ -324,7 +326,9 @@ def test_upload_estimated_past_the_time_limit_is_refused(tmp_path: Path, parrots
     with TestClient(create_app(Settings(data_dir=tmp_path / "a", soft_time_limit_s=6))) as c:
         body = _problem(c.post("/v1/images?effort=1", content=data, headers={"content-type": "image/png"}), 422)
         assert "estimated at 0.1 minutes" in body["detail"] and "6 s" in body["detail"], body
-        assert "effort (now 1)" in body["detail"] and "bpp" in body["detail"] and "smaller image" in body["detail"]
+        # At effort 1 there is no lower effort to suggest (issue 25); the problem's type says what it is.
+        assert "effort" not in body["detail"] and "bpp" in body["detail"] and "smaller image" in body["detail"]
+        assert body["type"] == "/problems/time-limit"
         body = _problem(c.post("/v1/images?psnr=30", content=data, headers={"content-type": "image/png"}), 422)
         assert "psnr target" in body["detail"]
         assert 'tuner_jobs{state="queued"} 0.0' in c.get("/metrics").text

@@ -274,3 +274,27 @@ def test_s3_is_left_to_its_lifecycle_rule(moto_endpoint: str, tmp_path: Path) ->
     assert not sweeper.enabled and sweeper.sweep_once().renders_deleted == 0
     sweeper.start()
     assert sweeper._thread is None and store.exists(f"renders/{d}")
+
+
+def test_leftovers_are_swept(tmp_path: Path) -> None:
+    """Issue 24, item 13: a crashed writer's temporary file and a blob no image references (a job that failed
+    after writing it) go once older than TUNER_ORPHAN_GRACE_S; a referenced blob and a fresh one stay."""
+
+    from service.records import Image
+
+    settings = _settings(tmp_path, orphan_grace_s=60)
+    store = LocalBlobStore(tmp_path / "blobs")
+    db = Database(settings.resolved_database_url)
+    kept, orphan, fresh = (put_content(store, "blobs", bytes([i]) * 100) for i in (1, 2, 3))
+    row = Image(id="img_kept", tenant="local", width=8, height=8, channels=3, bytes=100, bpp=1.0, psnr=None,
+                parameters=10, params={}, blob_digest=kept, source="upload", job_id=None, created_at=time.time())
+    db.add_image_with_blob(row, lambda d: None)
+    for key in (f"blobs/{kept}", f"blobs/{orphan}"):
+        _age(store, key, 600)
+    tmp = store._path(f"blobs/{kept}").with_name(".tmp-crashed")
+    tmp.write_bytes(b"half")
+    os.utime(tmp, (time.time() - 600, time.time() - 600))
+    result = Sweeper(settings, store, db).sweep_once()
+    assert result.leftovers_deleted == 2
+    assert store.exists(f"blobs/{kept}") and store.exists(f"blobs/{fresh}") and not store.exists(f"blobs/{orphan}")
+    assert not tmp.exists()

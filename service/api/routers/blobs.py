@@ -38,6 +38,10 @@ def blob_image_id(blob_digest: str, tenant: str) -> str:
     return "img_" + hashlib.sha256(tenant_scoped(tenant, f"blob:{blob_digest}").encode()).hexdigest()[:32]
 
 
+def _invalid(detail: str) -> ProblemError:
+    return ProblemError(422, detail, problem="invalid-blob")
+
+
 def _validate(data: bytes, settings: Settings):  # noqa: ANN202
     """The blob's header is checked against what this service would make before its tensors are decoded: a
     hostile blob (a huge network, or a size no upload could have) is refused before it costs anything."""
@@ -48,24 +52,24 @@ def _validate(data: bytes, settings: Settings):  # noqa: ANN202
     try:
         info = read_info(data)
     except TunerError as e:
-        raise ProblemError(422, f"not a valid blob: {e}") from None
+        raise _invalid(f"not a valid blob: {e}") from None
     if info.width * info.height > settings.max_image_pixels:
-        raise ProblemError(422, f"the blob declares {info.width}x{info.height}, more pixels than an upload may have "
-                                f"({settings.max_image_pixels})")
+        raise _invalid(f"the blob declares {info.width}x{info.height}, more pixels than an upload may have "
+                       f"({settings.max_image_pixels})")
     most = max_parameters(info.width, info.height, info.channels)
     if info.parameters > most:
-        raise ProblemError(422, f"the blob's network has {info.parameters} parameters; the encoder makes at most "
-                                f"{most} for a {info.width}x{info.height} image")
+        raise _invalid(f"the blob's network has {info.parameters} parameters; the encoder makes at most "
+                       f"{most} for a {info.width}x{info.height} image")
     # A network must be paid for in bytes: our encoder spends 5.5-6.5 bits per parameter (header included),
     # so a blob declaring far more parameters than its bytes can code (a few KB of zeros "holding" a
     # 3-million-parameter network that every render then evaluates) is refused before anything is decoded.
     if info.parameters * MIN_BITS_PER_PARAMETER > 8 * len(data):
-        raise ProblemError(422, f"the blob declares {info.parameters} parameters in {len(data)} bytes; a network "
-                                f"takes at least {MIN_BITS_PER_PARAMETER:g} bits per parameter")
+        raise _invalid(f"the blob declares {info.parameters} parameters in {len(data)} bytes; a network "
+                       f"takes at least {MIN_BITS_PER_PARAMETER:g} bits per parameter")
     try:
         decode_blob(data)  # the header alone can't vouch for the tensors
     except TunerError as e:
-        raise ProblemError(422, f"not a valid blob: {e}") from None
+        raise _invalid(f"not a valid blob: {e}") from None
     return info
 
 
@@ -85,7 +89,7 @@ async def upload_blob(request: Request, db: DbDep, store: StoreDep, settings: Se
         try:
             await run_in_threadpool(check_quota, db, settings, who.tenant, len(data))
         except SubmitRefused as e:
-            raise ProblemError(e.status, e.detail) from None
+            raise ProblemError(e.status, e.detail, problem=e.problem) from None
     blob_digest = await run_in_threadpool(put_content, store, "blobs", data)
     await run_in_threadpool(pause_point, "api-before-image-row")  # tests only: a delete elsewhere may land here
     # The row and a check that the blob is still stored, in one transaction under the blob's lock: another

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import CeleryDep, DbDep, MetricsDep, StoreDep
+from ..problem_types import PROBLEM_TYPES
 from ..problems import PROBLEM_JSON
 from ..schemas import AccessInfo, Health, Problem, Readiness
 from ..security import metrics_reader
@@ -45,7 +46,8 @@ async def readyz(db: DbDep, store: StoreDep, celery: CeleryDep) -> Response:
     if all(v == "ok" for v in checks.values()):
         return JSONResponse(Readiness(status="ok", checks=checks).model_dump())
     failed = ", ".join(k for k, v in checks.items() if v != "ok")
-    body = {"type": "about:blank", "title": "Service Unavailable", "status": 503,
+    down = PROBLEM_TYPES["unavailable"]
+    body = {"type": down.uri, "title": down.title, "status": 503,
             "detail": f"not ready: {failed} unreachable", "instance": "/readyz", "checks": checks}
     return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": "5"})
 

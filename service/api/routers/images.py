@@ -22,7 +22,7 @@ from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
 from tuner_model.rate.request import BPP_MAX, BPP_MIN, PSNR_MAX, PSNR_MIN, STEPS_MAX
 
 from ..deps import DbDep, MetricsDep, RendererDep, ServicesDep, SettingsDep, StoreDep
-from ..problems import ProblemError
+from ..problems import ProblemError, validation_message
 from ..queries import EncodeQuery, RenderQuery, render_query, render_url_query
 from ..render import MEDIA, check_work, negotiate, plan
 from ..schemas import EncodeParams, ImageOut, ImagePage, JobAccepted, Problem, SignedUrl
@@ -43,7 +43,7 @@ _BODY = {"requestBody": {"required": True, "content": {
     "image/png": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
     "image/jpeg": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
     "image/webp": {"schema": {"type": "string", "format": "binary", "minLength": 1}}}}}
-_ERRORS = {code: {"model": Problem} for code in (400, 404, 413, 415, 422, 429, 503)}
+_ERRORS = {code: {"model": Problem} for code in (400, 403, 413, 415, 422, 429, 503)}  # 403: the storage quota
 
 
 _PARAM_FIELDS = ("bpp", "psnr", "steps", "effort")
@@ -53,14 +53,19 @@ def _params(query: dict[str, float | int | None], fields: dict[str, str], max_st
     """The encoding parameters from the form fields and the query (the query wins)."""
     raw: dict[str, object] = {k: v for k, v in fields.items() if k in _PARAM_FIELDS}
     raw.update({k: v for k, v in query.items() if v is not None})
+    most = min(max_steps, STEPS_MAX)  # the bound the OpenAPI states (service/api/openapi.py)
     try:
         params = EncodeParams.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ()))
-        raise ProblemError(422, f"{where + ': ' if where else ''}{err['msg']}") from None
-    if params.steps is not None and params.steps > max_steps:
-        raise ProblemError(422, f"steps must be at most {max_steps}")
+        msg = f"must be at most {most}" if where == "steps" and err.get("type") == "less_than_equal" else \
+            validation_message(err)
+        raise ProblemError(422, f"{where + ': ' if where else ''}{msg}",
+                           extra={"errors": [{"loc": [where], "msg": msg}]}) from None
+    if params.steps is not None and params.steps > most:
+        raise ProblemError(422, f"steps: must be at most {most}",
+                           extra={"errors": [{"loc": ["steps"], "msg": f"must be at most {most}"}]})
     return params
 
 
@@ -82,7 +87,7 @@ async def upload_image(
     try:
         done = await run_in_threadpool(submit_upload, upload, settings, services.db, services.store, services.celery)
     except SubmitRefused as e:
-        raise ProblemError(e.status, e.detail, headers=e.headers) from None
+        raise ProblemError(e.status, e.detail, headers=e.headers, problem=e.problem) from None
     services.metrics.uploads.labels(deduplicated=str(done.deduplicated).lower()).inc()
     response.headers["Location"] = f"/v1/jobs/{done.job.id}"
     response.headers["Cache-Control"] = "no-store"
