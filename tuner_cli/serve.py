@@ -28,12 +28,22 @@ def settings_from_env(**overrides: object):  # noqa: ANN202
         raise TunerError(f"bad setting {where}: {msg}" if where else f"bad settings: {msg}") from None
 
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+def is_loopback(host: str) -> bool:
+    """An address this machine alone reaches: `localhost` or a loopback IP (127.0.0.0/8, ::1), exactly; a name
+    that merely starts with `127.` (127.example.com) resolves anywhere."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_exposure(settings, host: str) -> None:  # noqa: ANN001
     """An API without keys is open to whoever reaches it: fine on loopback, refused anywhere else."""
-    if host in _LOOPBACK or host.startswith("127."):
+    if is_loopback(host):
         return
     from service.access.keys import KeyRing
     from service.records import Database

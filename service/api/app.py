@@ -19,6 +19,7 @@ from service.sweeper import Sweeper
 
 from . import openapi, problems
 from .head import HeadAsGet
+from .headers import SecurityHeaders
 from .limits import BodySizeLimit
 from .metrics import Metrics
 from .observe import RequestObserver
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app = FastAPI(title="TUNER image service", lifespan=lifespan,
                   description="Upload an image; a worker fits a small sinusoidal network to it; the network's "
                               "weights are the compressed image, rendered back at any size.",
-                  version="1.0.0", docs_url="/docs", openapi_url="/openapi.json")
+                  version="1.0.0", openapi_url="/openapi.json",
+                  docs_url=None, redoc_url=None)  # /docs: our own page (routers/page.py), no CDN scripts
     db = Database(settings.resolved_database_url)
     db.engine  # noqa: B018 - create the tables now, not on the first request
     store = store or make_store(settings)
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
         app.include_router(r)
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)  # CSP, no framing, nosniff, no referrer: every answer
     app.add_middleware(HeadAsGet)  # HEAD on every GET route, answered as GET without the body
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: a browser page on another origin may then call the API
