@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.access.signing import parse_keys
+from service.access.signing import MIN_KEY_BYTES, parse_keys
 
 
 class RenderPreset(BaseModel):
@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     # Tenants whose API keys may read /metrics (comma-separated): the whole service's counters are an
     # operator's, not any tenant's. Without keys (local use) /metrics is open like everything else.
     metrics_tenants: str = ""
+    # Failed authentications (401) allowed per client address a minute (a bucket of as many); beyond: 429.
+    auth_failures_per_minute: float = Field(10.0, ge=0)
+    # Comma-separated addresses (or CIDRs) of reverse proxies whose X-Forwarded-For names the client (the
+    # rate limit for keyless and signed calls is per client address); empty: no proxy is believed.
+    trusted_proxies: str = ""
+    # The HTTP server's own limits (service/api/server.py, limits.py): headers and body deadlines, idle
+    # keep-alive, and connections + requests at once (503 beyond).
+    http_header_timeout_s: float = Field(10.0, gt=0)
+    http_body_timeout_s: float = Field(60.0, gt=0)
+    http_keep_alive_s: float = Field(5.0, gt=0)
+    http_max_concurrency: int = Field(256, ge=1)
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser ("*": any)
 
     # Uploads and encoding
@@ -151,6 +162,9 @@ class Settings(BaseSettings):
         for name in self.render_presets:
             if not PRESET_NAME.fullmatch(name):
                 raise ValueError(f"TUNER_RENDER_PRESETS: {name!r} is not a preset name (letters, digits, - and _)")
+        if self.bootstrap_key is not None and len(self.bootstrap_key.get_secret_value()) < MIN_KEY_BYTES:
+            raise ValueError(f"TUNER_BOOTSTRAP_KEY must be at least {MIN_KEY_BYTES} characters (a guessable key "
+                             "guards nothing)")
         if self.stale_after_s <= 2 * self.heartbeat_s:
             raise ValueError("TUNER_STALE_AFTER_S must be more than twice TUNER_HEARTBEAT_S")
         return self

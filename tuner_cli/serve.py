@@ -61,6 +61,7 @@ def _run_api(settings, host: str, port: int) -> int:  # noqa: ANN001
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.server import uvicorn_config
 
     check_exposure(settings, host)
 
@@ -73,7 +74,8 @@ def _run_api(settings, host: str, port: int) -> int:  # noqa: ANN001
                 signal.signal(sig, self.handle_exit)
             yield
 
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    # Header and body deadlines, a connection cap, proxies believed only when named (service/api/server.py).
+    config = uvicorn_config(create_app(settings), settings, host, port, log_level="info", access_log=False)
     _Server(config).run()
     return 0
 

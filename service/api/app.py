@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     for r in (health.router, images.router, comparisons.router, jobs.router, blobs.router, page.router):
         app.include_router(r)
     app.mount("/static", page.static_files(), name="static")
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, body_timeout_s=settings.http_body_timeout_s)
     app.add_middleware(SecurityHeaders)  # CSP, no framing, nosniff, no referrer: every answer
     app.add_middleware(HeadAsGet)  # HEAD on every GET route, answered as GET without the body
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

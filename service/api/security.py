@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.access.keys import OPEN, KeyRing, Principal
-from service.access.ratelimit import RateLimiter, rate_headers, retry_after
+from service.access.ratelimit import LocalBuckets, RateLimiter, RedisBuckets, rate_headers, retry_after
 from service.access.signing import EXP, KID, SIG, SignatureError, verify
 from service.records import Database, Image, Job
 
@@ -40,14 +40,42 @@ def _charge(request: Request, who: str) -> None:
                            headers={"Retry-After": retry_after(wait)})
 
 
+def _failure_buckets(request: Request) -> RateLimiter | None:
+    """The per-address bucket of failed authentications (made on first use; in Redis when the broker is)."""
+    state = request.app.state
+    if not hasattr(state, "auth_failures"):
+        s = state.settings
+        per_minute = s.auth_failures_per_minute
+        if per_minute <= 0:
+            state.auth_failures = None
+        elif s.broker_url and s.broker_url.startswith(("redis://", "rediss://")):
+            state.auth_failures = RedisBuckets(s.broker_url, per_minute / 60, max(1, round(per_minute)),
+                                               prefix="tuner:authfail:")
+        else:
+            state.auth_failures = LocalBuckets(per_minute / 60, max(1, round(per_minute)))
+    return state.auth_failures
+
+
+def _failed_auth(request: Request) -> None:
+    """Counts a wrong key against the caller's address: past TUNER_AUTH_FAILURES_PER_MINUTE, 429 instead of 401
+    (key guessing, and a flood of lookups, slowed to a trickle)."""
+    buckets = _failure_buckets(request)
+    wait = buckets.take(_client(request)) if buckets is not None else 0.0
+    if wait > 0:
+        raise ProblemError(429, "too many failed authentications from this address; retry later",
+                           headers={"Retry-After": retry_after(wait)})
+
+
 def authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal:
     ring: KeyRing = request.app.state.keyring
     if creds is not None:
         found = ring.lookup(creds.credentials)
         if found is None:
+            _failed_auth(request)
             raise ProblemError(401, "unknown or revoked API key", headers=_UNAUTHORIZED)
         principal = found
     elif request.headers.get("authorization"):
+        _failed_auth(request)
         raise ProblemError(401, "the Authorization header must be 'Bearer <API key>'", headers=_UNAUTHORIZED)
     elif ring.required():
         raise ProblemError(401, "an API key is needed: send 'Authorization: Bearer <key>'", headers=_UNAUTHORIZED)
