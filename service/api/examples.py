@@ -28,5 +28,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                  "blob_sha256": "5e" * 32, "created_at": "2026-12-07T10:07:00Z", "links": LINKS},
     "Comparisons": {"image_id": IMG, "bytes": 98304, "psnr": 33.6, "items": [
         {"codec": "jpeg", "quality": 71, "bytes": 97012, "psnr": 32.9, "url": f"/v1/images/{IMG}/comparisons/jpeg"}]},
+    "ServiceLimits": {
+        "encode": {"default_bpp": 2.0, "bpp_min": 0.01, "bpp_max": 64.0, "psnr_min": 10.0, "psnr_max": 80.0,
+                   "default_effort": 4, "effort_min": 1, "effort_max": 9, "max_steps": 20000,
+                   "max_upload_bytes": 26214400, "max_image_pixels": 16000000, "time_limit_s": 3000},
+        "render": {"max_width": 8192, "max_height": 8192, "max_pixels": 16777216, "max_dpr": 8.0,
+                   "formats": ["png", "webp", "jpeg", "avif", "auto", "jpg"],
+                   "presets": {"thumb": {"width": 256, "height": 256, "fit": "cover", "format": "auto"}}}},
     "Readiness": {"status": "ok", "checks": {"database": "ok", "storage": "ok", "broker": "ok"}},
 }

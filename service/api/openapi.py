@@ -22,7 +22,7 @@ from tuner_model.rate.request import STEPS_MAX
 from .problem_types import BY_STATUS, PROBLEM_TYPES
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
-_PUBLIC = {"/v1/access"}  # answers everyone, and is never rate limited
+_PUBLIC = {"/v1/access", "/v1/limits"}  # answer everyone, and are never rate limited
 _ALWAYS = {"401": "no API key, or an unknown or revoked one", "429": "over the request rate; see Retry-After"}
 # The problem type an operation's error most likely has, by (path, status), when not the status's general one.
 _LIKELY = {("/v1/images", "403"): "quota", ("/v1/blobs", "403"): "quota", ("/v1/images", "422"): "time-limit",

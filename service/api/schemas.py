@@ -170,6 +170,39 @@ class AccessInfo(BaseModel):
     signed_urls: bool = Field(description="GET /v1/images/{id}/render-url can sign render URLs")
 
 
+class EncodeLimits(BaseModel):
+    default_bpp: float = Field(description="the rate of an upload with neither bpp nor psnr")
+    bpp_min: float
+    bpp_max: float
+    psnr_min: float
+    psnr_max: float
+    default_effort: int
+    effort_min: int
+    effort_max: int
+    max_steps: int
+    max_upload_bytes: int
+    max_image_pixels: int
+    time_limit_s: int = Field(description="the workers' soft time limit: an upload estimated past it is refused")
+
+
+class RenderLimits(BaseModel):
+    max_width: int
+    max_height: int
+    max_pixels: int
+    max_dpr: float
+    formats: list[str]
+    presets: dict[str, dict[str, Any]] = Field(description="named renders: `render?preset=NAME`")
+
+
+class ServiceLimits(BaseModel):
+    """This service's defaults and limits, from its code and settings: what the page and the docs show."""
+
+    model_config = ConfigDict(json_schema_extra=_example)
+
+    encode: EncodeLimits
+    render: RenderLimits
+
+
 class Health(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
 

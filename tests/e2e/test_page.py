@@ -17,6 +17,9 @@ import httpx
 import pytest
 from test_service_e2e import FAST, Proc, free_port, wait_ready
 
+from tuner_model.rate.effort import DEFAULT_EFFORT
+from tuner_model.rate.request import DEFAULT_BPP
+
 KEY = "tnr_browser-test-key-0123456789"
 
 
@@ -77,6 +80,10 @@ def test_the_page_end_to_end(tmp_path: Path, parrots_path: Path) -> None:
         find(By.ID, "key-input").send_keys(KEY)
         find(By.ID, "key-save").click()
 
+        # The page's defaults are the service's (GET /v1/limits), not its own.
+        _wait(lambda: driver.execute_script("return document.body.dataset.limits") == "loaded", 15, "the limits")
+        assert find(By.ID, "target-value").get_attribute("value") == f"{DEFAULT_BPP:g}"
+        assert find(By.ID, "effort").get_attribute("value") == str(DEFAULT_EFFORT)
         find(By.ID, "file").send_keys(str(parrots_path))
         driver.execute_script("document.getElementById('target-value').value = '2';"
                               "const e = document.getElementById('effort'); e.value = '1';"

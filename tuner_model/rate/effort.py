@@ -5,11 +5,9 @@ accepting the upload.
 An effort fixes the float fit's steps and the share of the image's rows each step sees (stochastic over
 rows: a quarter of the rows costs a quarter of a full step, and the separable grid structure is kept),
 and the quantization-aware fine-tuning's steps and rows. The levels were chosen by measurement at
-768×512 (docs/PERFORMANCE.md, "Effort"). The default's 1-bpp encode of a 768×512 photo took 75–79 s on a
-2-core Xeon with AVX-512 with one hidden layer and L = 10; with L = 25 and the native-scale table's 3 layers
-(2.7 dB better at that rate: docs/CODEC.md, "Depth at native scale") it takes 372–386 s there since the deep
-layers are one product per tile (495–583 s before), and a one-layer L = 25 encode took ~11 minutes on a
-2-core AMD EPYC with AVX2. The top levels are for GPU workers and benchmarks.
+768×512 (docs/PERFORMANCE.md, "Effort"); what an encode takes now is in docs/PERFORMANCE.md's current
+numbers and the README's "What to expect" (timings are not kept here, where they go stale). The top levels
+are for GPU workers and benchmarks.
 """
 
 from __future__ import annotations

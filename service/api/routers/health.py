@@ -9,10 +9,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN
+from tuner_model.rate.request import BPP_MAX, BPP_MIN, DEFAULT_BPP, PSNR_MAX, PSNR_MIN, STEPS_MAX
+
 from ..deps import CeleryDep, DbDep, MetricsDep, StoreDep
 from ..problem_types import PROBLEM_TYPES
 from ..problems import PROBLEM_JSON
-from ..schemas import AccessInfo, Health, Problem, Readiness
+from ..queries import DPR_MAX, FORMAT_NAMES
+from ..schemas import AccessInfo, EncodeLimits, Health, Problem, Readiness, RenderLimits, ServiceLimits
 from ..security import metrics_reader
 
 router = APIRouter(tags=["health"])
@@ -58,6 +62,22 @@ def access(request: Request) -> AccessInfo:
     asks before it calls anything that would answer 401. Open to all; it tells nothing about any key."""
     state = request.app.state
     return AccessInfo(keys_required=state.keyring.required(), signed_urls=bool(state.settings.signing_key_bytes))
+
+
+@router.get("/v1/limits", response_model=ServiceLimits)
+def limits(request: Request) -> ServiceLimits:
+    """This service's defaults and limits (encoding, uploads, renders, presets), from the code and the settings
+    that enforce them: what the web page shows, and what a client can check before it sends. Open to all."""
+    settings = request.app.state.settings
+    return ServiceLimits(
+        encode=EncodeLimits(default_bpp=DEFAULT_BPP, bpp_min=BPP_MIN, bpp_max=BPP_MAX, psnr_min=PSNR_MIN,
+                            psnr_max=PSNR_MAX, default_effort=DEFAULT_EFFORT, effort_min=EFFORT_MIN,
+                            effort_max=EFFORT_MAX, max_steps=min(settings.max_steps, STEPS_MAX),
+                            max_upload_bytes=settings.max_upload_bytes, max_image_pixels=settings.max_image_pixels,
+                            time_limit_s=settings.soft_time_limit_s),
+        render=RenderLimits(max_width=settings.max_render_width, max_height=settings.max_render_height,
+                            max_pixels=settings.max_render_pixels, max_dpr=DPR_MAX, formats=FORMAT_NAMES,
+                            presets={k: v.model_dump(exclude_none=True) for k, v in settings.render_presets.items()}))
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(metrics_reader)],

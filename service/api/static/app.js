@@ -67,10 +67,24 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); choose(e.dataTransfer.files[0]); });
 drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); } });
 $("effort").addEventListener("input", (e) => { $("effort-out").textContent = e.target.value; });
-document.querySelectorAll('input[name="target"]').forEach((r) => r.addEventListener("change", () => {
+// The defaults and bounds are the service's own (GET /v1/limits, from its code and settings), not the page's.
+let limits = null;
+function targetInput() {
   const psnr = document.querySelector('input[name="target"]:checked').value === "psnr";
-  Object.assign($("target-value"), psnr ? { min: 10, max: 80, step: 0.5, value: 32 } : { min: 0.01, max: 64, step: 0.05, value: 1 });
-}));
+  if (!limits) return;
+  const e = limits.encode;
+  Object.assign($("target-value"), psnr ? { min: e.psnr_min, max: e.psnr_max, step: 0.5, value: 32 }
+                                        : { min: e.bpp_min, max: e.bpp_max, step: 0.05, value: e.default_bpp });
+}
+document.querySelectorAll('input[name="target"]').forEach((r) => r.addEventListener("change", targetInput));
+fetch("/v1/limits").then((r) => r.json()).then((l) => {
+  limits = l;
+  targetInput();
+  Object.assign($("effort"), { min: l.encode.effort_min, max: l.encode.effort_max, value: l.encode.default_effort });
+  $("effort-out").textContent = String(l.encode.default_effort);
+  $("png-width").max = String(l.render.max_width);
+  document.body.dataset.limits = "loaded";
+}).catch(() => {});
 
 $("encode").addEventListener("click", async () => {
   $("upload-error").textContent = "";
