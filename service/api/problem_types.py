@@ -31,6 +31,8 @@ PROBLEM_TYPES: dict[str, ProblemType] = {p.name: p for p in (
     ProblemType("not-found", 404, "Not found", "no such job, image or route, or one of another tenant's"),
     ProblemType("method-not-allowed", 405, "Method not allowed", "the path does not take this method; `Allow` "
                 "lists those it takes"),
+    ProblemType("request-timeout", 408, "Request too slow", "the body did not arrive within "
+                "TUNER_HTTP_BODY_TIMEOUT_S"),
     ProblemType("conflict", 409, "Conflict", "the resource's state does not allow it: cancelling a finished job, "
                 "a signed URL where signing is not configured"),
     ProblemType("too-large", 413, "Body too large", "the body is over TUNER_MAX_UPLOAD_BYTES (counted as it "
@@ -63,8 +65,8 @@ PROBLEM_TYPES: dict[str, ProblemType] = {p.name: p for p in (
 
 # The type of a problem raised without one: the general type of its status.
 BY_STATUS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-             409: "conflict", 413: "too-large", 415: "unsupported-media-type", 422: "validation",
-             429: "rate-limited", 500: "internal", 503: "unavailable"}
+             408: "request-timeout", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
+             422: "validation", 429: "rate-limited", 500: "internal", 503: "unavailable"}
 
 
 def problem_type(status: int, name: str | None = None) -> ProblemType | None:
