@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(60.0, gt=0)
     http_keep_alive_s: float = Field(5.0, gt=0)
     http_max_concurrency: int = Field(256, ge=1)
+    # Server-Sent Event streams (GET /v1/jobs/{id}/events): open at once per tenant (429 beyond), the longest
+    # one lasts (the client reconnects), and how often an open one checks its key and costs a request.
+    event_streams_per_tenant: int = Field(8, ge=1)
+    event_stream_max_s: float = Field(3600.0, gt=0)
+    event_stream_recheck_s: float = Field(5.0, gt=0)
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser ("*": any)
 
     # Uploads and encoding

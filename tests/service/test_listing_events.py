@@ -60,3 +60,31 @@ def test_job_events_stream_until_the_job_ends(tmp_path: Path, parrots_path: Path
                         assert c.delete(f"/v1/jobs/{job}").status_code == 202
         assert [e["status"] for e in events] == ["queued", "cancelled"]  # and then the stream ended
         assert events[0]["job_id"] == job and time.monotonic() - started < 10
+
+
+def test_event_streams_end_on_revocation_and_are_capped(tmp_path: Path, parrots_path: Path) -> None:
+    """Issue 24, item 11: an open stream ends (with `event: error`) once its key is revoked; a tenant's open
+    streams are capped (429 beyond)."""
+    import threading
+
+    from service.access.keys import create_key
+    from service.records import Database
+
+    settings = Settings(data_dir=tmp_path, rate_limit_per_s=0, render_compile=False, event_streams_per_tenant=1,
+                        event_stream_recheck_s=0.5)
+    db = Database(settings.resolved_database_url)
+    record, key = create_key(db, "alice")
+    auth = {"Authorization": f"Bearer {key}"}
+    with live_api(settings) as c:
+        job = c.post("/v1/images?steps=30", content=parrots_path.read_bytes(),
+                     headers={"content-type": "image/png", **auth}).json()["job_id"]
+        lines: list[str] = []
+        started = time.monotonic()
+        with c.stream("GET", f"/v1/jobs/{job}/events", headers=auth) as r:
+            assert r.status_code == 200
+            assert c.get(f"/v1/jobs/{job}/events", headers=auth).status_code == 429  # one stream each
+            threading.Timer(1.0, db.revoke_key, args=(record.id,)).start()
+            for line in r.iter_lines():
+                lines.append(line)
+        assert "event: error" in lines and any("revoked" in line for line in lines)
+        assert time.monotonic() - started < 10

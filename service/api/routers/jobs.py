@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from service.records import ACTIVE
+from service.settings import Settings
 
 from ..deps import DbDep
 from ..problems import ProblemError
@@ -37,29 +40,68 @@ async def get_job(job_id: str, db: DbDep, response: Response, who: CallerDep) ->
                          "once the job has finished, failed or been cancelled"},
     **{c: {"model": Problem} for c in (401, 404)}})
 async def job_events(job_id: str, request: Request, db: DbDep, who: CallerDep) -> StreamingResponse:
-    """Progress as Server-Sent Events: the same numbers as GET /v1/jobs/{id}, pushed when they change."""
+    """Progress as Server-Sent Events: the same numbers as GET /v1/jobs/{id}, pushed when they change. A tenant
+    has at most TUNER_EVENT_STREAMS_PER_TENANT open at once (429 beyond); a stream ends after
+    TUNER_EVENT_STREAM_MAX_S (the client reconnects), and with an `event: error` once its key is revoked
+    or its tenant is over the request rate (each TUNER_EVENT_STREAM_RECHECK_S costs a request)."""
     await run_in_threadpool(owned_job, db, job_id, who)  # 404 before the stream starts
+    settings, state = request.app.state.settings, request.app.state
+    open_streams: Counter[str] | None = getattr(state, "event_streams", None)
+    if open_streams is None:
+        open_streams = state.event_streams = Counter()
+    if open_streams[who.tenant] >= settings.event_streams_per_tenant:
+        raise ProblemError(429, f"this tenant has {settings.event_streams_per_tenant} event streams open (its limit)",
+                           headers={"Retry-After": "10"})
+    open_streams[who.tenant] += 1
+
+    def still_allowed() -> str | None:
+        """Why the stream must end now, or None: the key revoked, or the tenant over its request rate."""
+        if who.via == "key" and who.key_id and not state.keyring.still_valid(who.key_id):
+            return "the API key was revoked"
+        limiter = state.limiter
+        if limiter is not None and limiter.take(who.tenant if who.via == "key" else f"sse:{who.tenant}") > 0:
+            return "over the request rate limit"
+        return None
 
     async def stream() -> AsyncIterator[str]:
-        last, quiet_since = None, time.monotonic()
-        yield "retry: 2000\n\n"
-        while not await request.is_disconnected():
-            job = await run_in_threadpool(db.get_job, job_id)
-            if job is None:  # deleted meanwhile
-                return
-            body = job_out(job).model_dump_json()
-            if body != last:
-                last, quiet_since = body, time.monotonic()
-                yield f"event: job\nid: {job.step or 0}\ndata: {body}\n\n"
-                if job.status not in ACTIVE:
-                    return
-            elif time.monotonic() - quiet_since > EVENTS_KEEPALIVE_S:
-                quiet_since = time.monotonic()
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(EVENTS_POLL_S)
+        try:
+            async for chunk in _events(job_id, request, db, still_allowed, settings):
+                yield chunk
+        finally:
+            open_streams[who.tenant] -= 1
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _events(job_id: str, request: Request, db: DbDep, still_allowed: Callable[[], str | None],
+                  settings: Settings) -> AsyncIterator[str]:
+    started = checked = time.monotonic()
+    last, quiet_since = None, time.monotonic()
+    yield "retry: 2000\n\n"
+    while not await request.is_disconnected():
+        now = time.monotonic()
+        if now - started > settings.event_stream_max_s:
+            return
+        if now - checked > settings.event_stream_recheck_s:
+            checked = now
+            why = await run_in_threadpool(still_allowed)
+            if why is not None:
+                yield f"event: error\ndata: {json.dumps({'detail': why})}\n\n"
+                return
+        job = await run_in_threadpool(db.get_job, job_id)
+        if job is None:  # deleted meanwhile
+            return
+        body = job_out(job).model_dump_json()
+        if body != last:
+            last, quiet_since = body, time.monotonic()
+            yield f"event: job\nid: {job.step or 0}\ndata: {body}\n\n"
+            if job.status not in ACTIVE:
+                return
+        elif time.monotonic() - quiet_since > EVENTS_KEEPALIVE_S:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(EVENTS_POLL_S)
 
 
 @router.delete("/{job_id}", response_model=JobOut, status_code=202,
