@@ -27,7 +27,7 @@ CONFIG = SchemathesisConfig.from_dict({"checks": {"positive_data_acceptance": {
 def test_api_conforms_to_its_openapi(tmp_path: Path) -> None:
     """Every operation, EXAMPLES generated requests each (derandomized: the same requests every run), all of
     schemathesis's checks. Hypothesis is driven directly: schemathesis's pytest plugin does not run on pytest 9."""
-    settings = Settings(data_dir=tmp_path, rate_limit_per_s=0, render_compile=False,
+    settings = Settings(data_dir=tmp_path, rate_limit_per_s=0, render_compile=False, auth_failures_per_minute=0,
                         signing_keys="fuzz-signing-key-0001", max_upload_bytes=64 * 1024, max_render_width=256,
                         max_render_height=256, max_render_pixels=65536, max_steps=50)
     auth = {"Authorization": f"Bearer {create_key(Database(settings.resolved_database_url), 'fuzz')[1]}"}
