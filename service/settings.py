@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     event_streams_per_tenant: int = Field(8, ge=1)
     event_stream_max_s: float = Field(3600.0, gt=0)
     event_stream_recheck_s: float = Field(5.0, gt=0)
+    # /readyz also needs a worker that beat within stale_after_s (set by `tuner serve`, whose API and worker
+    # are one service; a separate `tuner api` is ready without workers, which may live elsewhere).
+    ready_needs_worker: bool = False
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser ("*": any)
 
     # Uploads and encoding

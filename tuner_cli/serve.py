@@ -132,23 +132,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.broker:
         env["TUNER_BROKER_URL"] = args.broker
     settings = settings_from_env(data_dir=data_dir)
-    settings = Settings(**{**settings.model_dump(), "broker_url": args.broker})
+    # The API and its worker are one service here: not ready while no worker beats.
+    settings = Settings(**{**settings.model_dump(), "broker_url": args.broker, "ready_needs_worker": True})
     check_exposure(settings, args.host)  # before the worker starts, so a refusal leaves nothing running
     _declare_fit_queue(settings.resolved_broker_url)
     # Its own session, so a Ctrl-C in the terminal reaches only `serve`, which then stops it in order.
-    worker = subprocess.Popen([sys.executable, "-m", "tuner_cli", "worker", "--loglevel", args.loglevel],
-                              env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    # It is restarted whenever it exits while serve runs (tuner_cli/supervise.py).
+    from tuner_cli.supervise import WorkerSupervisor
+
+    worker = WorkerSupervisor(lambda: subprocess.Popen(
+        [sys.executable, "-m", "tuner_cli", "worker", "--loglevel", args.loglevel],
+        env=env, start_new_session=True, preexec_fn=_die_with_parent))
+    worker.start()
     try:
         return _run_api(settings, args.host, args.port)
     finally:
-        if worker.poll() is None:
-            # Warm shutdown of the worker's main process; it stops its pool children itself.
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+        worker.stop()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

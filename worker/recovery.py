@@ -4,6 +4,8 @@ have been lost, is sent again, so no accepted job waits for the broker's long vi
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 
 from celery import Celery
@@ -76,8 +78,10 @@ class Recovery(threading.Thread):
         return stale + waiting
 
     def run(self) -> None:
+        name = f"{socket.gethostname()}:{os.getpid()}"
         while not self.stopped.is_set():
             try:
+                self.ctx.db.worker_beat(name)  # readiness: a worker is here (TUNER_READY_NEEDS_WORKER)
                 self.scan()
             except Exception:  # noqa: BLE001 - a failed scan is retried on the next interval
                 log.exception("recovery scan failed")

@@ -20,10 +20,11 @@ from service.records.states import (
     JobState,
 )
 from service.records.tables import LOCAL_TENANT, ApiKey, IdempotencyKey, Image, Job, new_job_id
+from service.records.workers import WorkerRecords
 
 
-class Database(JobRecords, ImageRecords, KeyRecords):
-    """One process's records: the job, image and key queries over one engine."""
+class Database(JobRecords, ImageRecords, KeyRecords, WorkerRecords):
+    """One process's records: the job, image, key and worker-liveness queries over one engine."""
 
 
 __all__ = ["ACTIVE", "CANCELLED", "FAILED", "LOCAL_TENANT", "QUEUED", "RUNNING", "STATES", "SUCCEEDED", "ApiKey",

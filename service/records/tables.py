@@ -88,6 +88,14 @@ class BlobLock(Base):
     locked_at: Mapped[float] = mapped_column(Float)
 
 
+class WorkerBeat(Base):
+    """A worker main process's last sign of life (service/records/workers.py)."""
+
+    __tablename__ = "worker_beats"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    beat_at: Mapped[float] = mapped_column(Float)
+
+
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     # The client's key scoped to its tenant (service/submit.py: a hash of both), so tenants can't collide.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -12,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN
 from tuner_model.rate.request import BPP_MAX, BPP_MIN, DEFAULT_BPP, PSNR_MAX, PSNR_MIN, STEPS_MAX
 
-from ..deps import CeleryDep, DbDep, MetricsDep, StoreDep
+from ..deps import CeleryDep, DbDep, MetricsDep, SettingsDep, StoreDep
 from ..problem_types import PROBLEM_TYPES
 from ..problems import PROBLEM_JSON
 from ..queries import DPR_MAX, FORMAT_NAMES
@@ -39,7 +40,10 @@ def _check(fn) -> str:  # noqa: ANN001
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Problem}})
-async def readyz(db: DbDep, store: StoreDep, celery: CeleryDep) -> Response:
+async def readyz(db: DbDep, store: StoreDep, celery: CeleryDep, settings: SettingsDep) -> Response:
+    """Ready when the database, the store and the broker answer and, with TUNER_READY_NEEDS_WORKER (`tuner
+    serve`), when a worker has beaten within TUNER_STALE_AFTER_S: uploads would otherwise only queue."""
+
     def broker() -> None:
         with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=2)
@@ -47,6 +51,13 @@ async def readyz(db: DbDep, store: StoreDep, celery: CeleryDep) -> Response:
     checks = {"database": await run_in_threadpool(_check, db.ping),
               "storage": await run_in_threadpool(_check, store.ping),
               "broker": await run_in_threadpool(_check, broker)}
+    if settings.ready_needs_worker:
+        def worker() -> None:
+            last = db.last_worker_beat()
+            if last is None or last < time.time() - settings.stale_after_s:
+                raise RuntimeError("no worker has beaten recently")
+
+        checks["workers"] = await run_in_threadpool(_check, worker)
     if all(v == "ok" for v in checks.values()):
         return JSONResponse(Readiness(status="ok", checks=checks).model_dump())
     failed = ", ".join(k for k, v in checks.items() if v != "ok")
