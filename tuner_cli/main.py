@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuner_cli.access import register as register_access
 
     register_access(sub, _Parser)
+    from tuner_cli.db import register as register_db
+
+    register_db(sub)
     return p
 
 

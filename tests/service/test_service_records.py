@@ -103,6 +103,7 @@ def test_database_from_before_sent_at_gains_the_column(db_url: str) -> None:
     job_id = _job(db, created_ago=100, sent_ago=100)
     with db.engine.begin() as conn:
         conn.execute(text("ALTER TABLE jobs DROP COLUMN sent_at"))  # the schema of the first release
+        conn.execute(text("DROP TABLE alembic_version"))  # from before migrations (service/records/schema.py)
     db.engine.dispose()
     again = Database(db_url)  # as a restarted API or worker opens it
     job = again.get_job(job_id)
@@ -119,6 +120,7 @@ def test_database_from_before_eta_s_gains_the_column(db_url: str) -> None:
     job_id = _job(db)
     with db.engine.begin() as conn:
         conn.execute(text("ALTER TABLE jobs DROP COLUMN eta_s"))
+        conn.execute(text("DROP TABLE alembic_version"))
     db.engine.dispose()
     again = Database(db_url)
     assert again.get_job(job_id).eta_s is None

@@ -1,0 +1,1 @@
+"""Alembic migrations of the records (jobs, images, keys): service/records/schema.py runs them."""
