@@ -9,6 +9,10 @@ histogram times -log2 of those probabilities, and only the winner goes through t
 stream's length follows from the same sums (`predicted_length`), which lets the level search size a
 blob without coding it.
 
+`StreamDecoder` reads the stream item by item, so a context model (the latent grids' LaplaceField, one mean
+and scale per symbol) can depend on symbols already decoded. The module keeps the coder's models, their
+costs and the stream in one place. Over 300 lines: the models, their costs and both ends of the stream.
+
 A tensor whose range holds a single symbol (lo == hi: a step tensor of zeros) costs nothing: its
 symbols are known without reading the stream, so they are not in it (constriction has no one-symbol
 model)."""
@@ -220,7 +224,7 @@ def predicting() -> Iterator[None]:
         _PREDICTING.reset(token)
 
 
-def encode(items: list[tuple[np.ndarray, SymbolModel]]) -> bytes:
+def encode(items: list[tuple[np.ndarray, SymbolModel | LaplaceField]]) -> bytes:
     """All tensors' symbols in one ANS stream (pushed in reverse so they decode in order)."""
     if _PREDICTING.get():
         return bytes(predicted_length(items))
@@ -230,10 +234,9 @@ def encode(items: list[tuple[np.ndarray, SymbolModel]]) -> bytes:
 
     coder = AnsCoder()
     for symbols, model in reversed(items):
-        if symbols.size == 0 or model.single:
+        if symbols.size == 0 or (isinstance(model, SymbolModel) and model.single):
             continue
-        m, offset = model.build()
-        coder.encode_reverse((symbols - offset).astype(np.int32), m)
+        _push(coder, symbols, model)
     return coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -251,26 +254,64 @@ def best_model(symbols: np.ndarray, lo: int, hi: int) -> SymbolModel:
     return cands[int(np.argmin(bits))]  # argmin: the first of equals
 
 
-def decode(data: bytes, items: list[tuple[int, SymbolModel]]) -> list[np.ndarray]:
-    """Symbols for each (count, model); any inconsistency of a hostile stream is a BlobError."""
-    import constriction
+@dataclass(frozen=True)
+class LaplaceField:
+    """Symbols lo..hi each with its own Laplace mean and scale (a context model's output)."""
 
-    AnsCoder = constriction.stream.stack.AnsCoder  # noqa: N806 - a class
+    lo: int
+    hi: int
+    means: np.ndarray
+    scales: np.ndarray
 
-    if len(data) % 4:
-        raise BlobError("entropy-coded payload is not a whole number of words")
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    try:
-        coder = AnsCoder(words) if words.size else AnsCoder()
-        out = []
-        for count, model in items:
-            if count == 0 or model.single:
-                out.append(np.full(count, model.lo, dtype=np.int64))
-                continue
+    def build(self):
+        import constriction
+
+        return constriction.stream.model.QuantizedLaplace(self.lo, self.hi)
+
+
+def _push(coder, symbols: np.ndarray, model: SymbolModel | LaplaceField) -> None:
+    if isinstance(model, LaplaceField):
+        coder.encode_reverse(symbols.astype(np.int32), model.build(), model.means, model.scales)
+        return
+    m, offset = model.build()
+    coder.encode_reverse((symbols - offset).astype(np.int32), m)
+
+
+class StreamDecoder:
+    """Reads one ANS stream item by item, so a later item's model may depend on earlier symbols; any
+    inconsistency of a hostile stream is a BlobError."""
+
+    def __init__(self, data: bytes) -> None:
+        import constriction
+
+        if len(data) % 4:
+            raise BlobError("entropy-coded payload is not a whole number of words")
+        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        coder_class = constriction.stream.stack.AnsCoder
+        self._coder = coder_class(words) if words.size else coder_class()
+
+    def read(self, count: int, model: SymbolModel | LaplaceField) -> np.ndarray:
+        if count == 0 or (isinstance(model, SymbolModel) and model.single):
+            return np.full(count, model.lo, dtype=np.int64)
+        with _coder_errors():
+            if isinstance(model, LaplaceField):
+                if len(model.means) != count or len(model.scales) != count:
+                    raise BlobError("context model does not match the symbols")
+                return np.asarray(self._coder.decode(model.build(), model.means, model.scales), dtype=np.int64)
             m, offset = model.build()
-            s = np.asarray(coder.decode(m, count), dtype=np.int64) + offset
-            out.append(s)
-        leftover = coder.num_valid_bits() if hasattr(coder, "num_valid_bits") else 0
+            return np.asarray(self._coder.decode(m, count), dtype=np.int64) + offset
+
+    def finish(self) -> None:
+        with _coder_errors():
+            leftover = self._coder.num_valid_bits() if hasattr(self._coder, "num_valid_bits") else 0
+        if leftover:
+            raise BlobError("entropy-coded payload has trailing data")
+
+
+@contextlib.contextmanager
+def _coder_errors() -> Iterator[None]:
+    try:
+        yield
     except BlobError:
         raise
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
@@ -279,6 +320,11 @@ def decode(data: bytes, items: list[tuple[int, SymbolModel]]) -> list[np.ndarray
     # a BaseException, so a hostile blob that found one still gets the codec's own error.
     except BaseException as e:  # noqa: BLE001
         raise BlobError(f"entropy-coded payload is corrupt ({type(e).__name__})") from None
-    if leftover:
-        raise BlobError("entropy-coded payload has trailing data")
+
+
+def decode(data: bytes, items: list[tuple[int, SymbolModel]]) -> list[np.ndarray]:
+    """Symbols for each (count, model)."""
+    stream = StreamDecoder(data)
+    out = [stream.read(count, model) for count, model in items]
+    stream.finish()
     return out

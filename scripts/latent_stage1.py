@@ -1,0 +1,107 @@
+"""Stage 1 of the latent-grid model (issue 27): the prototype with its entropy model on 4 Kodak images,
+a few rate weights λ each, PSNR interpolated at 0.25 / 0.5 / 1 bpp (linear in log bpp between the two
+nearest encodes) and set beside today's encoder (effort 4) on the same images.
+
+Resumable: finished encodes are kept in --results with the settings; a progress line per encode goes to
+stdout (tee it into a log). Usage:
+    python scripts/latent_stage1.py --images ../shared/data/kodak --results docs/results/latent-stage1-progress.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import tuner_model  # noqa: F401  (MKL dispatch before torch)
+from tuner_model.bench.machine import cpu_summary
+from tuner_model.bench.resume import load_runs, save_runs
+from tuner_model.models.latent import LatentConfig, macs_per_pixel
+from tuner_model.rate.latent_encode import encode_latent, preset
+
+IMAGES = ("kodim01", "kodim03", "kodim05", "kodim07")
+TARGETS = (0.25, 0.5, 1.0)
+
+
+def interpolate(points: list[tuple[float, float]], bpp: float) -> float | None:
+    pts = sorted(points)
+    for (b0, p0), (b1, p1) in zip(pts[:-1], pts[1:], strict=True):
+        if b0 <= bpp <= b1:
+            t = (math.log(bpp) - math.log(b0)) / (math.log(b1) - math.log(b0))
+            return p0 + t * (p1 - p0)
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=Path, required=True)
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--lambdas", default="0.0015,0.005,0.02")
+    ap.add_argument("--baseline", type=Path, default=Path("docs/results/rd-native-deep-effort4.json"))
+    args = ap.parse_args()
+    config = LatentConfig()
+    settings = {"steps": args.steps, "config": config.to_dict(), "preset": "mixed-ste-v1"}
+    runs = load_runs(args.results, settings, "runs")
+    lambdas = [float(v) for v in args.lambdas.split(",")]
+    for name in IMAGES:
+        image = np.asarray(Image.open(args.images / f"{name}.png").convert("RGB"))
+        queue = list(lambdas)
+        while queue:
+            lam = queue.pop(0)
+            key = f"{name}@{lam:g}"
+            if key not in runs:
+                started = time.strftime("%H:%M:%S")
+                r = encode_latent(image, lam, config, preset(args.steps))
+                runs[key] = {"image": name, "lambda": lam, "bpp": r.bpp, "psnr": r.psnr, "seconds": r.seconds,
+                             "cpu_seconds": r.cpu_seconds, "bytes": len(r.blob), "machine": cpu_summary()}
+                save_runs(args.results, settings, "runs", runs)
+                print(f"{started} {key}: {r.bpp:.3f} bpp {r.psnr:.2f} dB {r.seconds:.0f} s "
+                      f"(cpu {r.cpu_seconds:.0f} s)", flush=True)
+            mine = [v for v in runs.values() if v["image"] == name]
+            bpps = [v["bpp"] for v in mine]
+            done = {v["lambda"] for v in mine}
+            # Bracket every target: a larger λ below the lowest rate, a smaller one above the highest.
+            if min(bpps) > min(TARGETS) and not queue:
+                lam2 = max(done) * 3
+                if lam2 not in done and lam2 < 1:
+                    queue.append(lam2)
+            if max(bpps) < max(TARGETS) and not queue:
+                lam2 = min(done) / 3
+                if lam2 not in done and lam2 > 1e-5:
+                    queue.append(lam2)
+    report(runs, args, config)
+
+
+def report(runs: dict, args: argparse.Namespace, config: LatentConfig) -> None:
+    base = {im["image"].removesuffix(".png"): im["rows"] for im in json.loads(args.baseline.read_text())["images"]}
+    rows = []
+    for name in IMAGES:
+        pts = [(v["bpp"], v["psnr"]) for v in runs.values() if v["image"] == name]
+        secs = [v["seconds"] for v in runs.values() if v["image"] == name]
+        for t in TARGETS:
+            ours = interpolate(pts, t)
+            old = next(r for r in base[name] if r["target_bpp"] == t)
+            rows.append({"image": name, "bpp": t, "latent_psnr": ours, "tuner_psnr": old["psnr"],
+                         "gain_db": None if ours is None else ours - old["psnr"], "webp_psnr": old.get("webp_psnr"),
+                         "jpeg_psnr": old["jpeg_psnr"], "latent_seconds_max": max(secs),
+                         "tuner_seconds": old["seconds"]})
+    means = {}
+    for t in TARGETS:
+        g = [r["gain_db"] for r in rows if r["bpp"] == t]
+        means[t] = None if None in g else sum(g) / len(g)
+    out = {"macs_per_pixel": macs_per_pixel(config), "rows": rows, "mean_gain_db": means,
+           "go": all(v is not None and v >= 1.0 for v in means.values())}
+    args.results.with_name("latent-stage1.json").write_text(json.dumps(out, indent=2) + "\n")
+    for r in rows:
+        print(r)
+    print("mean gain (dB) over today's encoder:", means, "GO" if out["go"] else "NO-GO")
+
+
+if __name__ == "__main__":
+    main()
