@@ -31,6 +31,7 @@ class Upload:
     params: EncodeRequest
     idempotency_key: str | None = None
     tenant: str = LOCAL_TENANT
+    name: str | None = None  # for people (the gallery); not part of what makes two uploads the same
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
     job = Job(id=new_job_id(), tenant=upload.tenant, image_id=image_id, status=QUEUED, progress=0.0, step=0,
               steps=planned_steps(upload.params, settings), params=upload.params.model_dump(),
               upload_digest=upload_digest, upload_bytes=len(upload.data), attempts=0, cancel_requested=0,
-              created_at=time.time(), sent_at=time.time(),
+              created_at=time.time(), sent_at=time.time(), name=upload.name,
               batch_key=batch_key(upload.width, upload.height, upload.channels, canonical))
     stored = db.add_job(job, id_key, fingerprint)
     if stored.id != job.id:

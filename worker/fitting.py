@@ -65,7 +65,7 @@ def store(run: JobRun, job: Job, fitted: FittedImage, blob: bytes, batch_size: i
         Image(id=job.image_id, tenant=job.tenant, width=info.width, height=info.height, channels=info.channels,
               bytes=len(blob), bpp=round(info.bpp, 5), psnr=fitted.meta.get("psnr"), parameters=info.parameters,
               params=params, blob_digest=blob_digest, source="fit", job_id=job.id, created_at=time.time(),
-              comparisons=comparisons),
+              comparisons=comparisons, name=job.name),
         lambda _digest: ensure_content(store_, "blobs", blob))
     seconds = round(time.perf_counter() - run.started, 3)
     # A fit shorter than one heartbeat never wrote its steps: the record says how many ran.

@@ -24,7 +24,7 @@ from .limits import BodySizeLimit
 from .metrics import Metrics
 from .observe import RequestObserver
 from .render import Renderer
-from .routers import blobs, comparisons, health, images, jobs, page
+from .routers import blobs, comparisons, estimate, health, images, jobs, page
 
 
 def create_app(settings: Settings | None = None, *, store: BlobStore | None = None,
@@ -65,7 +65,8 @@ def create_app(settings: Settings | None = None, *, store: BlobStore | None = No
     app.state.metrics = Metrics(db)
     problems.install(app)
     openapi.install(app)
-    for r in (health.router, images.router, comparisons.router, jobs.router, blobs.router, page.router):
+    for r in (health.router, images.router, comparisons.router, jobs.router, blobs.router, estimate.router,
+              page.router):
         app.include_router(r)
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, body_timeout_s=settings.http_body_timeout_s)

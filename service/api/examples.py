@@ -35,5 +35,6 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "render": {"max_width": 8192, "max_height": 8192, "max_pixels": 16777216, "max_dpr": 8.0,
                    "formats": ["png", "webp", "jpeg", "avif", "auto", "jpg"],
                    "presets": {"thumb": {"width": 256, "height": 256, "fit": "cover", "format": "auto"}}}},
+    "Estimate": {"seconds": 1554.0, "steps": 1460, "admitted": True, "detail": None},
     "Readiness": {"status": "ok", "checks": {"database": "ok", "storage": "ok", "broker": "ok"}},
 }

@@ -119,6 +119,23 @@ class JobOut(BaseModel):
     links: Links
 
 
+class JobPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": []}]})
+
+    items: list[JobOut] = Field(description="the caller's jobs, newest first")
+
+
+class Estimate(BaseModel):
+    """What a fit of this size and these parameters would take, as the service admits uploads."""
+
+    model_config = ConfigDict(json_schema_extra=_example)
+
+    seconds: float = Field(description="the expected wall time of the fit on this service's workers")
+    steps: int = Field(description="the optimisation steps it plans")
+    admitted: bool = Field(description="whether an upload like this would be accepted (not over the time limit)")
+    detail: str | None = Field(None, description="why not, when it would be refused")
+
+
 class ImageOut(BaseModel):
     model_config = ConfigDict(json_schema_extra=_example)
 
@@ -132,6 +149,7 @@ class ImageOut(BaseModel):
     parameters: int = Field(description="number of stored network parameters")
     params: EncodeParams | None
     source: Literal["fit", "upload"]
+    name: str | None = Field(None, description="the name the upload came with (its file's), if any")
     job_id: str | None
     blob_sha256: str
     created_at: Timestamp
@@ -161,6 +179,7 @@ class Comparisons(BaseModel):
     bytes: int = Field(description="the blob's bytes")
     psnr: float | None = Field(description="the blob's PSNR at the native size")
     items: list[ComparisonOut]
+    original: str | None = Field(None, description="the original upload's URL while the service keeps it")
 
 
 class AccessInfo(BaseModel):

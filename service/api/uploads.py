@@ -29,6 +29,8 @@ async def read_upload(request: Request, raw_types: tuple[str, ...]) -> tuple[byt
                 raise ProblemError(400, "the multipart body needs a file field named 'file'")
             data = await upload.read()
             fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+            if upload.filename:  # the name the upload comes with, unless a `name` field says otherwise
+                fields.setdefault("name", upload.filename)
         finally:
             await form.close()
         return data, fields
@@ -44,6 +46,18 @@ async def read_upload(request: Request, raw_types: tuple[str, ...]) -> tuple[byt
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 # EXIF orientations that turn the image a quarter (the worker's decode applies them: width and height swap).
 _QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def upload_name(*given: str | None) -> str | None:
+    """The first name given (the query's, then the form's or the file's), as a plain name: no folders, no
+    control characters, at most 200 characters; None when there is none."""
+    for name in given:
+        if name:
+            base = name.replace("\\", "/").rsplit("/", 1)[-1]
+            clean = "".join(c for c in base if c.isprintable()).strip()[:200]
+            if clean:
+                return clean
+    return None
 
 
 def _invalid(detail: str) -> ProblemError:

@@ -38,4 +38,5 @@ def image_out(img: Image) -> ImageOut:
     return ImageOut(image_id=img.id, width=img.width, height=img.height, channels=img.channels, bytes=img.bytes,
                     bpp=img.bpp, psnr=img.psnr, parameters=img.parameters,
                     params=EncodeParams(**img.params) if img.source == "fit" else None, source=img.source,
-                    job_id=img.job_id, blob_sha256=img.blob_digest, created_at=img.created_at, links=links)
+                    job_id=img.job_id, blob_sha256=img.blob_digest, created_at=img.created_at, name=img.name,
+                    links=links)

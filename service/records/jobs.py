@@ -77,6 +77,12 @@ class JobRecords(Records):
         counts.update({k: v for k, v in rows})
         return counts
 
+    def list_jobs(self, tenant: str, statuses: tuple[str, ...], limit: int) -> list[Job]:
+        """A tenant's jobs in these states, newest first (the tenant and status indexes)."""
+        with self.session() as s:
+            return list(s.scalars(select(Job).where(Job.tenant == tenant, Job.status.in_(statuses))
+                                  .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+
     def active_counts(self) -> dict[str, int]:
         """Queued and running jobs (a few rows, found by the status index)."""
         with self.session() as s:

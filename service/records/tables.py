@@ -52,6 +52,8 @@ class Job(Base):
     eta_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     # The upload's size: the tenant's quota counts it while the original is kept (None: rows from before).
     upload_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The name the upload came with (its file's name), for people; None when it had none.
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # When the job's image was deleted (the job's links then lead nowhere, and its original is not kept).
     image_deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
@@ -75,6 +77,7 @@ class Image(Base):
     # JPEG, WebP and AVIF files of the upload at no more bytes than the blob, made by the worker:
     # {codec: {quality, bytes, psnr}} (service/comparisons.py); None for blobs uploaded as they are.
     comparisons: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the upload's (its job's) name
 
 
 class BlobLock(Base):

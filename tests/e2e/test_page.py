@@ -51,6 +51,15 @@ def _wait(cond, timeout: float = 60.0, what: str = "condition", detail=None):  #
     raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
 
 
+def _alert(driver):  # noqa: ANN001, ANN202
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        return driver.switch_to.alert
+    except NoAlertPresentException:
+        return None
+
+
 def _shot(driver, name: str) -> None:  # noqa: ANN001
     folder = os.environ.get("TUNER_SCREENSHOTS")
     if folder:
@@ -84,20 +93,37 @@ def test_the_page_end_to_end(tmp_path: Path, parrots_path: Path) -> None:
         _wait(lambda: driver.execute_script("return document.body.dataset.limits") == "loaded", 15, "the limits")
         assert find(By.ID, "target-value").get_attribute("value") == f"{DEFAULT_BPP:g}"
         assert find(By.ID, "effort").get_attribute("value") == str(DEFAULT_EFFORT)
+        # One tab stop for the drop zone: its file input is out of the tab order.
+        assert find(By.ID, "drop").get_attribute("tabindex") == "0"
+        assert driver.execute_script("return document.getElementById('file').tabIndex") == -1
+        # Times as people say them.
+        assert driver.execute_script("return [humanTime(45), humanTime(200), humanTime(3900)]") == [
+            "45 s", "3 min 20 s", "1 h 5 min"]
         find(By.ID, "file").send_keys(str(parrots_path))
         driver.execute_script("document.getElementById('target-value').value = '2';"
                               "const e = document.getElementById('effort'); e.value = '1';"
                               "e.dispatchEvent(new Event('input'));")
+        # The service's estimate, shown before Encode, for what is set now (96x64, 2 bpp, effort 1).
+        expected = httpx.get(f"{base}/v1/estimate", params={"width": 96, "height": 64, "bpp": 2, "effort": 1},
+                             headers={"Authorization": f"Bearer {KEY}"}).json()
+        _wait(lambda: find(By.ID, "estimate").get_attribute("data-seconds") == f"{expected['seconds']:g}", 15,
+              "the estimate", lambda: find(By.ID, "estimate").text)
+        assert find(By.ID, "estimate").text.startswith("96×64: about ") and " s on the service's" in find(
+            By.ID, "estimate").text
         _shot(driver, "upload")
         find(By.ID, "encode").click()
         _wait(lambda: find(By.ID, "job").is_displayed(), 15, "the progress panel")
         _wait(lambda: int(find(By.ID, "bar").get_attribute("aria-valuenow")) > 0
               or "succeeded" in find(By.ID, "job-text").text, 90, "progress")
         _shot(driver, "progress")
+        # Quiet progress: the visible line is not a live region; the status region speaks on changes only.
+        assert find(By.ID, "job-text").get_attribute("aria-live") is None
+        assert find(By.ID, "job-status").get_attribute("role") == "status"
         _wait(lambda: find(By.ID, "bar").get_attribute("aria-valuenow") == "100"
               and "succeeded" in find(By.ID, "job-text").text, 120, "the fit to finish",
               lambda: f"{find(By.ID, 'job-text').text!r}; {driver.get_log('browser')}; {serve.tail()[-1500:]}")
 
+        assert find(By.ID, "job-status").get_attribute("textContent") == "fit succeeded"
         view = find(By.ID, "view")
         _wait(lambda: view.get_attribute("data-renders") == "1", 30, "the first render")
         first_width = int(view.get_attribute("data-render-width"))
@@ -136,13 +162,56 @@ def test_the_page_end_to_end(tmp_path: Path, parrots_path: Path) -> None:
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewer)
         _shot(driver, "comparison")
 
-        item = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#gallery li[data-image-id]"), 15, "the gallery")
-        image_id = item[0].get_attribute("data-image-id")
-        item[0].find_element(By.CSS_SELECTOR, "button.delete").click()
-        _wait(lambda: not driver.find_elements(By.CSS_SELECTOR, f'#gallery li[data-image-id="{image_id}"]'), 15,
-              "the image to leave the gallery")
+        # Downloads in another format at any width.
+        fitted_id = _wait(lambda: driver.execute_script("return state.view && state.view.id"), 5, "the view")
+        Select(find(By.ID, "download-format")).select_by_value("webp")
+        width = find(By.ID, "png-width")
+        width.clear()
+        width.send_keys("150")
+        find(By.ID, "download-png").click()
+        _wait(lambda: find(By.ID, "download-png").get_attribute("data-last") == f"{fitted_id}-150.webp", 15,
+              "the WebP download")
+
+        # A .tnr made elsewhere is uploaded as it is, and opens in the viewer; it has no original to offer.
+        blob = httpx.get(f"{base}/v1/images/{fitted_id}/weights", headers={"Authorization": f"Bearer {KEY}"})
+        (tmp_path / "parrots.tnr").write_bytes(blob.content)
+        find(By.ID, "file").send_keys(str(tmp_path / "parrots.tnr"))
+        assert find(By.ID, "encode").text == "Upload the blob"
+        find(By.ID, "encode").click()
+        _wait(lambda: driver.execute_script("return state.view && state.view.id") not in (None, fitted_id), 30,
+              "the uploaded blob in the viewer")
+        original = [o for o in Select(find(By.ID, "compare-codec")).options if o.get_attribute("value") == "original"]
+        _wait(lambda: not original[0].is_enabled(), 15, "no original for an uploaded blob")
+
+        items = _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#gallery li[data-image-id]")) == 2
+                      and driver.find_elements(By.CSS_SELECTOR, "#gallery li[data-image-id]"), 15, "the gallery")
+        for item in items:  # each with its name (the file's) and date
+            assert item.find_element(By.CSS_SELECTOR, "time").get_attribute("datetime")
+        names = {item.find_element(By.CSS_SELECTOR, ".name").text for item in items}
+        assert names == {parrots_path.name, "parrots.tnr"}, names
+        # Delete asks first: dismissed, nothing goes; accepted, the image goes.
+        image_id = items[0].get_attribute("data-image-id")
+        items[0].find_element(By.CSS_SELECTOR, "button.delete").click()
+        _wait(lambda: _alert(driver), 5, "the confirmation").dismiss()
+        time.sleep(0.5)
+        assert driver.find_elements(By.CSS_SELECTOR, f'#gallery li[data-image-id="{image_id}"]')
+        for item in items:
+            item.find_element(By.CSS_SELECTOR, "button.delete").click()
+            _wait(lambda: _alert(driver), 5, "the confirmation").accept()
+        _wait(lambda: not driver.find_elements(By.CSS_SELECTOR, "#gallery li[data-image-id]"), 15,
+              "the images to leave the gallery")
         listed = httpx.get(f"{base}/v1/images", headers={"Authorization": f"Bearer {KEY}"}).json()
         assert listed["items"] == []
+
+        # A fit still running survives a reload: the page finds it (GET /v1/jobs) and watches it again.
+        r = httpx.post(f"{base}/v1/images", params={"steps": 20000}, content=parrots_path.read_bytes(),
+                       headers={"Authorization": f"Bearer {KEY}", "Content-Type": "image/png"})
+        job_id = r.json()["job_id"]
+        driver.refresh()
+        _wait(lambda: driver.execute_script("return state.watching") == job_id, 20, "the job found again")
+        assert find(By.ID, "job").is_displayed()
+        find(By.ID, "cancel").click()
+        _wait(lambda: "cancelled" in find(By.ID, "job-text").text, 30, "the cancel")
 
         errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
         assert not errors, errors

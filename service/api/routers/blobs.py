@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from service.records import Image
@@ -18,7 +19,7 @@ from ..deps import DbDep, SettingsDep, StoreDep
 from ..problems import ProblemError
 from ..schemas import ImageOut, Problem
 from ..security import CallerDep
-from ..uploads import read_upload
+from ..uploads import read_upload, upload_name
 from ..views import image_out
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
@@ -26,7 +27,8 @@ router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 _BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "minLength": 1}}}}}}}
+        "file": {"type": "string", "format": "binary", "minLength": 1},
+        "name": {"type": "string", "maxLength": 200, "description": "a name for people (default: the file's)"}}}}}}}
 
 
 # The fewest bits per parameter a blob may spend. Our encoder's blobs measured 5.5-6.5 (parrots 96x64 at
@@ -77,9 +79,10 @@ def _validate(data: bytes, settings: Settings):  # noqa: ANN202
              responses={400: {"model": Problem}, 413: {"model": Problem}, 415: {"model": Problem},
                         422: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}})
 async def upload_blob(request: Request, db: DbDep, store: StoreDep, settings: SettingsDep, response: Response,
-                      who: CallerDep) -> ImageOut:
+                      who: CallerDep, name: Annotated[str | None, Query(max_length=200, description=(
+                          "a name for people (default: the uploaded file's)"))] = None) -> ImageOut:
     """Stores a blob made elsewhere (`tuner encode`) as one of the caller's images."""
-    data, _ = await read_upload(request, ("application/octet-stream", "application/vnd.tuner"))
+    data, fields = await read_upload(request, ("application/octet-stream", "application/vnd.tuner"))
     if not data:
         raise ProblemError(400, "empty body")
     info = await run_in_threadpool(_validate, data, settings)
@@ -98,6 +101,7 @@ async def upload_blob(request: Request, db: DbDep, store: StoreDep, settings: Se
         id=image_id, tenant=who.tenant, width=info.width, height=info.height, channels=info.channels, bytes=len(data),
         bpp=round(info.bpp, 5), psnr=info.meta.get("psnr") if isinstance(info.meta.get("psnr"), int | float) else None,
         parameters=info.parameters, params={}, blob_digest=blob_digest, source="upload", job_id=None,
-        created_at=time.time()), lambda _d: ensure_content(store, "blobs", data))
+        created_at=time.time(), name=upload_name(name, fields.get("name"))),
+        lambda _d: ensure_content(store, "blobs", data))
     response.headers["Location"] = f"/v1/images/{image_id}"
     return image_out(img)

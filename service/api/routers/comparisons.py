@@ -23,14 +23,17 @@ Codec = Literal["jpeg", "webp", "avif"]
 
 @router.get("/{image_id}/comparisons", response_model=Comparisons,
             responses={c: {"model": Problem} for c in (401, 404)})
-async def list_comparisons(image_id: str, db: DbDep, who: CallerDep) -> Comparisons:
-    """The blob's bytes and PSNR, and each classical codec's at no more bytes (empty for an uploaded blob, or
-    when the service makes none)."""
+async def list_comparisons(image_id: str, db: DbDep, store: StoreDep, who: CallerDep) -> Comparisons:
+    """The blob's bytes and PSNR, each classical codec's at no more bytes (empty for an uploaded blob, or
+    when the service makes none), and whether the original upload is still kept (GET .../original)."""
     img = await run_in_threadpool(owned_image, db, image_id, who)
     items = [ComparisonOut(codec=codec, quality=c["quality"], bytes=c["bytes"], psnr=c["psnr"],
                            url=f"/v1/images/{image_id}/comparisons/{codec}")
              for codec, c in sorted((img.comparisons or {}).items())]
-    return Comparisons(image_id=image_id, bytes=img.bytes, psnr=img.psnr, items=items)
+    job = await run_in_threadpool(db.get_job, img.job_id) if img.job_id else None
+    kept = job is not None and await run_in_threadpool(store.exists, f"uploads/{job.upload_digest}")
+    return Comparisons(image_id=image_id, bytes=img.bytes, psnr=img.psnr, items=items,
+                       original=f"/v1/images/{image_id}/original" if kept else None)
 
 
 @router.get("/{image_id}/original", response_class=Response, responses={

@@ -27,7 +27,7 @@ from ..queries import EncodeQuery, RenderQuery, render_query, render_url_query
 from ..render import MEDIA, check_work, negotiate, plan
 from ..schemas import EncodeParams, ImageOut, ImagePage, JobAccepted, Problem, SignedUrl
 from ..security import CallerDep, RenderCallerDep, cache_headers, image_version, owned_image
-from ..uploads import image_header, read_upload
+from ..uploads import image_header, read_upload, upload_name
 from ..views import image_links, image_out
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -39,7 +39,8 @@ _BODY = {"requestBody": {"required": True, "content": {
         "bpp": {"type": "number", "minimum": BPP_MIN, "maximum": BPP_MAX},
         "psnr": {"type": "number", "minimum": PSNR_MIN, "maximum": PSNR_MAX},
         "steps": {"type": "integer", "minimum": 1, "maximum": STEPS_MAX},
-        "effort": {"type": "integer", "minimum": EFFORT_MIN, "maximum": EFFORT_MAX}}}},
+        "effort": {"type": "integer", "minimum": EFFORT_MIN, "maximum": EFFORT_MAX},
+        "name": {"type": "string", "maxLength": 200, "description": "a name for people (default: the file's)"}}}},
     "image/png": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
     "image/jpeg": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
     "image/webp": {"schema": {"type": "string", "format": "binary", "minLength": 1}}}}}
@@ -73,6 +74,8 @@ def _params(query: dict[str, float | int | None], fields: dict[str, str], max_st
 async def upload_image(
     request: Request, response: Response, services: ServicesDep, query: Annotated[EncodeQuery, Depends()],
     who: CallerDep, idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    name: Annotated[str | None, Query(max_length=200, description=(
+        "a name for people, shown in the gallery (default: the uploaded file's)"))] = None,
 ) -> JobAccepted:
     """Accepts an image to fit. The same bytes with the same parameters are fitted once: a repeat gets the
     earlier job. An `Idempotency-Key` replays its first answer; reused with another request it is a 422.
@@ -83,7 +86,8 @@ async def upload_image(
         raise ProblemError(400, "empty upload")
     params = _params(query.values, fields, settings.max_steps)
     width, height, channels = await run_in_threadpool(image_header, data, settings.max_image_pixels)
-    upload = Upload(data, width, height, channels, params, idempotency_key, who.tenant)
+    upload = Upload(data, width, height, channels, params, idempotency_key, who.tenant,
+                    upload_name(name, fields.get("name")))
     try:
         done = await run_in_threadpool(submit_upload, upload, settings, services.db, services.store, services.celery)
     except SubmitRefused as e:

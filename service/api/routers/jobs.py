@@ -7,8 +7,9 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -17,14 +18,31 @@ from service.settings import Settings
 
 from ..deps import DbDep
 from ..problems import ProblemError
-from ..schemas import JobOut, Problem
+from ..schemas import JobOut, JobPage, Problem
 from ..security import CallerDep, owned_job
 from ..views import job_out
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+_STATE = "(active|queued|running|succeeded|failed|cancelled)"
+_STATUSES = f"^{_STATE}(,{_STATE})*$"
 
 EVENTS_POLL_S = 0.5  # how often the stream reads the job's record (the worker writes it every heartbeat)
 EVENTS_KEEPALIVE_S = 15.0  # a comment line this often, so proxies don't close an idle stream
+
+
+@router.get("", response_model=JobPage, responses={c: {"model": Problem} for c in (401, 422)})
+async def list_jobs(
+    db: DbDep, who: CallerDep, response: Response,
+    status: Annotated[str, Query(pattern=_STATUSES, description=(
+        "comma-separated states; `active` is queued and running (the default)"))] = "active",
+    limit: Annotated[int, Query(ge=1, le=100, description="jobs at most")] = 20,
+) -> JobPage:
+    """The caller's jobs, newest first: by default those still queued or running, so a page reloaded during a
+    fit finds it again."""
+    wanted = tuple({s for part in status.split(",") for s in (ACTIVE if part == "active" else (part,))})
+    rows = await run_in_threadpool(db.list_jobs, who.tenant, wanted, limit)
+    response.headers["Cache-Control"] = "no-store"
+    return JobPage(items=[job_out(j) for j in rows])
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={c: {"model": Problem} for c in (401, 404)})

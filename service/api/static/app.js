@@ -18,6 +18,15 @@ async function api(path, opts = {}) {
   return r;
 }
 
+// Seconds as people say them: "45 s", "3 min 20 s", "1 h 5 min".
+function humanTime(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ""}`;
+  const m = Math.round(s / 60);
+  return `${Math.floor(m / 60)} h${m % 60 ? ` ${m % 60} min` : ""}`;
+}
+
 async function objectUrl(path) {
   const r = await api(path);
   return URL.createObjectURL(await r.blob());
@@ -49,17 +58,59 @@ $("key-dialog").addEventListener("close", () => {
   // Ask for a key up front when the service needs one and none is kept, rather than meet a 401.
 fetch("/v1/access").then((r) => r.json()).then((access) => {
   state.access = access;
-  if (access.keys_required && !state.key) askKey(); else loadGallery(true);
-}).catch(() => loadGallery(true));
+  if (access.keys_required && !state.key) askKey(); else start();
+}).catch(() => start());
 });
 
+// After a reload (or a key): the gallery, and a fit still running is watched again (GET /v1/jobs).
+async function start() {
+  loadGallery(true);
+  try {
+    const jobs = (await (await api("/v1/jobs?status=active&limit=1")).json()).items;
+    if (jobs.length && !state.watching) watch(jobs[0]);
+  } catch (_) { /* nothing to resume */ }
+}
+
 // --- upload ------------------------------------------------------------------------------------------------
-function choose(file) {
+const isBlob = (file) => /\.tnr$/i.test(file.name);
+async function choose(file) {
   if (!file) return;
   state.file = file;
+  state.dims = null;
   $("drop-text").textContent = `${file.name} (${Math.round(file.size / 1024)} KiB)`;
   $("encode").disabled = false;
+  $("encode").textContent = isBlob(file) ? "Upload the blob" : "Encode";
+  $("estimate").textContent = isBlob(file) ? "a blob is stored as it is: no fitting" : "";
+  if (isBlob(file)) return;
+  try {
+    const bitmap = await createImageBitmap(file);
+    state.dims = { width: bitmap.width, height: bitmap.height };
+    bitmap.close();
+  } catch (_) { return; }  // the service will say what is wrong with it
+  estimate();
 }
+
+// The service's own estimate of the fit (GET /v1/estimate), before anything is sent.
+let estimateTimer = null;
+function estimate() {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(async () => {
+    if (!state.dims || !state.file || isBlob(state.file)) return;
+    const target = document.querySelector('input[name="target"]:checked').value;
+    const query = new URLSearchParams({ ...state.dims, [target]: $("target-value").value, effort: $("effort").value });
+    try {
+      const e = await (await api(`/v1/estimate?${query}`)).json();
+      $("estimate").textContent = e.admitted
+        ? `${state.dims.width}×${state.dims.height}: about ${humanTime(e.seconds)} on the service's workers`
+        : `would be refused: ${e.detail}`;
+      $("estimate").dataset.seconds = String(e.seconds);
+    } catch (err) {
+      $("estimate").textContent = err.message;
+    }
+  }, 150);
+}
+$("target-value").addEventListener("input", estimate);
+$("effort").addEventListener("input", estimate);
 $("file").addEventListener("change", (e) => choose(e.target.files[0]));
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -76,7 +127,10 @@ function targetInput() {
   Object.assign($("target-value"), psnr ? { min: e.psnr_min, max: e.psnr_max, step: 0.5, value: 32 }
                                         : { min: e.bpp_min, max: e.bpp_max, step: 0.05, value: e.default_bpp });
 }
-document.querySelectorAll('input[name="target"]').forEach((r) => r.addEventListener("change", targetInput));
+document.querySelectorAll('input[name="target"]').forEach((r) => r.addEventListener("change", () => {
+  targetInput();
+  estimate();
+}));
 fetch("/v1/limits").then((r) => r.json()).then((l) => {
   limits = l;
   targetInput();
@@ -89,8 +143,23 @@ fetch("/v1/limits").then((r) => r.json()).then((l) => {
 $("encode").addEventListener("click", async () => {
   $("upload-error").textContent = "";
   const target = document.querySelector('input[name="target"]:checked').value;
-  const query = new URLSearchParams({ [target]: $("target-value").value, effort: $("effort").value });
+  const query = new URLSearchParams({ [target]: $("target-value").value, effort: $("effort").value,
+                                     name: state.file.name });
   $("encode").disabled = true;
+  if (isBlob(state.file)) {  // a .tnr made elsewhere: stored as it is, ready to view
+    try {
+      const named = new URLSearchParams({ name: state.file.name });
+      const r = await api(`/v1/blobs?${named}`, { method: "POST", body: state.file,
+                                         headers: { "Content-Type": "application/octet-stream" } });
+      const img = await r.json();
+      openImage(img.image_id);
+      loadGallery(true);
+    } catch (e) {
+      $("upload-error").textContent = e.message;
+    }
+    $("encode").disabled = false;
+    return;
+  }
   try {
     const r = await api(`/v1/images?${query}`, { method: "POST", body: state.file,
                                                 headers: { "Content-Type": state.file.type || "image/png" } });
@@ -111,14 +180,21 @@ function showJob(job) {
   const parts = [job.status, `${pct}%`];
   if (job.steps) parts.push(`step ${job.step} of ${job.steps}`);
   if (job.psnr != null) parts.push(`PSNR ${job.psnr.toFixed(2)} dB`);
-  if (job.eta_s != null && job.status === "running") parts.push(`about ${Math.ceil(job.eta_s)} s left`);
+  if (job.eta_s != null && job.status === "running") parts.push(`about ${humanTime(job.eta_s)} left`);
   if (job.error) parts.push(job.error);
   $("job-text").textContent = parts.join(" · ");
+  // The live region speaks on a change of state and at each quarter, not at every tick.
+  const said = `${job.status} ${Math.floor(pct / 25)}`;
+  if (said !== state.said) {
+    state.said = said;
+    $("job-status").textContent = job.status === "running" ? `fit ${pct}% done` : `fit ${job.status}`;
+  }
   $("cancel").hidden = !["queued", "running"].includes(job.status);
   if (job.status === "succeeded") { openImage(job.image_id); loadGallery(true); }
 }
 
 async function watch(accepted) {
+  state.watching = accepted.job_id;
   $("job").hidden = false;
   showJob({ ...accepted, progress: accepted.status === "succeeded" ? 1 : 0, step: 0 });
   if (accepted.status === "succeeded") return;
@@ -297,10 +373,13 @@ window.addEventListener("resize", rerender);
 
 $("download-png").addEventListener("click", async () => {
   const v = state.view;
-  const width = Math.max(1, Math.min(8192, parseInt($("png-width").value, 10) || v.w));
+  const most = parseInt($("png-width").max, 10) || 8192;
+  const width = Math.max(1, Math.min(most, parseInt($("png-width").value, 10) || v.w));
+  const format = $("download-format").value;
   const a = document.createElement("a");
-  a.href = await objectUrl(`/v1/images/${v.id}/render?width=${width}`);
-  a.download = `${v.id}-${width}.png`;
+  a.href = await objectUrl(`/v1/images/${v.id}/render?width=${width}&format=${format}`);
+  a.download = `${v.id}-${width}.${format}`;
+  $("download-png").dataset.last = a.download;
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 });
@@ -321,8 +400,9 @@ async function loadComparisons(imageId) {
     list.append(li);
   }
   state.view.comparisons = Object.fromEntries(data.items.map((c) => [c.codec, c]));
+  // The original is offered only while the service keeps it.
   for (const o of $("compare-codec").options) {
-    o.disabled = !["", "original"].includes(o.value) && !state.view.comparisons[o.value];
+    o.disabled = o.value === "original" ? !data.original : o.value !== "" && !state.view.comparisons[o.value];
   }
 }
 
@@ -373,17 +453,25 @@ async function loadGallery(reset) {
 function galleryItem(img) {
   const li = document.createElement("li");
   li.dataset.imageId = img.image_id;
+  const title = img.name || `untitled ${img.width}×${img.height}`;
   const thumb = document.createElement("img");
-  thumb.alt = `image ${img.image_id}`;
+  thumb.alt = title;
   renderSrc(`/v1/images/${img.image_id}/render?width=320&format=webp`).then((u) => { thumb.src = u; }).catch(() => {});
   const meta = Object.assign(document.createElement("div"), { className: "meta",
     textContent: `${img.width}×${img.height} · ${img.bytes} B · ${img.psnr != null ? img.psnr.toFixed(1) + " dB" : ""}` });
+  const when = new Date(img.created_at);
+  const time = Object.assign(document.createElement("time"), { dateTime: img.created_at,
+    textContent: when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" }) });
+  const name = Object.assign(document.createElement("b"), { className: "name", textContent: title });
+  meta.prepend(name, document.createElement("br"));
+  meta.append(document.createElement("br"), time);
   const open = Object.assign(document.createElement("button"), { type: "button", textContent: "Open" });
   open.addEventListener("click", () => openImage(img.image_id));
   const del = Object.assign(document.createElement("button"), { type: "button", textContent: "Delete",
                                                                  className: "delete" });
-  del.setAttribute("aria-label", `delete image ${img.image_id}`);
+  del.setAttribute("aria-label", `delete ${title}`);
   del.addEventListener("click", async () => {
+    if (!window.confirm(`Delete ${title} (${when.toLocaleString()})? Its blob and renders go too.`)) return;
     await api(`/v1/images/${img.image_id}`, { method: "DELETE" });
     li.remove();
     if (state.view && state.view.id === img.image_id) { state.view = null; $("viewer-section").hidden = true; }
@@ -398,5 +486,5 @@ $("more").addEventListener("click", () => loadGallery(false));
 // Ask for a key up front when the service needs one and none is kept, rather than meet a 401.
 fetch("/v1/access").then((r) => r.json()).then((access) => {
   state.access = access;
-  if (access.keys_required && !state.key) askKey(); else loadGallery(true);
-}).catch(() => loadGallery(true));
+  if (access.keys_required && !state.key) askKey(); else start();
+}).catch(() => start());
