@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     # than a send takes; a duplicate costs a worker one database read.
     resend_queued_after_s: float = Field(300.0, gt=0)
     max_tasks_per_child: int = Field(20, ge=1)
+    # A delivery runs the queued job fairest across tenants (fewest running, longest unserved), not
+    # necessarily its message's own (worker/run.py): one tenant's backlog doesn't hold the workers.
+    fair_scheduling: bool = True
     worker_concurrency: int = Field(1, ge=1)
 
     @model_validator(mode="after")

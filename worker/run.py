@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
-from service.records import CANCELLED, FAILED, SUCCEEDED, ClaimOutcome, HeartbeatState, Job
+from service.records import CANCELLED, FAILED, RUNNING, SUCCEEDED, ClaimOutcome, HeartbeatState, Job
 from service.storage import BlobNotFound
 from tuner_model.core.errors import FitCancelled, TunerError
 from tuner_model.core.image_io import load_image
@@ -80,7 +80,8 @@ class JobRun:
 def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
     settings, db = ctx.settings, ctx.db
     worker = f"{socket.gethostname()}:{os.getpid()}:{delivery}"
-    state, job = db.claim_job(job_id, worker, settings.stale_after_s, settings.max_attempts)
+    state, job = _claim_fairly(ctx, job_id, worker)
+    job_id = job.id if job is not None else job_id
     if state != ClaimOutcome.CLAIMED or job is None:
         log.info("job %s not run: %s", job_id, state)
         return {"job_id": job_id, "status": str(job.status) if job else "missing", "skipped": str(state)}
@@ -105,6 +106,29 @@ def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
     if len(run.jobs) > 1:
         result["batch"] = [j.id for j in run.jobs]
     return result
+
+
+def _claim_fairly(ctx: WorkerContext, job_id: str, worker: str) -> tuple[ClaimOutcome, Job | None]:
+    """Claims a job for this delivery. A message is a token for one queued job, not an order: with
+    TUNER_FAIR_SCHEDULING the delivery runs the queued job that is fairest across tenants (records/fair.py),
+    and the message's own job runs on another job's message (each delivery runs one queued job, and every
+    queued job had one message, so none is left without). A running job whose worker stopped beating (a
+    recovery re-send) is claimed as it is."""
+    settings, db = ctx.settings, ctx.db
+    own = db.get_job(job_id) if settings.fair_scheduling else None
+    recovering = own is not None and own.status == RUNNING and (own.heartbeat_at or 0) < time.time() - \
+        settings.stale_after_s
+    if own is not None and not recovering:
+        for _ in range(3):  # another worker may claim the same pick first: pick again
+            pick = db.fair_next_job(settings.max_attempts)
+            if pick is None:
+                break
+            state, job = db.claim_job(pick, worker, settings.stale_after_s, settings.max_attempts)
+            if state == ClaimOutcome.CLAIMED:
+                if pick != job_id:
+                    log.info("message for job %s runs job %s (fair across tenants)", job_id, pick)
+                return state, job
+    return db.claim_job(job_id, worker, settings.stale_after_s, settings.max_attempts)
 
 
 def _batching_applies(settings: Any) -> bool:

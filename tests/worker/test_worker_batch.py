@@ -131,8 +131,10 @@ def _crops(parrots: np.ndarray, size: tuple[int, int] = (48, 32)) -> list[bytes]
 
 @pytest.fixture()
 def ctx(tmp_path: Path) -> WorkerContext:
+    # Each delivery here claims its own message's job (fair scheduling would run the fairest queued job
+    # instead: tests/worker/test_fair.py), so the batches these tests expect are the ones they build.
     settings = Settings(data_dir=tmp_path / "data", fit_device="cpu", fit_batch_on_cpu=True, heartbeat_s=0.1,
-                        stale_after_s=5.0)
+                        stale_after_s=5.0, fair_scheduling=False)
     settings.data_dir.mkdir(parents=True)
     return WorkerContext(settings)
 
