@@ -17,6 +17,7 @@ from service.jobqueue import send_fit
 from service.records import ACTIVE, LOCAL_TENANT, QUEUED, SUCCEEDED, Database, Job, new_job_id
 from service.settings import Settings
 from service.storage import BlobStore, digest, put_content
+from service.testhooks import pause_point
 from tuner_model.rate.request import EncodeRequest
 
 log = logging.getLogger("tuner.api")
@@ -92,26 +93,18 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
     too_long = over_time_limit(upload.width, upload.height, upload.channels, upload.params, settings)
     if too_long is not None:
         raise SubmitRefused(422, too_long, problem="time-limit")
-    # The blob to come counts at its planned size, and the original as it was sent (kept for
-    # TUNER_UPLOAD_RETENTION_S): a tenant at its quota can't queue fits, or park bytes, past it.
-    original = (0 if db.upload_counted(upload.tenant, upload_digest, time.time() - settings.upload_retention_s)
-                else len(upload.data))
-    check_quota(db, settings, upload.tenant,
-                int(first_bpp(upload.params) * upload.width * upload.height / 8) + original)
-    if db.count_jobs(ACTIVE, upload.tenant) >= settings.max_pending_jobs_per_tenant:
-        raise SubmitRefused(429, f"this tenant has {settings.max_pending_jobs_per_tenant} jobs waiting or running "
-                                 "(its limit); retry when some have finished", {"Retry-After": "30"},
-                             problem="too-many-jobs")
-    if db.count_jobs(ACTIVE) >= settings.max_pending_jobs:
-        raise SubmitRefused(429, "too many jobs waiting; retry later", {"Retry-After": "30"}, problem="too-many-jobs")
+    _admit(db, settings, upload, upload_digest)  # early, before anything is stored
 
+    pause_point("api-after-admission")  # tests only: concurrent uploads of one tenant may meet here
     put_content(store, "uploads", upload.data)
     job = Job(id=new_job_id(), tenant=upload.tenant, image_id=image_id, status=QUEUED, progress=0.0, step=0,
               steps=planned_steps(upload.params, settings), params=upload.params.model_dump(),
               upload_digest=upload_digest, upload_bytes=len(upload.data), attempts=0, cancel_requested=0,
               created_at=time.time(), sent_at=time.time(), name=upload.name,
               batch_key=batch_key(upload.width, upload.height, upload.channels, canonical))
-    stored = db.add_job(job, id_key, fingerprint)
+    # Checked again in the job row's own transaction, under the tenant's lock: concurrent uploads can't all
+    # pass the pending-job and quota checks on the same stale counts.
+    stored = db.add_job_admitted(job, id_key, fingerprint, lambda: _admit(db, settings, upload, upload_digest))
     if stored.id != job.id:
         return Submitted(stored, True)
     # Under the upload's lock, which a delete dropping an unused original takes too (service/deletion.py).
@@ -125,6 +118,21 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
         db.fail_job(job.id, "the queue was unavailable when the job was submitted")
         raise SubmitRefused(503, "the job queue is unavailable; retry later", {"Retry-After": "10"}) from None
     return Submitted(job, False)
+
+
+def _admit(db: Database, settings: Settings, upload: Upload, upload_digest: str) -> None:
+    """Raises SubmitRefused unless the tenant has room: its quota (the blob to come at its planned size, and the
+    original as it was sent, kept for TUNER_UPLOAD_RETENTION_S) and its and the service's pending jobs."""
+    original = (0 if db.upload_counted(upload.tenant, upload_digest, time.time() - settings.upload_retention_s)
+                else len(upload.data))
+    check_quota(db, settings, upload.tenant,
+                int(first_bpp(upload.params) * upload.width * upload.height / 8) + original)
+    if db.count_jobs(ACTIVE, upload.tenant) >= settings.max_pending_jobs_per_tenant:
+        raise SubmitRefused(429, f"this tenant has {settings.max_pending_jobs_per_tenant} jobs waiting or running "
+                                 "(its limit); retry when some have finished", {"Retry-After": "30"},
+                            problem="too-many-jobs")
+    if db.count_jobs(ACTIVE) >= settings.max_pending_jobs:
+        raise SubmitRefused(429, "too many jobs waiting; retry later", {"Retry-After": "30"}, problem="too-many-jobs")
 
 
 def _earlier_job(db: Database, idempotency_key: str | None, fingerprint: str, image_id: str) -> Job | None:

@@ -4,6 +4,7 @@ broker: these rows are the truth about every accepted job and every finished ima
 tables.py (the models), states.py (job states and outcomes as enums), schema.py (creating and upgrading the
 schema), engine.py (engines and sessions per process), jobs.py, images.py and keys.py (the queries)."""
 
+from service.records.admission import AdmissionRecords
 from service.records.fair import FairRecords
 from service.records.images import ImageRecords
 from service.records.jobs import JobRecords
@@ -24,7 +25,7 @@ from service.records.tables import LOCAL_TENANT, ApiKey, IdempotencyKey, Image, 
 from service.records.workers import WorkerRecords
 
 
-class Database(JobRecords, ImageRecords, KeyRecords, WorkerRecords, FairRecords):
+class Database(JobRecords, ImageRecords, KeyRecords, WorkerRecords, FairRecords, AdmissionRecords):
     """One process's records: the job, image, key and worker-liveness queries over one engine."""
 
 

@@ -157,6 +157,11 @@ def _kept_uploads(tenant: str, since: float) -> tuple:
             or_(Job.status.in_(ACTIVE), Job.created_at >= since))
 
 
+def lock_row(s: Session, key: str) -> None:
+    """Locks `key`'s row of the lock table until the transaction ends (see `_lock_blob`)."""
+    _lock_blob(s, key)
+
+
 def _lock_blob(s: Session, blob_digest: str) -> None:
     """Locks `blob_digest`'s row until the transaction ends (an upsert: a row lock on PostgreSQL, the write
     lock on SQLite). Writers and deleters of a blob take it before reading which images reference it."""

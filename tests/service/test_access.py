@@ -255,3 +255,36 @@ def test_quota_counts_originals_and_their_trailing_bytes(tmp_path: Path, parrots
         r = send(jpeg + b"B" * 200_000, "alice")
         assert "quota" in _problem(r, 403)["detail"]
         assert send(jpeg + b"B" * 200_000, "bob").status_code == 202  # bob's quota is his own
+
+
+def test_concurrent_uploads_cannot_all_pass_the_pending_limit(tmp_path: Path, parrots_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, item 9: two uploads of one tenant that both passed the early checks (held together at the
+    pause point after them) are admitted one at a time: with a limit of one pending job, the second is 429."""
+    import threading
+
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    monkeypatch.setenv("TUNER_TEST_PAUSE_DIR", str(pause))
+    settings = _settings(tmp_path, max_pending_jobs_per_tenant=1)
+    a = _keys(tmp_path, settings, "alice")["alice"]
+    png = parrots_path.read_bytes()
+    with live_api(settings) as c:
+        (pause / "api-after-admission").touch()
+        answers: list[int] = []
+
+        def send(steps: int) -> None:
+            answers.append(c.post(f"/v1/images?steps={steps}", content=png,
+                                  headers={"content-type": "image/png", **a}).status_code)
+
+        threads = [threading.Thread(target=send, args=(30 + i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while not (pause / "api-after-admission.held").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # both requests are past their early checks and held
+        (pause / "api-after-admission.go").touch()
+        for t in threads:
+            t.join(30)
+        assert sorted(answers) == [202, 429]
