@@ -44,12 +44,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--lambdas", default="0.0015,0.005,0.02")
     ap.add_argument("--baseline", type=Path, default=Path("docs/results/rd-native-deep-effort4.json"))
+    ap.add_argument("--only", default=",".join(IMAGES), help="images this process encodes")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--report", type=Path, nargs="*", help="merge these results files into the report")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     config = LatentConfig()
-    settings = {"steps": args.steps, "config": config.to_dict(), "preset": "mixed-ste-v1"}
+    settings = {"steps": args.steps, "config": config.to_dict(), "preset": "mixed-ste-v2"}
     runs = load_runs(args.results, settings, "runs")
+    if args.report:
+        for path in args.report:
+            runs.update(load_runs(path, settings, "runs"))
+        report(runs, args, config)
+        return
     lambdas = [float(v) for v in args.lambdas.split(",")]
-    for name in IMAGES:
+    for name in args.only.split(","):
         image = np.asarray(Image.open(args.images / f"{name}.png").convert("RGB"))
         queue = list(lambdas)
         while queue:
@@ -75,7 +87,6 @@ def main() -> None:
                 lam2 = min(done) / 3
                 if lam2 not in done and lam2 > 1e-5:
                     queue.append(lam2)
-    report(runs, args, config)
 
 
 def report(runs: dict, args: argparse.Namespace, config: LatentConfig) -> None:
@@ -97,7 +108,7 @@ def report(runs: dict, args: argparse.Namespace, config: LatentConfig) -> None:
         means[t] = None if None in g else sum(g) / len(g)
     out = {"macs_per_pixel": macs_per_pixel(config), "rows": rows, "mean_gain_db": means,
            "go": all(v is not None and v >= 1.0 for v in means.values())}
-    args.results.with_name("latent-stage1.json").write_text(json.dumps(out, indent=2) + "\n")
+    args.results.write_text(json.dumps(out, indent=2) + "\n")
     for r in rows:
         print(r)
     print("mean gain (dB) over today's encoder:", means, "GO" if out["go"] else "NO-GO")

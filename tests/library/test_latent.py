@@ -22,9 +22,9 @@ from tuner_model.core.errors import BlobError
 from tuner_model.models.latent import LatentConfig, LatentTunerNet, grid_shapes, macs_per_pixel
 
 
-def _random_model(width: int = 37, height: int = 23, seed: int = 0) -> LatentTunerNet:
+def _random_model(width: int = 37, height: int = 23, seed: int = 0, neighbours: int = 4) -> LatentTunerNet:
     g = torch.Generator().manual_seed(seed)
-    model = LatentTunerNet(LatentConfig(levels=4), width, height, g)
+    model = LatentTunerNet(LatentConfig(levels=4, neighbours=neighbours), width, height, g)
     with torch.no_grad():
         for grid in model.latents:
             grid.copy_(torch.round(torch.randn(grid.shape, generator=g) * 3))
@@ -67,8 +67,9 @@ def test_polyphase_upsample_equals_the_gathered_cubic(factor: int) -> None:
     assert torch.allclose(g1, g2, atol=1e-4)
 
 
-def test_native_render_equals_the_general_path_and_a_crop_equals_a_region() -> None:
-    model = _random_model()
+@pytest.mark.parametrize("neighbours", [0, 4])
+def test_native_render_equals_the_general_path_and_a_crop_equals_a_region(neighbours: int) -> None:
+    model = _random_model(neighbours=neighbours)
     with torch.no_grad():
         native = model.forward_native(list(model.latents), model.native_basis())
         general = model.forward_grid(list(model.latents), model.axes(37, 23))
@@ -79,12 +80,12 @@ def test_native_render_equals_the_general_path_and_a_crop_equals_a_region() -> N
 
 
 def test_cost_per_pixel_is_counted_and_within_budget() -> None:
-    config = LatentConfig()
-    m, lv = config.input_width, config.levels
-    widths = (m + lv, *config.hidden)
-    layers = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
-    assert macs_per_pixel(config) == 8 * lv + 2 * m + layers + 3 * config.hidden[-1]
-    assert macs_per_pixel(config) <= 3000
+    for config in (LatentConfig(), LatentConfig(neighbours=4), LatentConfig(hidden=(24, 24), neighbours=4)):
+        m, lv, nb = config.input_width, config.levels, config.neighbours
+        widths = (m + lv + nb, *config.hidden)
+        layers = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
+        assert macs_per_pixel(config) == 8 * (lv + nb) + 2 * m + layers + 3 * config.hidden[-1]
+        assert macs_per_pixel(config) <= 3000
 
 
 def test_blob_round_trip_is_exact() -> None:
@@ -139,3 +140,52 @@ def test_a_short_fit_learns_and_codes_an_image() -> None:
     decoded, info = decode_latent_blob(result.blob)
     assert info.psnr == pytest.approx(result.psnr, abs=1e-3)
     assert result.bpp == pytest.approx(8 * len(result.blob) / (32 * 48))
+
+
+def _reseal_v3(body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    from tuner_model.codec.container import MAGIC
+
+    data = MAGIC + b"\x03" + body
+    return data + struct.pack("<I", zlib.crc32(data))
+
+
+def _must_fail_cleanly(data: bytes) -> None:
+    import contextlib
+
+    for fn in (read_latent_info, decode_latent_blob):
+        with contextlib.suppress(BlobError):  # decoding cleanly is fine too; anything else fails the test
+            fn(data)
+
+
+def _valid_body() -> bytes:
+    model = _random_model(19, 11)
+    steps = {name: 6 for name in network_shapes(model.config)}
+    snap_network(model, steps)
+    return encode_latent_blob(model, _context(model), steps)[5:-4]
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FUZZ = settings(max_examples=120, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
+_BODY = _valid_body()
+
+
+@_FUZZ
+@given(st.binary(max_size=300))
+def test_fuzz_resealed_random_bodies(body: bytes) -> None:
+    _must_fail_cleanly(_reseal_v3(body))
+
+
+@_FUZZ
+@given(st.lists(st.tuples(st.integers(0, len(_BODY) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+       st.integers(0, len(_BODY)))
+def test_fuzz_mutated_valid_bodies_behind_a_valid_checksum(edits: list[tuple[int, int]], cut: int) -> None:
+    body = bytearray(_BODY)
+    for pos, val in edits:
+        body[pos] = val
+    _must_fail_cleanly(_reseal_v3(bytes(body)))
+    _must_fail_cleanly(_reseal_v3(bytes(body[:cut])))

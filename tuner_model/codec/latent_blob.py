@@ -30,7 +30,7 @@ from tuner_model.codec.bitio import Reader, Writer
 from tuner_model.codec.container import pack, unpack
 from tuner_model.core.errors import BlobError, TunerError
 from tuner_model.models import latent_context
-from tuner_model.models.latent import LatentConfig, LatentTunerNet, grid_shapes, macs_per_pixel
+from tuner_model.models.latent import LatentConfig, LatentTunerNet, feature_width, grid_shapes, macs_per_pixel
 
 VERSION = 3
 KIND_LATENT = 1
@@ -65,6 +65,8 @@ def _write_config(w: Writer, c: LatentConfig) -> None:
     w.varint(c.freq_seed)
     for v in (c.period, c.low_fraction, c.bound_low, c.bound_high, c.bound_deep):
         w.f32(v)
+    w.u8(c.neighbours)
+    w.f32(c.latent_step)
 
 
 def _read_config(r: Reader) -> LatentConfig:
@@ -78,9 +80,11 @@ def _read_config(r: Reader) -> LatentConfig:
     period = r.f32("period", 0.5, 1e4)
     low_fraction = r.f32("low fraction", 0.0, 1.0)
     bounds = [r.f32("bound", 1e-6, 100.0) for _ in range(3)]
+    neighbours = r.u8()
+    latent_step = r.f32("latent step", 1e-3, 1e3)
     try:
         return LatentConfig(levels, input_width, hidden, channels, period, bandlimit, block_limit, low_fraction,
-                            freq_seed, *bounds)
+                            freq_seed, *bounds, neighbours, latent_step)
     except TunerError as e:
         raise BlobError(f"blob header: {e}") from None
 
@@ -112,7 +116,7 @@ def read_latent_info(data: bytes) -> LatentInfo:
 def network_shapes(config: LatentConfig) -> dict[str, tuple[int, ...]]:
     """The stored network tensors in blob order (the latents follow)."""
     shapes: dict[str, tuple[int, ...]] = {"phase": (config.input_width,)}
-    widths = (config.input_width + config.levels, *config.hidden)
+    widths = (feature_width(config), *config.hidden)
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         shapes[f"hidden.{i}"] = (fan_out, fan_in)
         shapes[f"hidden_bias.{i}"] = (fan_out,)

@@ -39,6 +39,8 @@ class LatentConfig:
     bound_low: float = 1.0
     bound_high: float = 0.6
     bound_deep: float = 2.0
+    neighbours: int = 0  # 0, or 4: the finest grid is also read one native pixel up, down, left, right
+    latent_step: float = 0.1  # the synthesis reads integer latents times this
 
     def __post_init__(self) -> None:
         hidden = tuple(int(h) for h in self.hidden)
@@ -49,6 +51,10 @@ class LatentConfig:
             raise ConfigError(f"input width must be in 2..256, got {self.input_width}")
         if not 1 <= len(hidden) <= 4 or not all(1 <= h <= 128 for h in hidden):
             raise ConfigError("hidden must list 1..4 widths, each in 1..128")
+        if not 1e-3 <= self.latent_step <= 1e3:
+            raise ConfigError(f"latent step must be in [1e-3, 1e3], got {self.latent_step}")
+        if self.neighbours not in (0, 4):
+            raise ConfigError(f"neighbours must be 0 or 4, got {self.neighbours}")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         for name in ("bound_low", "bound_high", "bound_deep"):
@@ -85,9 +91,14 @@ def macs_per_pixel(config: LatentConfig) -> int:
     cheaper axis order makes the second pass per output pixel and the first shared), the input sines
     (sin(a+b) from per-row and per-column factors: 2 products), the layers."""
     m, lv = config.input_width, config.levels
-    widths = (m + lv, *config.hidden)
+    widths = (feature_width(config), *config.hidden)
     layers = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
-    return 8 * lv + 2 * m + layers + config.hidden[-1] * config.channels
+    return 8 * (lv + config.neighbours) + 2 * m + layers + config.hidden[-1] * config.channels
+
+
+def feature_width(config: LatentConfig) -> int:
+    """Inputs of the first hidden layer: the sines, one value per grid, the finest grid's neighbours."""
+    return config.input_width + config.levels + config.neighbours
 
 
 class LatentTunerNet(nn.Module):
@@ -106,7 +117,7 @@ class LatentTunerNet(nn.Module):
             [nn.Parameter(torch.zeros(h, w)) for h, w in grid_shapes(width, height, config.levels)]
         )
         self.phase = nn.Parameter(_uniform((m,), math.pi / 2, generator))
-        widths = (m + config.levels, *config.hidden)
+        widths = (feature_width(config), *config.hidden)
         self.hidden = nn.ParameterList()
         self.hidden_bias = nn.ParameterList()
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
@@ -129,12 +140,18 @@ class LatentTunerNet(nn.Module):
         return s.reshape(-1, self.config.input_width)
 
     def latent_features(self, grids: list[torch.Tensor], row_taps: list, col_taps: list) -> torch.Tensor:
-        """z on the product grid: (rows·columns, levels), each grid read through its taps."""
-        z = [cubic.sample(g, rt, ct).reshape(-1) for g, rt, ct in zip(grids, row_taps, col_taps, strict=True)]
+        """z on the product grid: (rows·columns, levels + neighbours), each grid read through its taps;
+        the finest grid's neighbours through the extra taps (up, down, left, right) after the levels'."""
+        lv = self.config.levels
+        z = [cubic.sample(g, rt, ct).reshape(-1) for g, rt, ct in zip(grids, row_taps, col_taps, strict=False)]
+        if self.config.neighbours:
+            up, down, left, right = row_taps[lv], row_taps[lv + 1], col_taps[lv], col_taps[lv + 1]
+            for rt, ct in ((up, col_taps[0]), (down, col_taps[0]), (row_taps[0], left), (row_taps[0], right)):
+                z.append(cubic.sample(grids[0], rt, ct).reshape(-1))
         return torch.stack(z, dim=1)
 
     def synthesis(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        y = torch.cat((s, z), dim=1)
+        y = torch.cat((s, z * self.config.latent_step), dim=1)
         for w, b in zip(self.hidden, self.hidden_bias, strict=True):
             y = torch.sin(nn.functional.linear(y, w, b))
         return self.out(y)
@@ -153,6 +170,10 @@ class LatentTunerNet(nn.Module):
             scale = float(1 << lv)
             row_taps.append(cubic.taps(uy / scale - 0.5, gh))
             col_taps.append(cubic.taps(ux / scale - 0.5, gw))
+        if self.config.neighbours:
+            gh, gw = grid_shapes(w, h, 1)[0]
+            row_taps += [cubic.taps(uy - 1.5, gh), cubic.taps(uy + 0.5, gh)]
+            col_taps += [cubic.taps(ux - 1.5, gw), cubic.taps(ux + 0.5, gw)]
         return xs, ys, row_taps, col_taps
 
     def forward_grid(self, grids: list[torch.Tensor], axes: tuple) -> torch.Tensor:
@@ -170,7 +191,13 @@ class LatentTunerNet(nn.Module):
     def forward_native(self, grids: list[torch.Tensor], basis: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The image at its native size (what training fits): the same values as forward_grid there."""
         w, h = self.native
-        z = torch.stack([cubic.upsample(g, 1 << lv, h, w).reshape(-1) for lv, g in enumerate(grids)], dim=1)
+        z = [cubic.upsample(g, 1 << lv, h, w).reshape(-1) for lv, g in enumerate(grids)]
+        if self.config.neighbours:
+            # One native pixel away on the finest grid is a whole cell: the cubic reads the neighbour
+            # itself, and the clamp at the border is a replicated edge.
+            p = torch.nn.functional.pad(grids[0][:h, :w][None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+            z += [p[:-2, 1:-1].reshape(-1), p[2:, 1:-1].reshape(-1), p[1:-1, :-2].reshape(-1), p[1:-1, 2:].reshape(-1)]
+        z = torch.stack(z, dim=1)
         s = basis[0] * torch.cos(self.phase) + basis[1] * torch.sin(self.phase)
         return self.synthesis(s, z)
 

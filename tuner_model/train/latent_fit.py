@@ -36,6 +36,7 @@ class Phase:
     noise: tuple[float, float] = (1.0, 0.5)
     lr_floor: float = 0.0  # the cosine schedule ends at lr · lr_floor
     latent_lr_gain: float = 1.0  # the latents' learning rate is lr times this
+    coarse_to_fine: float = 0.0  # grid l joins at this fraction of the phase × (levels-1-l)/(levels-1)
 
 
 @dataclass
@@ -53,6 +54,14 @@ def soft_round(y: torch.Tensor, temperature: float) -> torch.Tensor:
     base = torch.floor(y)
     r = y - base - 0.5
     return base + 0.5 + 0.5 * torch.tanh(r / temperature) / math.tanh(0.5 / temperature)
+
+
+def _active_levels(phase: Phase, progress: float, levels: int) -> list[bool]:
+    """Which grids the step reads: the coarse ones first, so that the fine grids learn what the coarse
+    ones cannot say instead of the whole image (the finest grid fits fastest, pixel by pixel)."""
+    if phase.coarse_to_fine <= 0 or levels == 1:
+        return [True] * levels
+    return [progress >= phase.coarse_to_fine * (levels - 1 - lv) / (levels - 1) for lv in range(levels)]
 
 
 def _proxy(y: torch.Tensor, phase: Phase, progress: float, generator: torch.Generator) -> torch.Tensor:
@@ -88,10 +97,12 @@ def fit_latent(image: torch.Tensor, config: LatentConfig, lam: float, phases: li
             lr = phase.lr * (phase.lr_floor + (1 - phase.lr_floor) * 0.5 * (1 + math.cos(math.pi * progress)))
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["gain"]
-            coded = [_proxy(g, phase, progress, generator) for g in model.latents]
+            active = _active_levels(phase, progress, config.levels)
+            latents = [g if on else g.detach() * 0 for g, on in zip(model.latents, active, strict=True)]
+            coded = [_proxy(g, phase, progress, generator) for g in latents]
             # The decoder's integers: what the context sees, and (MIXED) what the synthesis reads, with
             # the straight-through gradient; the rate sees the noisy latents, a smooth bound on it.
-            rounded = [g + (torch.round(g) - g).detach() for g in model.latents]
+            rounded = [g + (torch.round(g) - g).detach() for g in latents]
             grids = rounded if phase.proxy == MIXED else coded
             pred = model.forward_native(grids, basis)
             mse = torch.mean((pred - target) ** 2)
