@@ -95,6 +95,15 @@ def test_every_results_file_the_docs_name_exists() -> None:
             assert (ROOT / name.rstrip(".")).exists(), name
 
 
+def test_every_test_file_and_script_the_docs_name_exists() -> None:
+    """(SERVICE.md named a test file that had moved.)"""
+    docs = [README, SERVICE, PERFORMANCE, (ROOT / "ARCHITECTURE.md").read_text(),
+            (ROOT / "docs" / "CODEC.md").read_text()]
+    for doc in docs:
+        for name in re.findall(r"\b((?:tests|scripts)/[\w/]+\.(?:py|sh))", doc):
+            assert (ROOT / name).exists(), name
+
+
 def test_performance_opens_with_the_current_numbers() -> None:
     heads = re.findall(r"^## (.+)$", PERFORMANCE, flags=re.M)
     assert heads[0] == "Current numbers" and heads[1].startswith("History")

@@ -16,6 +16,7 @@ from pg_fixtures import postgres_url  # noqa: F401 - a fixture
 from sqlalchemy import text
 
 from service.records import CANCELLED, QUEUED, RUNNING, Database, Job
+from service.records.schema import BASELINE, downgrade
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -103,7 +104,8 @@ def test_database_from_before_sent_at_gains_the_column(db_url: str) -> None:
     job_id = _job(db, created_ago=100, sent_ago=100)
     with db.engine.begin() as conn:
         conn.execute(text("ALTER TABLE jobs DROP COLUMN sent_at"))  # the schema of the first release
-        conn.execute(text("DROP TABLE alembic_version"))  # from before migrations (service/records/schema.py)
+        downgrade(conn, BASELINE)  # and from before migrations (service/records/schema.py)
+        conn.execute(text("DROP TABLE alembic_version"))
     db.engine.dispose()
     again = Database(db_url)  # as a restarted API or worker opens it
     job = again.get_job(job_id)
@@ -120,6 +122,7 @@ def test_database_from_before_eta_s_gains_the_column(db_url: str) -> None:
     job_id = _job(db)
     with db.engine.begin() as conn:
         conn.execute(text("ALTER TABLE jobs DROP COLUMN eta_s"))
+        downgrade(conn, BASELINE)
         conn.execute(text("DROP TABLE alembic_version"))
     db.engine.dispose()
     again = Database(db_url)

@@ -28,6 +28,7 @@ from test_service_e2e import FAST, Proc, free_port, wait_job, wait_ready
 from test_service_records import _race
 
 from service.records import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Database, Job
+from service.records.schema import BASELINE, downgrade
 from service.settings import Settings
 from service.storage import put_content
 from service.submit import batch_key
@@ -102,7 +103,9 @@ def test_concurrent_batch_claims_never_share_a_job(db_url: str) -> None:
 def test_old_database_gains_the_batch_columns(db_url: str) -> None:
     db = Database(db_url)
     job_id = _job(db)
-    with db.engine.begin() as conn:
+    with db.engine.begin() as conn:  # from before migrations (service/records/schema.py), without the batch columns
+        downgrade(conn, BASELINE)
+        conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("DROP INDEX ix_jobs_batch_key"))
         conn.execute(text("ALTER TABLE jobs DROP COLUMN batch_key"))
         conn.execute(text("ALTER TABLE jobs DROP COLUMN batch_size"))
