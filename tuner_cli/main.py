@@ -53,6 +53,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from tuner_model.rate.encode import encode
     from tuner_model.rate.request import EncodeSettings
 
+    if args.model == "latent":
+        return _encode_latent(args)
+    if args.rate_weight is not None:
+        raise TunerError("--lambda is for --model latent")
+
     settings = EncodeSettings(bpp=args.bpp, psnr=args.psnr, steps=args.steps, device=args.device, seed=args.seed,
                               effort=args.effort)
     _check_output(args.output)
@@ -66,8 +71,31 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encode_latent(args: argparse.Namespace) -> int:
+    """The latent-grid prototype (issue 27, stage 1): a rate weight, no rate control yet."""
+    from tuner_model.core.image_io import load_image
+    from tuner_model.rate.latent_encode import DEFAULT_STEPS, encode_latent, preset
+
+    if args.bpp is not None or args.psnr is not None:
+        raise TunerError("--model latent takes --lambda (a rate weight); it has no --bpp/--psnr rate control yet")
+    _check_output(args.output)
+    image = load_image(_read(args.input) if args.input == STDIO else args.input)
+    if image.shape[2] != 3:
+        raise TunerError("--model latent encodes RGB images only")
+    pixels = (image * 255.0 + 0.5).clip(0, 255).astype("uint8")
+    result = encode_latent(pixels, args.rate_weight if args.rate_weight is not None else 4e-3,
+                           phases=preset(args.steps or DEFAULT_STEPS), seed=args.seed)
+    _write(args.output, result.blob)
+    h, w = image.shape[:2]
+    _summary(args, {"output": str(args.output), "model": "latent", "width": w, "height": h,
+                    "bytes": len(result.blob), "bpp": round(result.bpp, 4), "psnr": round(result.psnr, 4),
+                    "seconds": round(result.seconds, 2)})
+    return 0
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     from tuner_model.codec import decode_blob
+    from tuner_model.codec.latent_blob import decode_latent_blob, is_latent_blob
     from tuner_model.core.coords import Crop
     from tuner_model.core.device import resolve_device
     from tuner_model.core.image_io import encode_image, format_for_path
@@ -77,8 +105,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
     crop = Crop(*args.crop) if args.crop else Crop(0, 0, 1, 1)
     _check_output(args.output)
     device = resolve_device(args.device)
-    fitted = decode_blob(_read(args.input))
-    pixels = fitted.render(args.width, args.height, crop, device=device)
+    data = _read(args.input)
+    if is_latent_blob(data):
+        from tuner_model.render.latent import render_latent
+
+        pixels = render_latent(decode_latent_blob(data)[0], args.width, args.height, crop)
+    else:
+        pixels = decode_blob(data).render(args.width, args.height, crop, device=device)
     _write(args.output, encode_image(pixels, fmt, quality=args.quality))
     _summary(args, {"output": str(args.output), "width": pixels.shape[1], "height": pixels.shape[0]})
     return 0
@@ -86,8 +119,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from tuner_model.codec import read_info
+    from tuner_model.codec.latent_blob import is_latent_blob, read_latent_info
+    from tuner_model.models.latent import macs_per_pixel
 
     data = _read(args.input)
+    if is_latent_blob(data):
+        latent = read_latent_info(data)
+        print(json.dumps({"width": latent.width, "height": latent.height, "channels": latent.config.channels,
+                          "bytes": latent.bytes, "bpp": round(8 * latent.bytes / (latent.width * latent.height), 5),
+                          "parameters": latent.network_parameters, "latents": latent.latents, "psnr": latent.psnr,
+                          "model": {"kind": "latent", **latent.config.to_dict()},
+                          "macs_per_pixel": macs_per_pixel(latent.config)}, indent=2))
+        return 0
     info = read_info(data)
     out = {"width": info.width, "height": info.height, "channels": info.channels, "colour": info.colour,
            "bytes": info.bytes, "bpp": round(info.bpp, 5), "parameters": info.parameters,
@@ -126,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"how much fitting, {EFFORT_MIN} (fastest) to {EFFORT_MAX} (best); default {DEFAULT_EFFORT}")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--model", default="tuner", choices=["tuner", "latent"],
+                   help="tuner (default), or latent: the latent-grid prototype (experimental, docs/CODEC.md)")
+    e.add_argument("--lambda", dest="rate_weight", type=positive_float,
+                   help="--model latent: the rate weight (larger: smaller blob); default 0.004")
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="render a blob to an image at any size")

@@ -160,3 +160,21 @@ def test_progress_bar_shows_the_time_left(capsys):
     bar(SimpleNamespace(step=250, steps=1000, psnr=25.0))
     line = capsys.readouterr().err
     assert "250/1000" in line and "ETA    30s" in line, line
+
+
+def test_latent_prototype_behind_its_flag(tmp_path: Path, parrots_path) -> None:
+    blob = tmp_path / "parrots-latent.tnr"
+    p = run("encode", str(parrots_path), "-o", str(blob), "--model", "latent", "--steps", "60", "--lambda", "0.002")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)
+    assert summary["model"] == "latent" and summary["bytes"] == blob.stat().st_size
+    info = json.loads(run("info", str(blob)).stdout)
+    assert info["model"]["kind"] == "latent" and (info["width"], info["height"]) == (96, 64)
+    assert info["macs_per_pixel"] <= 3000
+    out = tmp_path / "big.png"
+    p = run("decode", str(blob), "-o", str(out), "--width", "192")
+    assert p.returncode == 0, p.stderr
+    assert Image.open(out).size == (192, 128)
+    assert_clean_failure(run("encode", str(parrots_path), "-o", str(blob), "--model", "latent", "--bpp", "1"),
+                         "--lambda")
+    assert_clean_failure(run("encode", str(parrots_path), "-o", str(blob), "--lambda", "0.01"), "--model latent")

@@ -189,3 +189,17 @@ def test_fuzz_mutated_valid_bodies_behind_a_valid_checksum(edits: list[tuple[int
         body[pos] = val
     _must_fail_cleanly(_reseal_v3(bytes(body)))
     _must_fail_cleanly(_reseal_v3(bytes(body[:cut])))
+
+
+def test_render_in_bands_equals_one_evaluation_and_scales_to_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuner_model.render import latent as render_mod
+
+    model = _random_model()
+    whole = render_mod.render_latent(model, 74, 46)
+    monkeypatch.setattr(render_mod, "BAND_PIXELS", 100)  # one row per band
+    banded = render_mod.render_latent(model, 74, 46)
+    assert np.allclose(whole, banded, atol=1e-6)  # BLAS may sum a band in another order
+    with torch.no_grad():
+        direct = model.forward_grid(list(model.latents), model.axes(74, 46)).clamp(0, 1)
+    assert np.allclose(whole, direct.reshape(46, 74, 3).numpy(), atol=1e-6)
+    assert render_mod.render_latent(model, width=20).shape == (12, 20, 3)  # aspect kept: 23/37 × 20 ≈ 12

@@ -27,7 +27,7 @@ import torch
 
 from tuner_model.codec import entropy
 from tuner_model.codec.bitio import Reader, Writer
-from tuner_model.codec.container import pack, unpack
+from tuner_model.codec.container import MAGIC, pack, unpack
 from tuner_model.core.errors import BlobError, TunerError
 from tuner_model.models import latent_context
 from tuner_model.models.latent import LatentConfig, LatentTunerNet, feature_width, grid_shapes, macs_per_pixel
@@ -107,6 +107,11 @@ def _parse(data: bytes) -> tuple[LatentInfo, Reader]:
     net = sum(math.prod(s) for s in network_shapes(config).values())
     info = LatentInfo(width, height, config, psnr if psnr > 0 else None, len(data), latents, net)
     return info, r
+
+
+def is_latent_blob(data: bytes) -> bool:
+    """Whether `data` claims to be a latent-grid blob (version 3); the parser checks the rest."""
+    return len(data) > len(MAGIC) and bytes(data[: len(MAGIC)]) == MAGIC and data[len(MAGIC)] == VERSION
 
 
 def read_latent_info(data: bytes) -> LatentInfo:

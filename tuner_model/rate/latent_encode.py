@@ -17,6 +17,7 @@ from tuner_model.models.latent import LatentConfig, LatentTunerNet
 from tuner_model.train.latent_fit import MIXED, STRAIGHT_THROUGH, Phase, fit_latent
 
 STEP_EXPONENTS = range(3, 17)
+DEFAULT_STEPS = 1500
 
 
 def preset(total_steps: int) -> list[Phase]:
@@ -72,7 +73,7 @@ def encode_latent(image: np.ndarray, lam: float, config: LatentConfig | None = N
                   on_step: Callable[[str, int, int, float], None] | None = None) -> LatentEncodeResult:
     """image: (H, W, 3) uint8 RGB."""
     config = config or LatentConfig()
-    phases = phases or preset(1000)
+    phases = phases or preset(DEFAULT_STEPS)
     started, cpu_started = time.perf_counter(), time.process_time()
     target = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32) / 255.0)
     fit = fit_latent(target, config, lam, phases, seed=seed, on_step=on_step)
