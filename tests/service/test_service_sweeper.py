@@ -195,7 +195,7 @@ def test_an_upload_swept_before_its_job_row_is_stored_again(tmp_path: Path, monk
         key = f"uploads/{digest(data)}"
         _age(store, key, 2 * DAY)
         swept: list[int] = []
-        add_job = db.add_job
+        add_job = db.add_job_admitted  # the job row's insert, after its admission re-check
 
         def add_job_after_a_sweep(job: Job, *args: object) -> Job:
             _age(store, key, 2 * DAY)  # as the sweeper saw it when it listed, before the API's touch
@@ -203,11 +203,11 @@ def test_an_upload_swept_before_its_job_row_is_stored_again(tmp_path: Path, monk
             assert not store.exists(key)
             return add_job(job, *args)
 
-        monkeypatch.setattr(db, "add_job", add_job_after_a_sweep)
+        monkeypatch.setattr(db, "add_job_admitted", add_job_after_a_sweep)
         second = _post(c, data)
         assert swept == [1] and second["job_id"] != first["job_id"] and not second["deduplicated"]
         assert store.get(key) == data
-        monkeypatch.setattr(db, "add_job", add_job)
+        monkeypatch.setattr(db, "add_job_admitted", add_job)
         _age(store, key, 2 * DAY)
         assert c.app.state.sweeper.sweep_once().uploads_deleted == 0  # its queued job keeps it
 

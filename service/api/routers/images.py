@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from service.access.signing import KID, VER, sign
-from service.comparisons import delete_comparisons
+from service.deletion import forget_image
 from service.storage import BlobNotFound
 from service.submit import SubmitRefused, Upload, submit_upload
 from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
@@ -24,7 +24,7 @@ from tuner_model.rate.request import BPP_MAX, BPP_MIN, PSNR_MAX, PSNR_MIN, STEPS
 from ..deps import DbDep, MetricsDep, RendererDep, ServicesDep, SettingsDep, StoreDep
 from ..problems import ProblemError, validation_message
 from ..queries import EncodeQuery, RenderQuery, render_query, render_url_query
-from ..render import MEDIA, check_work, negotiate, plan
+from ..render import MEDIA, check_work, negotiate, plan, render_prefix
 from ..schemas import EncodeParams, ImageOut, ImagePage, JobAccepted, Problem, SignedUrl
 from ..security import CallerDep, RenderCallerDep, cache_headers, image_version, owned_image
 from ..uploads import image_header, read_upload, upload_name
@@ -244,12 +244,14 @@ async def render_url(
 
 
 @router.delete("/{image_id}", status_code=204, response_class=Response, responses={404: {"model": Problem}})
-async def delete_image(image_id: str, db: DbDep, store: StoreDep, who: CallerDep) -> Response:
+async def delete_image(image_id: str, db: DbDep, store: StoreDep, settings: SettingsDep, who: CallerDep) -> Response:
+    """Deletes the image and what it left: its blob (unless another image has the same bytes), comparison
+    files, cached renders and original (unless another job keeps it); its jobs are marked."""
     await run_in_threadpool(owned_image, db, image_id, who)
     # The blob goes only when no image references it, decided under the blob's lock, which a writer
     # referencing it takes too (service/records/images.py): a shared blob is never taken from under one.
     img = await run_in_threadpool(db.delete_image_and_blob, image_id, lambda d: store.delete(f"blobs/{d}"))
     if img is None:  # deleted by a concurrent request meanwhile
         raise ProblemError(404, f"no image {image_id!r}")
-    await run_in_threadpool(delete_comparisons, store, image_id, img.comparisons)
+    await run_in_threadpool(forget_image, db, store, settings, img, render_prefix(image_id))
     return Response(status_code=204)
