@@ -65,12 +65,17 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from service.access.signing import sign
     from tuner_cli.serve import settings_from_env
 
-    keys = settings_from_env().signing_key_bytes
+    settings = settings_from_env()
+    keys = settings.signing_key_bytes
+    expires_in = args.expires_in if args.expires_in is not None else settings.signed_url_ttl_s
+    if expires_in > settings.signed_url_max_ttl_s:
+        raise TunerError(f"--expires-in {expires_in}: the service refuses signed URLs valid for more than "
+                         f"{settings.signed_url_max_ttl_s} s (TUNER_SIGNED_URL_MAX_TTL_S)")
     if not keys:
         raise TunerError("no signing keys: set TUNER_SIGNING_KEYS (comma-separated, 16+ characters each)")
     if not args.path.startswith("/"):
         raise TunerError("give the path and query to sign, e.g. '/v1/images/ID/render?width=256'")
-    url = sign(args.path, keys, args.expires_in)
+    url = sign(args.path, keys, expires_in)
     print(args.base.rstrip("/") + url if args.base else url)
     return 0
 
@@ -96,6 +101,8 @@ def register(sub: argparse._SubParsersAction, parser_class: type[argparse.Argume
 
     s = sub.add_parser("sign", help="sign a render URL (TUNER_SIGNING_KEYS)")
     s.add_argument("path", help="e.g. '/v1/images/ID/render?width=256&format=webp'")
-    s.add_argument("--expires-in", type=positive_int, help="seconds until the URL expires (default: never)")
+    s.add_argument("--expires-in", type=positive_int,
+                   help="seconds until the URL expires (default: TUNER_SIGNED_URL_TTL_S, one day; "
+                   "at most TUNER_SIGNED_URL_MAX_TTL_S)")
     s.add_argument("--base", help="prefix, e.g. https://img.example.com")
     s.set_defaults(func=cmd_sign)

@@ -119,3 +119,24 @@ def test_time_limit_message_suggests_only_what_can_go_down() -> None:
     assert at_one is not None and "effort" not in at_one and "lower the bpp" in at_one
     at_four = over_time_limit(768, 512, 3, EncodeRequest(effort=4, psnr=30), tight)
     assert at_four is not None and "lower the effort (now 4) or the psnr target" in at_four
+
+
+def test_tuner_sign_mints_urls_the_service_accepts() -> None:
+    """The service refuses signed URLs without an expiry or valid too long (issue 24, item 12): `tuner sign`
+    gives every URL the service's default expiry, and refuses to mint one the service would refuse."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from service.access.signing import parse_keys, verify
+    from service.settings import Settings
+
+    key = "a-signing-key-0123456789"
+    env = {**os.environ, "TUNER_SIGNING_KEYS": key, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run([str(TUNER), "sign", "/v1/images/abc/render?width=64"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    url = urlsplit(p.stdout.strip())
+    verify(url.path, parse_qsl(url.query), parse_keys(key), max_ttl=Settings().signed_url_max_ttl_s)
+    too_long = str(Settings().signed_url_max_ttl_s + 1)
+    p = subprocess.run([str(TUNER), "sign", "/v1/images/abc/render?width=64", "--expires-in", too_long],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode != 0 and "Traceback" not in p.stderr and "TUNER_SIGNED_URL_MAX_TTL_S" in p.stderr

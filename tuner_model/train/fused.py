@@ -1,8 +1,9 @@
 """The grid path's (grid.py) top-layer backward, dz = cos(z) ⊙ (Cᵀ d_out) with C of 1 or 3 rows, as one
 compiled loop over the tile: it reads z once and writes dz over it, where the eager form takes a cosine
 pass in the forward and a product and a multiply pass per row in the backward (its gain per step is in
-docs/PERFORMANCE.md). Compiling takes a few seconds once per process (less with inductor's cache) and needs a C++ compiler, so it is opt-in: `warm_up()`; without it,
-or on any failure, the eager form runs (the same function, tests/test_train_grid.py).
+docs/PERFORMANCE.md). Compiling takes a few seconds once per process (less with inductor's cache) and
+needs a C++ compiler, so it is opt-in: `warm_up()`; without it, or on any failure, the eager form runs
+(the same function, tests/test_train_grid.py).
 """
 
 from __future__ import annotations
