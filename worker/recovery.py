@@ -1,5 +1,13 @@
 """The worker's main process's recovery thread: a job whose worker stopped beating, or whose message may
-have been lost, is sent again, so no accepted job waits for the broker's long visibility timeout."""
+have been lost, is sent again, so no accepted job waits for the broker's long visibility timeout.
+
+The main process is the one that forks the pool's children (at start, and whenever a child is recycled after
+TUNER_MAX_TASKS_PER_CHILD tasks), so this thread must never be inside the database when it forks: a child
+forked while the thread was in a SQLite call inherits SQLite's process-wide mutexes locked by a thread that
+does not exist in the child, and its first query can wait on them forever (a suspect for the issue 24 soak's
+worker that took nothing for minutes after a recycle). Each pass therefore runs under FORK_GUARD, which every
+fork of this process takes first (os.register_at_fork), and ends with its connections closed, so a child
+inherits no open database either (SQLite's rule: no connection carried across fork())."""
 
 from __future__ import annotations
 
@@ -11,9 +19,25 @@ import threading
 from celery import Celery
 
 from service.jobqueue import send_fit
+from service.testhooks import pause_point
 from worker.context import WorkerContext
 
 log = logging.getLogger("tuner.worker")
+
+# Held by a recovery pass, and by this process's os.fork() from just before to just after the fork: a pool
+# child is never forked mid-pass, so it inherits no lock that the pass held (module doc).
+FORK_GUARD = threading.Lock()
+_guarded = False
+
+
+def guard_forks() -> None:
+    """Makes every later os.fork() of this process (billiard's pool children) wait for the recovery pass under
+    way, if any. Once per process; a fork from a thread that holds FORK_GUARD would deadlock, and none does."""
+    global _guarded
+    if not _guarded:
+        os.register_at_fork(before=FORK_GUARD.acquire, after_in_parent=FORK_GUARD.release,
+                            after_in_child=FORK_GUARD.release)
+        _guarded = True
 
 
 class BrokerRestarts:
@@ -78,11 +102,23 @@ class Recovery(threading.Thread):
         return stale + waiting
 
     def run(self) -> None:
+        guard_forks()
         name = f"{socket.gethostname()}:{os.getpid()}"
         while not self.stopped.is_set():
-            try:
-                self.ctx.db.worker_beat(name)  # readiness: a worker is here (TUNER_READY_NEEDS_WORKER)
-                self.scan()
-            except Exception:  # noqa: BLE001 - a failed scan is retried on the next interval
-                log.exception("recovery scan failed")
+            with FORK_GUARD:  # no fork of the pool's children while this pass is in the database (module doc)
+                try:
+                    self.ctx.db.worker_beat(name)  # readiness: a worker is here (TUNER_READY_NEEDS_WORKER)
+                    pause_point("worker-recovery-pass")  # tests only: a pool child's fork must wait for the pass
+                    self.scan()
+                except Exception:  # noqa: BLE001 - a failed scan is retried on the next interval
+                    log.exception("recovery scan failed")
+                finally:
+                    self._close_connections()
             self.stopped.wait(self.ctx.settings.recovery_interval_s)
+
+    def _close_connections(self) -> None:
+        """Closes the pass's pooled database connections, so no fork copies an open one (module doc)."""
+        try:
+            self.ctx.db.engine.dispose()
+        except Exception:  # noqa: BLE001 - the database is down: nothing open to close; the next pass retries
+            log.debug("closing the recovery pass's connections failed", exc_info=True)
