@@ -5,10 +5,11 @@ distortion + λ · rate, where the rate is the latents' code length under the co
 (models/latent_context.py): bits = -log2(F(ŷ + ½ - μ) - F(ŷ - ½ - μ)) with μ and F's scale from the
 latent's decoded neighbours.
 
-The proxy follows C3 / Cool-chic: while the grids are still moving, soft rounding at a temperature T plus
-uniform noise of amplitude a (T and a annealed over the phase), so the gradient sees how quantization
-will hurt; at the end, hard rounding with the straight-through gradient, at a small learning rate, so the
-network adapts to the integers it will actually read.
+Three proxies: C3 / Cool-chic's soft rounding at a temperature T plus uniform noise of amplitude a (both
+annealed over the phase); MIXED, where the synthesis reads the rounded latents (straight-through gradient)
+and only the rate sees them with noise; and hard rounding with the straight-through gradient. With the few
+hundred to few thousand steps a CPU affords, soft rounding left a 2.5–3.5 dB gap at the final rounding and
+MIXED none (docs/CODEC.md, "Latent grids"): the preset (rate/latent_encode.py) is MIXED then STE.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Phase:
     name: str
     steps: int
     lr: float
-    proxy: str = NOISE  # NOISE (soft round + noise, annealed) or STRAIGHT_THROUGH (hard round)
+    proxy: str = NOISE  # NOISE (soft round + noise, annealed), MIXED or STRAIGHT_THROUGH (hard round)
     temperature: tuple[float, float] = (0.3, 0.1)
     noise: tuple[float, float] = (1.0, 0.5)
     lr_floor: float = 0.0  # the cosine schedule ends at lr · lr_floor
@@ -113,7 +114,7 @@ def fit_latent(image: torch.Tensor, config: LatentConfig, lam: float, phases: li
             optimizer.step()
             model.project()
             if on_step is not None:
-                on_step(phase.name, step, phase.steps, float(mse))
+                on_step(phase.name, step, phase.steps, mse.item())
     with torch.no_grad():
         for g in model.latents:
             g.copy_(torch.round(g))
