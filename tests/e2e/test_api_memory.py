@@ -48,6 +48,7 @@ def test_six_concurrent_big_png_uploads_stay_under_100_mb(tmp_path: Path, parrot
             answers = list(pool.map(lambda _: httpx.post(
                 f"{base}/v1/images", content=bomb, headers={"content-type": "image/png"}, timeout=60), range(6)))
         peak = _status_kb(pid, "VmHWM")
+        print(f"API RSS: idle {idle / 1024:.0f} MB, peak under 6 uploads {peak / 1024:.0f} MB")  # for -s runs
         assert all(r.status_code in (202, 422) for r in answers), [r.text for r in answers]
         assert any(r.status_code == 422 and "time limit" in r.json()["detail"] for r in answers)
         assert (peak - idle) * 1024 < 100 * MB, f"peak {peak / 1024:.0f} MB, idle {idle / 1024:.0f} MB"
