@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from tuner_model.core import cubic
-from tuner_model.core.coords import FULL, Crop, extent
+from tuner_model.core.coords import FULL, Crop, axis_centres, extent
 from tuner_model.core.errors import ConfigError
 from tuner_model.core.frequencies import FrequencySpec, is_low, sample_frequencies
 
@@ -160,11 +160,9 @@ class LatentTunerNet(nn.Module):
     def axes(self, out_width: int, out_height: int, crop: Crop = FULL) -> tuple:
         """Domain coordinates and per-level cubic taps of an output grid over `crop`."""
         w, h = self.native
-        sx, sy = extent(w, h)
+        xs, ys = self._domain_axes(out_width, out_height, crop)
         ux = _pixel_positions(out_width, w, crop.left, crop.right)
         uy = _pixel_positions(out_height, h, crop.top, crop.bottom)
-        xs = ((2 * ux / w - 1) * sx).to(torch.float32)
-        ys = ((2 * uy / h - 1) * sy).to(torch.float32)
         row_taps, col_taps = [], []
         for lv, (gh, gw) in enumerate(grid_shapes(w, h, self.config.levels)):
             scale = float(1 << lv)
@@ -176,6 +174,12 @@ class LatentTunerNet(nn.Module):
             col_taps += [cubic.taps(ux - 1.5, gw), cubic.taps(ux + 0.5, gw)]
         return xs, ys, row_taps, col_taps
 
+    def _domain_axes(self, out_width: int, out_height: int, crop: Crop = FULL) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sines' coordinates of the output grid's columns and rows (core/coords.py's pixel centres)."""
+        sx, sy = extent(*self.native)
+        return (axis_centres(out_width, sx, crop.left, crop.right),
+                axis_centres(out_height, sy, crop.top, crop.bottom))
+
     def forward_grid(self, grids: list[torch.Tensor], axes: tuple) -> torch.Tensor:
         xs, ys, row_taps, col_taps = axes
         return self.synthesis(self.input_sines(xs, ys), self.latent_features(grids, row_taps, col_taps))
@@ -183,7 +187,7 @@ class LatentTunerNet(nn.Module):
     def native_basis(self) -> tuple[torch.Tensor, torch.Tensor]:
         """sin and cos of <ω, x> on the native pixel grid: what training reuses every step, since
         sin(<ω, x> + φ) = sin<ω, x>·cos φ + cos<ω, x>·sin φ."""
-        xs, ys, _, _ = self.axes(*self.native)
+        xs, ys = self._domain_axes(*self.native)
         arg = (torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2).flip(1)
                @ self.omega.T)
         return torch.sin(arg), torch.cos(arg)

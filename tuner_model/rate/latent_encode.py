@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from tuner_model.codec import entropy
-from tuner_model.codec.latent_blob import decode_latent_blob, encode_latent_blob, network_shapes, snap_network
+from tuner_model.codec.latent_blob import encode_latent_blob, network_shapes, snap_network
 from tuner_model.models.latent import LatentConfig, LatentTunerNet
 from tuner_model.train.latent_fit import MIXED, STRAIGHT_THROUGH, Phase, fit_latent
 
@@ -80,14 +80,14 @@ def encode_latent(image: np.ndarray, lam: float, config: LatentConfig | None = N
     flat = target.reshape(-1, target.shape[-1])
     steps = choose_steps(fit.model, flat, lam)
     snap_network(fit.model, steps)
-    context = fit.context.state_integers()
-    blob = encode_latent_blob(fit.model, context, steps)
-    decoded, _ = decode_latent_blob(blob)
+    # The snapped model holds exactly the values a decoder rebuilds (integer latents, network values on
+    # power-of-two grids; tests/library/test_latent.py checks the round trip), so its render is the
+    # decoded blob's and the blob is coded once, with that PSNR in its header.
     with torch.no_grad():
-        out = decoded.forward_native(list(decoded.latents), decoded.native_basis()).clamp(0, 1)
+        out = fit.model.forward_native(list(fit.model.latents), fit.model.native_basis()).clamp(0, 1)
     mse = float(torch.mean((torch.round(out * 255) / 255 - flat) ** 2))
     psnr = 10 * math.log10(1 / max(mse, 1e-12))
-    blob = encode_latent_blob(fit.model, context, steps, psnr)
+    blob = encode_latent_blob(fit.model, fit.context.state_integers(), steps, psnr)
     h, w = image.shape[:2]
     return LatentEncodeResult(blob, psnr, 8 * len(blob) / (h * w), time.perf_counter() - started,
                               time.process_time() - cpu_started, steps)
