@@ -246,8 +246,9 @@ class Renderer:
 
     def _render_now(self, blob_digest: str, p: RenderPlan, flight: _Flight, key: str) -> bytes:
         from tuner_model.core.coords import Crop
+        from tuner_model.core.errors import Stopped
         from tuner_model.core.image_io import encode_image
-        from tuner_model.render.guard import RenderStopped, stop_when
+        from tuner_model.core.stop import stop_when
 
         deadline = time.monotonic() + self.settings.render_timeout_s
 
@@ -260,7 +261,7 @@ class Renderer:
             with stop_when(stop):
                 fitted = self._fitted(blob_digest)
                 pixels = fitted.render(p.width, p.height, Crop(*p.crop), device="cpu")
-        except RenderStopped as e:
+        except Stopped as e:
             if str(e) == "client gone":
                 raise ProblemError(499, "the client went away; the render was stopped") from None
             raise ProblemError(503, f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "

@@ -19,9 +19,10 @@ from live import live_api
 
 from service.settings import Settings
 from tuner_model.codec import decode_blob, encode_blob, read_info
+from tuner_model.core.errors import Stopped
+from tuner_model.core.stop import stop_when
 from tuner_model.rate.encode import encode
 from tuner_model.rate.request import EncodeSettings
-from tuner_model.render.guard import RenderStopped, stop_when
 
 PROBLEM = "application/problem+json"
 
@@ -138,7 +139,7 @@ def test_render_time_limit_and_client_gone(tmp_path: Path, blob: bytes) -> None:
         assert c.get(f"/v1/images/{img}/render?width=77").status_code == 200
         assert len(list((tmp_path / "b" / "blobs").glob("renders/*/*"))) == 1  # (where a render would be)
     fitted = decode_blob(blob)
-    with stop_when(lambda: "client gone"), pytest.raises(RenderStopped, match="client gone"):
+    with stop_when(lambda: "client gone"), pytest.raises(Stopped, match="client gone"):
         fitted.render(500, 300)
 
 

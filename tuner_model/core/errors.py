@@ -13,8 +13,12 @@ class BlobError(TunerError):
     """A blob is malformed, truncated, corrupted, of a foreign kind or asks for too much."""
 
 
-class FitCancelled(TunerError):
-    """The fit was cancelled cooperatively (the cancel callback returned True)."""
+class Stopped(TunerError):
+    """Work stopped from outside (core/stop.py): the reason is the message."""
+
+
+class FitCancelled(Stopped):
+    """An encode (or one image of a batch) was cancelled by its caller's check (core/stop.py)."""
 
 
 class ConfigError(TunerError, ValueError):

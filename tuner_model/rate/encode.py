@@ -12,13 +12,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tuner_model.core.errors import FitCancelled
+from tuner_model.core.errors import FitCancelled, Stopped
+from tuner_model.core.stop import stop_when
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate import table
 from tuner_model.rate.coarsen import coarser_levels
 from tuner_model.rate.pipeline import Cancel, RateOptions, RateProgress, encode_at_rate
 from tuner_model.rate.request import DEFAULT_BPP, EncodeSettings
-from tuner_model.render.guard import RenderStopped, stop_when
 from tuner_model.train.fit import FitProgress
 
 PSNR_ATTEMPTS = 3
@@ -159,7 +159,9 @@ def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
     with stop_when(lambda: "cancelled" if should_cancel() else None):
         try:
             return _encode(image, settings, progress, should_cancel)
-        except RenderStopped as e:
+        except FitCancelled:
+            raise
+        except Stopped as e:
             raise FitCancelled(f"encode {e}") from None
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from tuner_model.core import colour as colour_mod
 from tuner_model.core.coords import FULL, Crop, row_coordinates
 from tuner_model.core.errors import ConfigError
-from tuner_model.render.guard import checkpoint
+from tuner_model.core.stop import checkpoint
 
 MAX_RENDER_PIXELS = 100_000_000
 

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from tuner_model.core.coords import FULL, Crop
+from tuner_model.core.stop import checkpoint
 from tuner_model.models.latent import LatentTunerNet
 from tuner_model.render.direct import output_size
-from tuner_model.render.guard import checkpoint
 
 BAND_PIXELS = 1 << 18  # output pixels per band: ~(2^18 × the first layer's width) floats of activations
 

@@ -17,8 +17,8 @@ import math
 import torch
 from torch import nn
 
+from tuner_model.core.stop import checkpoint
 from tuner_model.models.tuner import TunerNet
-from tuner_model.render.guard import checkpoint
 from tuner_model.render.sines import fold_impl, sin_impl
 
 TILE_ELEMENTS = 1 << 21  # pre-activations per tile (8 MB of float32: stays in cache)
