@@ -5,9 +5,9 @@ import pytest
 
 from tuner_model.core.coords import Crop
 from tuner_model.core.errors import ConfigError
+from tuner_model.core.geometry import output_size
 from tuner_model.core.metrics import psnr
 from tuner_model.models import ModelConfig
-from tuner_model.render.direct import output_size
 from tuner_model.train.fit import FitOptions, fit_image
 
 

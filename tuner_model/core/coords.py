@@ -8,29 +8,12 @@ stored network resolution-free. x grows to the right, y grows downwards (row ord
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from tuner_model.core.errors import ConfigError
+from tuner_model.core.geometry import FULL, Crop  # defined without torch, for the API's render plans
 
-
-@dataclass(frozen=True)
-class Crop:
-    """A region of the image in fractions of its width and height: 0 <= left < right <= 1, etc."""
-
-    left: float
-    top: float
-    right: float
-    bottom: float
-
-    def __post_init__(self) -> None:
-        vals = (self.left, self.top, self.right, self.bottom)
-        if not all(0.0 <= v <= 1.0 for v in vals) or self.left >= self.right or self.top >= self.bottom:
-            raise ConfigError("crop must satisfy 0 <= left < right <= 1 and 0 <= top < bottom <= 1")
-
-
-FULL = Crop(0.0, 0.0, 1.0, 1.0)
+__all__ = ["FULL", "Crop", "axis_centres", "extent", "pixel_grid", "row_coordinates"]
 
 
 def extent(width: int, height: int) -> tuple[float, float]:

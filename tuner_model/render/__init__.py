@@ -1,9 +1,9 @@
 """Rendering a network on any grid: `render` (direct evaluation, any network, any device) and
 `render_fast` (TUNER on the CPU: separable input layer, resampled upscales, optional compiled sines)."""
 
-from tuner_model.render.direct import MAX_RENDER_PIXELS, output_size, render
+from tuner_model.render.direct import MAX_RENDER_PIXELS, render, render_size
 from tuner_model.render.fast import render_fast
 from tuner_model.render.sines import compiled_in_use, warm_up, warm_up_in_background
 
-__all__ = ["MAX_RENDER_PIXELS", "compiled_in_use", "output_size", "render", "render_fast", "warm_up",
+__all__ = ["MAX_RENDER_PIXELS", "compiled_in_use", "render", "render_fast", "render_size", "warm_up",
            "warm_up_in_background"]

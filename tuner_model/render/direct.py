@@ -9,29 +9,20 @@ from torch import nn
 from tuner_model.core import colour as colour_mod
 from tuner_model.core.coords import FULL, Crop, row_coordinates
 from tuner_model.core.errors import ConfigError
+from tuner_model.core.geometry import output_size
 from tuner_model.core.stop import checkpoint
 
 MAX_RENDER_PIXELS = 100_000_000
 
 
-def output_size(native: tuple[int, int], width: int | None, height: int | None,
+def render_size(native: tuple[int, int], width: int | None, height: int | None,
                 crop: Crop = FULL) -> tuple[int, int]:
-    """The output size: both given → as given; one given → the other keeps the (cropped) aspect ratio;
-    neither → the native size of the (cropped) region."""
-    nw, nh = native
-    rw, rh = nw * (crop.right - crop.left), nh * (crop.bottom - crop.top)
-    for name, v in (("width", width), ("height", height)):
-        if v is not None and v <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {v}")
-    if width is None and height is None:
-        width, height = max(1, round(rw)), max(1, round(rh))
-    elif height is None:
-        height = max(1, round(width * rh / rw))
-    elif width is None:
-        width = max(1, round(height * rw / rh))
+    """The output size (core/geometry.output_size: both given → as given, one → the other keeps the cropped
+    region's aspect ratio, neither → the region's native size), held to the library's own limit."""
+    width, height = output_size(native, width, height, crop)
     if width * height > MAX_RENDER_PIXELS:
         raise ConfigError(f"{width}x{height} exceeds the render limit of {MAX_RENDER_PIXELS} pixels")
-    return int(width), int(height)
+    return width, height
 
 
 @torch.no_grad()
@@ -56,7 +47,7 @@ def render(model: nn.Module, native: tuple[int, int], width: int | None = None, 
            crop: Crop = FULL, colour: str = "rgb", device: torch.device | str = "cpu",
            tile_pixels: int = 1 << 16) -> np.ndarray:
     """An (H, W, C) float32 image in [0, 1] (RGB or gray) rendered from the network."""
-    w, h = output_size(native, width, height, crop)
+    w, h = render_size(native, width, height, crop)
     tile = max(1024, min(tile_pixels, 1 << 22))
     v = render_values(model, native, w, h, crop, device, tile)
     rgb = colour_mod.inverse(v, colour).clamp_(0.0, 1.0)

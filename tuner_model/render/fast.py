@@ -17,7 +17,7 @@ from torch import nn
 
 from tuner_model.core import colour as colour_mod
 from tuner_model.core.coords import FULL, Crop, axis_centres, extent
-from tuner_model.render.direct import output_size, render
+from tuner_model.render.direct import render, render_size
 from tuner_model.render.resample import resampled
 from tuner_model.render.separable import grid_values, supports
 
@@ -30,7 +30,7 @@ def render_fast(model: nn.Module, native: tuple[int, int], width: int | None = N
     `resample=False` evaluates the network exactly at every output pixel (still separably)."""
     if not supports(model) or torch.device(device).type != "cpu":
         return render(model, native, width, height, crop, colour, device)
-    w, h = output_size(native, width, height, crop)
+    w, h = render_size(native, width, height, crop)
     model = model.cpu().eval()
     colour_mod.check(colour, model.config.channels)
     sx, sy = extent(*native)

@@ -8,7 +8,7 @@ import torch
 from tuner_model.core.coords import FULL, Crop
 from tuner_model.core.stop import checkpoint
 from tuner_model.models.latent import LatentTunerNet
-from tuner_model.render.direct import output_size
+from tuner_model.render.direct import render_size
 
 BAND_PIXELS = 1 << 18  # output pixels per band: ~(2^18 × the first layer's width) floats of activations
 
@@ -17,7 +17,7 @@ BAND_PIXELS = 1 << 18  # output pixels per band: ~(2^18 × the first layer's wid
 def render_latent(net: LatentTunerNet, width: int | None = None, height: int | None = None,
                   crop: Crop = FULL) -> np.ndarray:
     """(H, W, C) float pixels in [0, 1]; one of width/height keeps the aspect ratio."""
-    out_w, out_h = output_size(net.native, width, height, crop)
+    out_w, out_h = render_size(net.native, width, height, crop)
     xs, ys, row_taps, col_taps = net.axes(out_w, out_h, crop)
     grids = list(net.latents)
     rows_per_band = max(1, BAND_PIXELS // out_w)
