@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .problem_types import PROBLEM_TYPES, problem_type
+from .render_errors import BadCrop, OverLimits, RenderBusy, RenderError, RenderGone, RenderTimeout
 from .schemas import Problem, ProblemTypeOut
 
 PROBLEM_JSON = "application/problem+json"
@@ -45,6 +46,20 @@ def problem_response(status: int, detail: str | None, instance: str | None = Non
     content.update(extra or {})
     h = {"Cache-Control": "no-store", **(headers or {})}
     return JSONResponse(content, status_code=status, media_type=PROBLEM_JSON, headers=h)
+
+
+# The renderer's errors as HTTP: status and problem type (None: the status's general type). 499 is nginx's
+# "client closed request": nobody reads it, but logs and metrics then tell a client that left from a fault.
+RENDER_PROBLEMS: dict[type[RenderError], tuple[int, str | None]] = {
+    BadCrop: (422, None), OverLimits: (422, "render-limit"), RenderBusy: (429, "render-busy"),
+    RenderGone: (499, None), RenderTimeout: (503, "render-timeout")}
+
+
+def render_problem(exc: RenderError, instance: str | None = None) -> JSONResponse:
+    """The problem document answering one of the renderer's errors."""
+    status, problem = RENDER_PROBLEMS[type(exc)]
+    headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+    return problem_response(status, exc.detail, instance, headers, problem=problem)
 
 
 def allowed_methods(app: FastAPI, path: str) -> set[str]:
@@ -105,6 +120,10 @@ def install(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(sorted(allowed_methods(app, request.url.path)))
         return problem_response(exc.status_code, detail, request.url.path, headers, extra,
                                 getattr(exc, "problem", None))
+
+    @app.exception_handler(RenderError)
+    async def _render(request: Request, exc: RenderError) -> JSONResponse:
+        return render_problem(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,7 +1,10 @@
 """Rendering an image from its blob: output geometry (fit modes, crop, caps), a strong cache key, a
 cache of rendered files in the blob store (bounded by service/sweeper.py), a small LRU of decoded
 networks, a compute budget checked before a render starts, single flight for identical misses, and a few
-render threads with a short bounded wait queue (overload answers 429 rather than queueing without end)."""
+render threads with a short bounded wait queue (overload is refused rather than queued without end).
+
+Nothing here speaks HTTP: what a render refuses or stops with is one of its own errors (render_errors.py),
+which service/api/problems.py answers with a status, headers and problem type."""
 
 from __future__ import annotations
 
@@ -15,16 +18,17 @@ from typing import Any, Literal
 
 from service.settings import Settings
 from service.storage import BlobStore
+from tuner_model.core.errors import ConfigError
+from tuner_model.core.geometry import FULL, Crop, Fit, cover_crop, output_size
 from tuner_model.core.image_io import MEDIA_TYPES, OUTPUT_FORMATS
 
-from .problems import ProblemError
+from .render_errors import BadCrop, OverLimits, RenderBusy, RenderGone, RenderTimeout
 
 # Bump whenever the pixels a render produces change (decoder, colour, encoder settings): it is part of
 # every render ETag and cache key, so clients and caches never keep a stale rendering.
 # 2: fast separable renderer, sinc resampling for upscales; 3: half-width mirror path, compiled sine.
 RENDERER_VERSION = "3"
 
-Fit = Literal["contain", "cover", "fill"]
 Format = Literal["png", "webp", "jpeg", "avif"]
 RequestedFormat = Literal["png", "webp", "jpeg", "avif", "auto"]
 # Media types come from the codec's own table, so the two can't drift apart.
@@ -90,55 +94,37 @@ def negotiate(requested: RequestedFormat, accept: str | None) -> str:
     return "avif" if "image/avif" in accepted else "webp" if "image/webp" in accepted else "png"
 
 
-def parse_crop(text: str | None) -> tuple[float, float, float, float]:
+def parse_crop(text: str | None) -> Crop:
+    """The crop parameter as a Crop (which checks its bounds: the one place a crop is validated)."""
     if text is None:
-        return (0.0, 0.0, 1.0, 1.0)
+        return FULL
     try:
         l, t, r, b = (float(v) for v in text.split(","))
     except ValueError:
-        raise ProblemError(422, "crop must be four comma-separated fractions: left,top,right,bottom") from None
-    if not (0 <= l < r <= 1 and 0 <= t < b <= 1):
-        raise ProblemError(422, "crop must satisfy 0 <= left < right <= 1 and 0 <= top < bottom <= 1")
-    return (l, t, r, b)
+        raise BadCrop("crop must be four comma-separated fractions: left,top,right,bottom") from None
+    try:
+        return Crop(l, t, r, b)
+    except ConfigError as e:
+        raise BadCrop(str(e)) from None
 
 
 def plan(native: tuple[int, int], ask: RenderAsk, fmt: Format, settings: Settings) -> RenderPlan:
     """One of width/height keeps the aspect ratio of the (cropped) region; both: `contain` fits inside,
     `cover` fills exactly by trimming the region around its centre, `fill` stretches. `dpr` multiplies the
-    sizes asked for (the native size when neither is given); the caps apply to the result."""
-    l, t, r, b = parse_crop(ask.crop)
-    rw, rh = native[0] * (r - l), native[1] * (b - t)
+    sizes asked for (the native size when neither is given); the caps apply to the result. The size is the
+    library's rule (core/geometry.py), the caps the service's own."""
+    crop = parse_crop(ask.crop)
     width = None if ask.width is None else max(1, round(ask.width * ask.dpr))
     height = None if ask.height is None else max(1, round(ask.height * ask.dpr))
-    fit, quality = ask.fit, ask.quality
-    if width is None and height is None:
-        w, h = round(rw * ask.dpr), round(rh * ask.dpr)
-    elif height is None:
-        w, h = width, round(width * rh / rw)
-    elif width is None:
-        w, h = round(height * rw / rh), height
-    elif fit == "fill":
-        w, h = width, height
-    elif fit == "contain":
-        s = min(width / rw, height / rh)
-        w, h = min(width, round(rw * s)), min(height, round(rh * s))
-    else:  # cover
-        w, h = width, height
-        want = width / height
-        if rw / rh > want:  # region too wide: trim left and right
-            cut = (r - l) * (1 - (rh * want) / rw) / 2
-            l, r = l + cut, r - cut
-        else:
-            cut = (b - t) * (1 - (rw / want) / rh) / 2
-            t, b = t + cut, b - cut
-    w, h = max(1, int(w)), max(1, int(h))
+    w, h = output_size(native, width, height, crop, ask.fit, ask.dpr)
+    if width is not None and height is not None and ask.fit == "cover":
+        crop = cover_crop(native, crop, width, height)
     aw, ah = max(w, width or 0), max(h, height or 0)  # the caps hold what was asked for too (OpenAPI's maximum)
     if aw > settings.max_render_width or ah > settings.max_render_height or w * h > settings.max_render_pixels:
-        raise ProblemError(422, f"{aw}x{ah} is over the render limits (width <= {settings.max_render_width}, "
-                                f"height <= {settings.max_render_height}, "
-                                f"area <= {settings.max_render_pixels} pixels)", problem="render-limit")
-    q = quality if quality is not None and fmt != "png" else DEFAULT_QUALITY[fmt]
-    return RenderPlan(w, h, (l, t, r, b), fmt, q)
+        raise OverLimits(f"{aw}x{ah} is over the render limits (width <= {settings.max_render_width}, "
+                         f"height <= {settings.max_render_height}, area <= {settings.max_render_pixels} pixels)")
+    q = ask.quality if ask.quality is not None and fmt != "png" else DEFAULT_QUALITY[fmt]
+    return RenderPlan(w, h, (crop.left, crop.top, crop.right, crop.bottom), fmt, q)
 
 
 # Seconds per output megapixel of the output image's encode (Pillow, one core, content that compresses
@@ -153,15 +139,15 @@ def encode_seconds(p: RenderPlan) -> float:
 
 
 def check_work(p: RenderPlan, parameters: int, settings: Settings) -> None:
-    """Refuses (422) a render whose exact evaluation would cost more than the budget, before any work: the
+    """Refuses a render whose exact evaluation would cost more than the budget, before any work: the
     output pixels × the network's parameters (its multiply-adds per pixel, near enough), plus the output
     encode's time in the same unit."""
     per_pixel = max(1, parameters) + ENCODE_SECONDS_PER_MPIXEL.get(p.format, 1.2) * 1e-6 * WORK_PER_SECOND
     work = p.width * p.height * per_pixel
     if work > settings.max_render_work:
         most = int(settings.max_render_work // per_pixel)
-        raise ProblemError(422, f"a {p.width}x{p.height} render of this {parameters}-parameter network is over the "
-                                f"render budget; ask for at most {most} pixels", problem="render-limit")
+        raise OverLimits(f"a {p.width}x{p.height} render of this {parameters}-parameter network is over the "
+                         f"render budget; ask for at most {most} pixels")
 
 
 class _Flight:
@@ -177,7 +163,7 @@ class _Flight:
 
 class Renderer:
     """Renders on a few threads (render_concurrency); up to render_queue_max more wait their turn, each for at
-    most render_queue_timeout_s; beyond that, 429. A render stops when every client asking for it has gone or
+    most render_queue_timeout_s; beyond that, RenderBusy. A render stops when every client asking for it has gone or
     after render_timeout_s."""
 
     def __init__(self, settings: Settings, store: BlobStore) -> None:
@@ -210,7 +196,7 @@ class Renderer:
 
     def submit(self, blob_digest: str, p: RenderPlan, gone: threading.Event, key: str | None = None) -> Future[bytes]:
         """The render's future: a new one, or the one already running for the same key (by default the plan's
-        unscoped key). Raises 429 when the wait queue is full. `gone` is set by the caller when its client
+        unscoped key). Raises RenderBusy when the wait queue is full. `gone` is set by the caller when its client
         disconnects."""
         key = key or p.cache_key(blob_digest)
         with self._lock:
@@ -220,8 +206,7 @@ class Renderer:
                 self.shared += 1
                 return flight.result
             if self._pending >= self.settings.render_concurrency + self.settings.render_queue_max:
-                raise ProblemError(429, "too many renders waiting; retry shortly", headers={"Retry-After": "2"},
-                                   problem="render-busy")
+                raise RenderBusy("too many renders waiting; retry shortly", retry_after_s=2)
             flight = self._flights[key] = _Flight()
             flight.clients.append(gone)
             self._pending += 1
@@ -232,10 +217,10 @@ class Renderer:
         try:
             waited = time.monotonic() - queued_at
             if flight.abandoned():
-                raise ProblemError(499, "the client went away before its render started")
+                raise RenderGone("the client went away before its render started")
             if waited > self.settings.render_queue_timeout_s:
-                raise ProblemError(429, f"the render waited {waited:.0f} s for a free renderer; retry shortly",
-                                   headers={"Retry-After": "5"}, problem="render-busy")
+                raise RenderBusy(f"the render waited {waited:.0f} s for a free renderer; retry shortly",
+                                 retry_after_s=5)
             flight.result.set_result(self._render_now(blob_digest, p, flight, key))
         except BaseException as e:  # noqa: BLE001 - every waiting request gets the outcome
             flight.result.set_exception(e)
@@ -245,7 +230,6 @@ class Renderer:
                 self._pending -= 1
 
     def _render_now(self, blob_digest: str, p: RenderPlan, flight: _Flight, key: str) -> bytes:
-        from tuner_model.core.coords import Crop
         from tuner_model.core.errors import Stopped
         from tuner_model.core.image_io import encode_image
         from tuner_model.core.stop import stop_when
@@ -263,15 +247,13 @@ class Renderer:
                 pixels = fitted.render(p.width, p.height, Crop(*p.crop), device="cpu")
         except Stopped as e:
             if str(e) == "client gone":
-                raise ProblemError(499, "the client went away; the render was stopped") from None
-            raise ProblemError(503, f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "
-                                    "ask for a smaller size", headers={"Retry-After": "60"},
-                               problem="render-timeout") from None
+                raise RenderGone("the client went away; the render was stopped") from None
+            raise RenderTimeout(f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "
+                                "ask for a smaller size", retry_after_s=60) from None
         # The encode can't be stopped half-way: it starts only if it fits in the time the render has left.
         if time.monotonic() + encode_seconds(p) > deadline:
-            raise ProblemError(503, f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "
-                                    "ask for a smaller size or a faster format", headers={"Retry-After": "60"},
-                               problem="render-timeout")
+            raise RenderTimeout(f"the render ran past its time limit ({self.settings.render_timeout_s:g} s); "
+                                "ask for a smaller size or a faster format", retry_after_s=60)
         data = encode_image(pixels, p.format, p.quality)
         if self.caching and len(data) <= self.settings.render_cache_max_bytes:  # a larger one would go at once
             self.store.put(f"renders/{key}", data)
