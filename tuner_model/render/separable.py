@@ -1,27 +1,21 @@
 """Exact values of a TUNER network on a pixel grid, its input layer summed separably.
 
-With integer frequencies k_j = (kx_j, ky_j),
-    sin(ωx_j·x + ωy_j·y + φ_j) = sin(ωx_j·x)·cos(ωy_j·y + φ_j) + cos(ωx_j·x)·sin(ωy_j·y + φ_j),
-and many columns share a kx (the low block has only L + 1 distinct values). Grouping the columns by kx, the
-first hidden pre-activation on a grid is
-    z_i(x, y) = b_i + Σ_d [A_id(y)·sin(ω_d·x) + B_id(y)·cos(ω_d·x)],
-with A and B computed once per row: one matrix product whose inner dimension is 2·#{kx} − 1 (31 for the
-default 192-wide network) instead of m = 192, and O((W + H)·m) sines instead of W·H·m. The same function,
-summed in another order: exact up to float32 rounding.
+The separation itself (columns grouped by integer kx, the per-axis sine factors, the row-tile size) is
+models/separable.py, shared with training's grid path; here the first layer's coefficients per row and the
+tiles of the deeper layers, without autograd. The inner dimension of the big product is 2·#{kx} − 1 (31 for
+the default 192-wide network) instead of m = 192. The same function, summed in another order: exact up to
+float32 rounding.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 from tuner_model.core.stop import checkpoint
+from tuner_model.models.separable import kx_groups, tile_rows, x_factors, y_factors
 from tuner_model.models.tuner import TunerNet
 from tuner_model.render.sines import fold_impl, sin_impl
-
-TILE_ELEMENTS = 1 << 21  # pre-activations per tile (8 MB of float32: stays in cache)
 
 
 def supports(model: nn.Module) -> bool:
@@ -40,7 +34,7 @@ def grid_values(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
     cb = model.out.bias.detach().float()[:, None]
     nx, ny = xs.numel(), ys.numel()
     out = torch.empty((ny, cw.shape[0], nx), dtype=torch.float32)
-    rows = max(1, TILE_ELEMENTS // max(1, n * nx))
+    rows = tile_rows(n * nx)
     t_max = min(rows, ny)
     sin_ = sin_impl()
 
@@ -106,32 +100,20 @@ def first_layer_factors(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor
     (+ bias[i] when no column has kx = 0). coef is (K, H, n) so each factor is written contiguously.
     The first `n_cos` rows of e are cosines of x (even), the rest sines (odd)."""
     cfg = model.config
-    k = model.k.to(torch.int64)
-    scale = 2 * math.pi / cfg.period
-    phase = model.phase.detach().to(torch.float64)
-    w0 = model.effective_weight(0).detach().to(torch.float32)  # (n, m)
+    groups = kx_groups(model.k, cfg.period)
+    w0 = model.effective_weight(0).detach().to(torch.float32)[:, groups.order]  # (n, m), columns by group
     b0 = cfg.hidden_omega * model.hidden_bias[0].detach().to(torch.float32)
-    n = w0.shape[0]
-    kxs, group = torch.unique(k[:, 0], return_inverse=True)
-    order = torch.argsort(group, stable=True)  # columns sorted by kx group: each group is one slice
-    k, phase, w0, group = k[order], phase[order], w0[:, order], group[order]
-    bounds = torch.searchsorted(group, torch.arange(kxs.numel() + 1)).tolist()
-    # Trig tables in float64 (arguments reach hundreds of radians), products in float32.
-    ax = (scale * kxs.to(torch.float64))[:, None] * xs[None, :]  # (D, W)
-    by = ys[:, None] * (scale * k[:, 1].to(torch.float64))[None, :] + phase[None, :]  # (H, m)
-    sb, cb = torch.sin(by).to(torch.float32), torch.cos(by).to(torch.float32)
-    # Rows: cos(ω_d x) for every d, then sin(ω_d x) for kx_d != 0 (sin 0 = 0 adds nothing).
-    nonzero = [g for g in range(kxs.numel()) if int(kxs[g]) != 0]
-    e = torch.cat((torch.cos(ax), torch.sin(ax[nonzero]))).to(torch.float32)
+    n, bounds = w0.shape[0], groups.bounds
+    sb, cb = y_factors(ys, groups.omega_y, model.phase.detach()[groups.order])  # (H, m) each
+    e = x_factors(groups, xs)  # the bias rides in coef (below), not on a row of ones
     coef = torch.empty((e.shape[0], ys.numel(), n), dtype=torch.float32)
-    for g in range(kxs.numel()):
+    for g in range(groups.count):
         a, b = bounds[g], bounds[g + 1]
         torch.matmul(sb[:, a:b], w0[:, a:b].T, out=coef[g])  # sin(B) multiplies cos(ω_d x)
-    for r, g in enumerate(nonzero, start=kxs.numel()):
+    for r, g in enumerate(groups.sin_groups, start=groups.count):
         a, b = bounds[g], bounds[g + 1]
         torch.matmul(cb[:, a:b], w0[:, a:b].T, out=coef[r])  # cos(B) multiplies sin(ω_d x)
-    zero = [g for g in range(kxs.numel()) if int(kxs[g]) == 0]
-    if zero:
-        coef[zero[0]] += b0  # the bias rides on cos(0·x) = 1
-        return coef, e, None, kxs.numel()
-    return coef, e, b0[:, None], kxs.numel()
+    if groups.zero_group is not None:
+        coef[groups.zero_group] += b0  # the bias rides on cos(0·x) = 1
+        return coef, e, None, groups.count
+    return coef, e, b0[:, None], groups.count
