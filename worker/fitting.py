@@ -20,6 +20,7 @@ from service.testhooks import pause_point
 from tuner_model.codec import read_info
 from tuner_model.core.device import resolve_device
 from tuner_model.core.errors import TunerError
+from tuner_model.core.stop import stop_when
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate.batch import iter_encode_batch
 from tuner_model.rate.effort import effort_plan
@@ -95,7 +96,8 @@ def fit_alone(run: JobRun, job: Job, image: np.ndarray, progress: JobProgress | 
     with job_errors(run, job):  # recorded on the job (TunerError: as it is; others: internal)
         settings = encode_settings(run.ctx.settings, job)
         progress.start(_planned_steps(settings))
-        fitted, blob = encode(image, settings, progress=progress, should_cancel=run.cancel_check(job))
+        with stop_when(lambda: "cancelled" if run.cancelled(job) else None):
+            fitted, blob = encode(image, settings, progress=progress)
         store(run, job, fitted, blob, 1, progress, image)
 
 
@@ -108,14 +110,14 @@ def fit_together(run: JobRun, items: list[tuple[Job, np.ndarray]]) -> None:
         settings = encode_settings(run.ctx.settings, jobs[0])
         for bar in progress:
             bar.start(_planned_steps(settings))
-        for i, outcome in iter_encode_batch([im for _, im in items], settings,
-                                            progress=lambda i, p: progress[i](p),
-                                            should_cancel=[run.cancel_check(j) for j in jobs]):
-            if outcome.error is not None:
-                run.settle_error(jobs[i], outcome.error)
-                continue
-            with job_errors(run, jobs[i]):  # storing this one failed; the others go on
-                store(run, jobs[i], outcome.fitted, outcome.blob, outcome.batch_size, progress[i], items[i][1])
+        with stop_when(member=lambda i: run.cancelled(jobs[i])):  # each blob is stored as soon as it is ready
+            for i, outcome in iter_encode_batch([im for _, im in items], settings,
+                                                progress=lambda i, p: progress[i](p)):
+                if outcome.error is not None:
+                    run.settle_error(jobs[i], outcome.error)
+                    continue
+                with job_errors(run, jobs[i]):  # storing this one failed; the others go on
+                    store(run, jobs[i], outcome.fitted, outcome.blob, outcome.batch_size, progress[i], items[i][1])
     except SoftTimeLimitExceeded:
         raise
     except Exception:  # noqa: BLE001 - a bug or a device error in the batched path: fit the rest alone

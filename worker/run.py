@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,17 +54,15 @@ class JobRun:
     def fail(self, job: Job, error: str) -> dict[str, Any]:
         return self.settle(job, FAILED, error=error)
 
-    def cancel_check(self, job: Job) -> Callable[[], bool]:
-        """The fit's should_cancel for `job`. The first time it answers yes, the job is recorded cancelled
-        at once: in a batch the other fits go on, and the client still sees the cancel within a heartbeat."""
-        def check() -> bool:
-            reason = self.hb.stop_reason(job.id)
-            if reason is None:
-                return False
-            self.settle(job, HeartbeatState.LOST if reason == HeartbeatState.LOST else CANCELLED, error="cancelled")
-            return True
-
-        return check
+    def cancelled(self, job: Job) -> bool:
+        """Whether `job`'s fit is to stop (the fit's stop check, core/stop.py). The first time it answers yes,
+        the job is recorded cancelled at once: in a batch the other fits go on, and the client still sees the
+        cancel within a heartbeat."""
+        reason = self.hb.stop_reason(job.id)
+        if reason is None:
+            return False
+        self.settle(job, HeartbeatState.LOST if reason == HeartbeatState.LOST else CANCELLED, error="cancelled")
+        return True
 
     def settle_error(self, job: Job, error: Exception) -> dict[str, Any]:
         if isinstance(error, FitCancelled):

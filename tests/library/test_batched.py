@@ -8,6 +8,7 @@ import torch
 
 from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.models import ModelConfig
+from tuner_model.render.fitted import render_image
 from tuner_model.train.batched import fit_batch
 from tuner_model.train.fit import FitOptions, fit_image
 from tuner_model.train.loop import clip_per_network
@@ -85,7 +86,7 @@ def test_gray_and_fallback_architectures(parrots):
     cfg = ModelConfig(**{**CFG.to_dict(), "channels": 1})
     out = fit_batch(gray, cfg, FitOptions(steps=10, device="cpu"))
     assert [f.colour for f in out] == ["gray", "gray"]
-    assert out[0].render().shape == (16, 24, 1)
+    assert render_image(out[0]).shape == (16, 24, 1)
     siren = ModelConfig(arch="siren", channels=3, input_width=16, hidden=(16,))
     out = fit_batch(_crops(parrots)[:2], siren, FitOptions(steps=5, device="cpu"))
     assert len(out) == 2 and all(f.config.arch == "siren" for f in out)

@@ -21,6 +21,7 @@ from tuner_model.codec.quant import plan, snap
 from tuner_model.core.errors import BlobError
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.models.fitted import FittedImage
+from tuner_model.render.fitted import render_image
 
 
 def _fitted(config: ModelConfig, colour: str = "rgb", w: int = 24, h: int = 16, seed: int = 3) -> FittedImage:
@@ -38,7 +39,7 @@ def _quantized(spec: QuantSpec = QuantSpec(8)) -> tuple[FittedImage, bytes]:
 
 
 def _render(f: FittedImage) -> np.ndarray:
-    return f.render()
+    return render_image(f)
 
 
 def test_config_fields_cover_model_config() -> None:

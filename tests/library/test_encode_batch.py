@@ -15,6 +15,7 @@ import torch
 from tuner_model.codec import QuantSpec, read_info
 from tuner_model.codec.quant import plan
 from tuner_model.core.errors import ConfigError, FitCancelled
+from tuner_model.core.stop import stop_when
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.rate import batch as batch_mod
 from tuner_model.rate import pipeline
@@ -104,7 +105,8 @@ def test_cancelling_one_image_leaves_the_others(parrots: np.ndarray) -> None:
     def cancel(i: int) -> bool:  # image 1 is cancelled once it has reported some progress mid-fit
         return i == 1 and len(seen[1]) >= 3
 
-    outcomes = encode_batch(images, settings, progress=progress, should_cancel=cancel)
+    with stop_when(member=cancel):
+        outcomes = encode_batch(images, settings, progress=progress)
     assert outcomes[1].cancelled and outcomes[1].blob is None
     assert len(seen[1]) >= 3 and seen[1][-1].step < 40  # stopped during the shared 40-step fit
     for i in (0, 2):
@@ -114,7 +116,7 @@ def test_cancelling_one_image_leaves_the_others(parrots: np.ndarray) -> None:
 
 
 def test_cancel_during_the_per_image_stage(parrots: np.ndarray) -> None:
-    """A list of callbacks; image 0 is cancelled after the shared fit, while its quantization runs."""
+    """Image 0 is cancelled after the shared fit, while its quantization runs."""
     settings = EncodeSettings(steps=40, device="cpu")
     images = _crops(parrots)[:2]
     quantizing = {"on": False}
@@ -123,8 +125,8 @@ def test_cancel_during_the_per_image_stage(parrots: np.ndarray) -> None:
         if i == 0 and p.step > 40:  # past the float fit's 40 steps: fine-tuning
             quantizing["on"] = True
 
-    outcomes = encode_batch(images, settings, progress=progress,
-                            should_cancel=[lambda: quantizing["on"], None])
+    with stop_when(member=lambda i: i == 0 and quantizing["on"]):
+        outcomes = encode_batch(images, settings, progress=progress)
     assert quantizing["on"] and outcomes[0].cancelled
     _assert_same(outcomes[1], encode(images[1], settings), _budget(settings, images[1]))
 
@@ -136,8 +138,8 @@ def test_all_cancelled_stops(parrots: np.ndarray) -> None:
         calls["n"] += 1
         return calls["n"] > 10
 
-    with pytest.raises(FitCancelled):
-        encode_batch(_crops(parrots), EncodeSettings(steps=2000, device="cpu"), should_cancel=cancel)
+    with pytest.raises(FitCancelled), stop_when(member=cancel):
+        encode_batch(_crops(parrots), EncodeSettings(steps=2000, device="cpu"))
     assert calls["n"] < 100  # it stopped at once, not after 2000 steps
 
 
@@ -150,8 +152,6 @@ def test_bad_batches_are_refused(parrots: np.ndarray) -> None:
     a, b = _crops(parrots)[0], parrots[:16, :16]
     with pytest.raises(ConfigError):
         encode_batch([a, b], EncodeSettings(steps=5, device="cpu"))
-    with pytest.raises(ConfigError):
-        encode_batch([a, a], EncodeSettings(steps=5, device="cpu"), should_cancel=[None])
     assert encode_batch([], EncodeSettings(steps=5)) == []
 
 

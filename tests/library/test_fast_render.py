@@ -16,6 +16,7 @@ from tuner_model.rate.pipeline import default_config
 from tuner_model.render import fast as fr
 from tuner_model.render import resample, separable, sines
 from tuner_model.render.direct import render
+from tuner_model.render.fitted import render_image
 from tuner_model.train.fit import FitOptions, fit
 
 FAITHFUL_DB = 45.0
@@ -171,14 +172,14 @@ def test_other_architectures_fall_back_to_direct_evaluation(arch, monkeypatch):
     np.testing.assert_array_equal(got, ref)
 
 
-def test_fitted_image_render_uses_the_fast_path(rgb_net, monkeypatch):
+def test_render_image_uses_the_fast_path(rgb_net, monkeypatch):
     model, (w, h) = rgb_net
     calls = []
     real = fr.grid_values
     for module in (fr, resample):  # exact grids and the resampler's lattice
         monkeypatch.setattr(module, "grid_values", lambda *a, **k: calls.append(1) or real(*a, **k))
     fitted = FittedImage(model.config, w, h, model, "rgb")
-    got = fitted.render(200, 100)
+    got = render_image(fitted, 200, 100)
     assert calls
     assert psnr(got, render(model, (w, h), 200, 100)) >= FAITHFUL_DB
 

@@ -9,6 +9,7 @@ import pytest
 
 from tuner_model.codec import decode_blob, read_info
 from tuner_model.core.errors import ConfigError, FitCancelled
+from tuner_model.core.stop import stop_when
 from tuner_model.rate import table as ratecontrol
 from tuner_model.rate.encode import encode
 from tuner_model.rate.request import EncodeSettings
@@ -120,8 +121,8 @@ def test_cancel_still_works(small: np.ndarray) -> None:
         calls.append(1)
         return len(calls) > 5
 
-    with pytest.raises(FitCancelled):
-        encode(small, EncodeSettings(bpp=1.0, steps=50, device="cpu"), should_cancel=cancel)
+    with pytest.raises(FitCancelled), stop_when(lambda: "stop" if cancel() else None):
+        encode(small, EncodeSettings(bpp=1.0, steps=50, device="cpu"))
 
 
 def test_weights_are_fine_tuned_again_when_the_second_search_lowers_q(small: np.ndarray, monkeypatch) -> None:

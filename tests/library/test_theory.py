@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tuner_model.core.stop import stop_when
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.train.fit import FitOptions, fit
 
@@ -106,7 +107,8 @@ def test_bounds_hold_after_every_step_and_are_active(path):
         worst.append(float((W - model.column_bound).max()))
         return False
 
-    fit(model, image, FitOptions(steps=60, lr=0.05, device="cpu", warmup=1, path=path), should_cancel=check)
+    with stop_when(lambda: "stop" if check() else None):
+        fit(model, image, FitOptions(steps=60, lr=0.05, device="cpu", warmup=1, path=path))
     assert len(worst) == 60
     assert max(worst) <= 1e-6
     W = model.effective_weight(0).detach().abs()

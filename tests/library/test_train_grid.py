@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tuner_model.core.errors import FitCancelled
+from tuner_model.core.stop import stop_when
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.models.stacked import BatchedTuner
 from tuner_model.train import fused
@@ -29,7 +30,7 @@ def _image(seed: int = 0, w: int = W) -> np.ndarray:
 def _grads(model, objective, params=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     params = dict(model.named_parameters()) if params is None else params
-    losses = objective.losses(model, params, 0, None)
+    losses = objective.losses(model, params, 0)
     return losses, {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
 
 
@@ -128,7 +129,7 @@ def test_grid_gradients_through_quantizers():
         with torch.no_grad():
             fake = {n: (qs[n].fake(p) if n in qs else p).detach().clone().requires_grad_(True)
                     for n, p in model.named_parameters()}
-        loss = obj.losses(model, fake, 0, None)
+        loss = obj.losses(model, fake, 0)
         out[path] = (loss, {n: t.grad for n, t in fake.items()})
     torch.testing.assert_close(out["grid"][0], out["dense"][0], rtol=1e-5, atol=1e-7)
     for n, g in out["dense"][1].items():
@@ -157,8 +158,8 @@ def test_cancel_inside_a_grid_step(monkeypatch):
         return len(calls) > 2  # false at the step's start, true inside the first step
 
     cfg = ModelConfig(input_width=24, hidden=(24,), bandlimit=12, block_limit=4)
-    with pytest.raises(FitCancelled, match="inside a step"):
-        fit(build_model(cfg), _image(), FitOptions(steps=5, device="cpu"), should_cancel=cancel)
+    with pytest.raises(FitCancelled, match="inside step"), stop_when(lambda: "stop" if cancel() else None):
+        fit(build_model(cfg), _image(), FitOptions(steps=5, device="cpu"))
 
 
 def test_decoding_a_blob_loads_no_training_code(tmp_path):

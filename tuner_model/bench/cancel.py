@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tuner_model.core.errors import FitCancelled
+from tuner_model.core.stop import stop_when
 from tuner_model.rate.encode import encode
 from tuner_model.rate.request import EncodeSettings
 from tuner_model.train.fit import FitProgress
@@ -66,7 +67,8 @@ def _cancel_once(image: np.ndarray, settings: EncodeSettings, after: float) -> d
     started = time.perf_counter()
     timer.start()
     try:
-        encode(image, settings, progress=progress, should_cancel=flag.is_set)
+        with stop_when(lambda: "cancelled" if flag.is_set() else None):
+            encode(image, settings, progress=progress)
         row: dict = {"after_s": after, "finished_before_cancel": True, "seconds": time.perf_counter() - started}
     except FitCancelled:
         row = {"after_s": after, "finished_before_cancel": False,

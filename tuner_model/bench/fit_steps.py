@@ -107,7 +107,7 @@ def _time_fit_steps(config, image: np.ndarray, variant: str, steps: int, warmup:
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         if grid is not None:
-            grid.losses(model, dict(model.named_parameters()), 0, None)
+            grid.losses(model, dict(model.named_parameters()), 0)
         else:
             pred = forward(coords)
             loss = ((pred.float() - values) ** 2).mean()

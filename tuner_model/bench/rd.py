@@ -104,6 +104,7 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
     from tuner_model.rate.effort import DEFAULT_EFFORT
     from tuner_model.rate.encode import encode
     from tuner_model.rate.request import EncodeSettings
+    from tuner_model.render.fitted import render_image
 
     effort = opts.effort or DEFAULT_EFFORT
     steps, device, size, bpps = opts.steps, opts.device, opts.size, list(opts.bpps)
@@ -133,7 +134,7 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
                 tick = functools.partial(_tick, progress, finished, total, label)
             _, blob = encode(img, EncodeSettings(bpp=bpp, steps=steps, device=device, effort=effort), progress=tick)
             decoded = decode_blob(blob)
-            dec = decoded.render()
+            dec = render_image(decoded)
             # info_psnr: what the blob's header says (`tuner info`), beside what decoding it gives
             row = {"target_bpp": bpp, "bpp": 8 * len(blob) / (img.shape[0] * img.shape[1]),
                    "psnr": psnr(dec, img), "info_psnr": decoded.meta.get("psnr"), "ssim": ssim(dec, img),

@@ -14,7 +14,8 @@ import numpy as np
 
 from tuner_model.codec.quant import QuantSpec, plan
 from tuner_model.core import colour as colour_mod
-from tuner_model.core.errors import ConfigError, FitCancelled, TunerError
+from tuner_model.core.errors import ConfigError, FitCancelled, Stopped, TunerError
+from tuner_model.core.stop import member_check, stop_when
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate.encode import first_bpp, first_slice, rate_options, reach_target, reporter_for, sliced
 from tuner_model.rate.pipeline import (
@@ -51,19 +52,12 @@ class BatchOutcome:
         return isinstance(self.error, FitCancelled)
 
 
-MemberCancel = Callable[[int], bool] | Sequence[Cancel | None] | None
-
-
-def _member_cancels(should_cancel: MemberCancel, n: int) -> list[Cancel | None]:
-    """One cancel callback per image, from a callable taking the image's index or from a list."""
-    if should_cancel is None:
+def _member_cancels(n: int) -> list[Cancel | None]:
+    """One check per image: the caller's member check (core/stop.py) at that image's index."""
+    check = member_check()
+    if check is None:
         return [None] * n
-    if callable(should_cancel):
-        return [lambda i=i: should_cancel(i) for i in range(n)]
-    cancels = list(should_cancel)
-    if len(cancels) != n:
-        raise ConfigError(f"{len(cancels)} cancel callbacks for {n} images")
-    return cancels
+    return [lambda i=i: check(i) for i in range(n)]
 
 
 def _is_cancelled(cancel: Cancel | None) -> bool:
@@ -128,8 +122,7 @@ def _batched_fine_tune(setup: RateSetup, images: Sequence[np.ndarray], firsts: l
 
 
 def iter_encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = EncodeSettings(),
-                      progress: Callable[[int, FitProgress], None] | None = None,
-                      should_cancel: MemberCancel = None) -> Iterator[tuple[int, BatchOutcome]]:
+                      progress: Callable[[int, FitProgress], None] | None = None) -> Iterator[tuple[int, BatchOutcome]]:
     """`encode_batch`, yielding (index, outcome) as each image's blob is ready: the float fit and the
     fine-tuning are shared, the second level search, snap and blob run image after image, so a caller
     can store the first results while the others finish."""
@@ -138,7 +131,7 @@ def iter_encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = E
     shape = images[0].shape
     if any(im.shape != shape for im in images):
         raise ConfigError("encode_batch needs images of one size and channel count")
-    cancels = _member_cancels(should_cancel, len(images))
+    cancels = _member_cancels(len(images))
     bpp = first_bpp(shape, settings)
     setup = rate_setup(shape, rate_options(settings, bpp))
     compile_if_worth_it(setup, settings.plan)
@@ -155,8 +148,13 @@ def iter_encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = E
             yield i, BatchOutcome(error=FitCancelled("cancelled"), batch_size=len(images))
             continue
         try:
-            encoded = encode_rate(setup, image, shares[i], cancels[i], first=first)
-            fitted, blob = reach_target(image, settings, encoded, bpp, reporters[i], cancels[i])
+            with stop_when(lambda i=i: "cancelled" if _is_cancelled(cancels[i]) else None):
+                encoded = encode_rate(setup, image, shares[i], first=first)
+                fitted, blob = reach_target(image, settings, encoded, bpp, reporters[i])
+        except Stopped as e:
+            yield i, BatchOutcome(error=e if isinstance(e, FitCancelled) else FitCancelled(str(e)),
+                                  batch_size=len(images))
+            continue
         except TunerError as e:  # this image's own trouble (cancelled, a budget too small): the others go on
             yield i, BatchOutcome(error=e, batch_size=len(images))
             continue
@@ -165,17 +163,16 @@ def iter_encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = E
 
 
 def encode_batch(images: Sequence[np.ndarray], settings: EncodeSettings = EncodeSettings(),
-                 progress: Callable[[int, FitProgress], None] | None = None,
-                 should_cancel: MemberCancel = None) -> list[BatchOutcome]:
+                 progress: Callable[[int, FitProgress], None] | None = None) -> list[BatchOutcome]:
     """`encode` of several images of one shape with one request, the float fits run as one `fit_batch` and
     the fine-tuning as one `qat_finetune_batch` (each network at the Q of its own level search); each
     image goes through the same steps as `encode` alone (level search, QAT, search again, snap, PSNR,
     blob; a smaller network or a higher rate when needed), so each result matches `encode` of that image
-    up to float rounding. `progress(index, p)` reports per image. `should_cancel` is a callable
-    taking an image's index, or one callable (or None) per image: a cancelled image's outcome is
-    FitCancelled while the others go on; when every image is cancelled this raises FitCancelled."""
+    up to float rounding. `progress(index, p)` reports per image. The caller's member check
+    (`core.stop.stop_when(member=...)`, by image index) cancels one image: its outcome is FitCancelled
+    while the others go on; when every image is cancelled this raises FitCancelled."""
     outcomes: list[BatchOutcome] = [BatchOutcome()] * len(images)
-    for i, outcome in iter_encode_batch(images, settings, progress, should_cancel):
+    for i, outcome in iter_encode_batch(images, settings, progress):
         outcomes[i] = outcome
     if outcomes and all(o.cancelled for o in outcomes):
         raise FitCancelled("every image of the batch was cancelled")

@@ -13,11 +13,10 @@ from collections.abc import Callable
 import numpy as np
 
 from tuner_model.core.errors import FitCancelled, Stopped
-from tuner_model.core.stop import stop_when
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate import table
 from tuner_model.rate.coarsen import coarser_levels
-from tuner_model.rate.pipeline import Cancel, RateOptions, RateProgress, encode_at_rate
+from tuner_model.rate.pipeline import RateOptions, RateProgress, encode_at_rate
 from tuner_model.rate.request import DEFAULT_BPP, EncodeSettings
 from tuner_model.train.fit import FitProgress
 
@@ -68,7 +67,7 @@ def sliced(reporter: Progress, lo: float, hi: float) -> RateProgress:
 
 
 def reach_target(image: np.ndarray, settings: EncodeSettings, first: tuple[FittedImage, bytes], bpp: float,
-                  reporter: Progress, should_cancel: Cancel | None) -> tuple[FittedImage, bytes]:
+                  reporter: Progress) -> tuple[FittedImage, bytes]:
     """After the first encode: with a quality target Y, encode again (up to PSNR_ATTEMPTS encodes in all)
     while the measured PSNR is outside [Y, Y + PSNR_TOLERANCE_DB]: below it, at a higher rate; far above it,
     at a lower one. Keeps the smallest blob that reaches Y (or, if none does, the best one)."""
@@ -83,8 +82,7 @@ def reach_target(image: np.ndarray, settings: EncodeSettings, first: tuple[Fitte
                             table.psnr_slope(), floor)
             if nxt is None:
                 break
-            tries.append((nxt, encode_at_rate(image, rate_options(settings, nxt), sliced(reporter, lo, hi),
-                                              should_cancel)))
+            tries.append((nxt, encode_at_rate(image, rate_options(settings, nxt), sliced(reporter, lo, hi))))
     best_bpp, best = _pick(tries, settings.psnr)
     if settings.psnr is not None and best[0].meta["psnr"] > settings.psnr + PSNR_TOLERANCE_DB:
         # Every attempt that reached Y overshot the window: the same network on a coarser grid lands in it
@@ -147,28 +145,23 @@ def reporter_for(settings: EncodeSettings, sink: Callable[[FitProgress], None] |
 
 
 def encode(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
-           progress: Callable[[FitProgress], None] | None = None,
-           should_cancel: Callable[[], bool] | None = None) -> tuple[FittedImage, bytes]:
+           progress: Callable[[FitProgress], None] | None = None) -> tuple[FittedImage, bytes]:
     """Fit, quantize and code `image` ((H, W, C) float in [0, 1]) as the settings ask: at most
     `bpp` bits per pixel, or the smallest table rate expected to reach `psnr` (re-encoding at a higher
     rate, up to PSNR_ATTEMPTS times, when the measured PSNR falls short), or DEFAULT_BPP.
-    `should_cancel` is polled every step, between a step's row tiles, and between the tiles of the renders
-    that measure the result; when it answers True the encode raises FitCancelled."""
-    if should_cancel is None:
-        return _encode(image, settings, progress, None)
-    with stop_when(lambda: "cancelled" if should_cancel() else None):
-        try:
-            return _encode(image, settings, progress, should_cancel)
-        except FitCancelled:
-            raise
-        except Stopped as e:
-            raise FitCancelled(f"encode {e}") from None
+    The caller's stop check (core/stop.py) is polled every step, between a step's row tiles, and between
+    the tiles of the renders that measure the result; when it gives a reason the encode raises FitCancelled."""
+    try:
+        return _encode(image, settings, progress)
+    except FitCancelled:
+        raise
+    except Stopped as e:
+        raise FitCancelled(f"encode stopped: {e}") from None
 
 
-def _encode(image: np.ndarray, settings: EncodeSettings, progress: Callable[[FitProgress], None] | None,
-            should_cancel: Callable[[], bool] | None) -> tuple[FittedImage, bytes]:
+def _encode(image: np.ndarray, settings: EncodeSettings,
+            progress: Callable[[FitProgress], None] | None) -> tuple[FittedImage, bytes]:
     reporter = reporter_for(settings, progress)
     bpp = first_bpp(image.shape, settings)
-    first = encode_at_rate(image, rate_options(settings, bpp), sliced(reporter, *first_slice(settings)),
-                           should_cancel)
-    return reach_target(image, settings, first, bpp, reporter, should_cancel)
+    first = encode_at_rate(image, rate_options(settings, bpp), sliced(reporter, *first_slice(settings)))
+    return reach_target(image, settings, first, bpp, reporter)

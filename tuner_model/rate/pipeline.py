@@ -155,8 +155,8 @@ RateProgress = Callable[[float, float, float], None]  # (fraction 0..1 of this e
 Cancel = Callable[[], bool]
 
 
-def _float_fit(setup: RateSetup, target: np.ndarray, net_width: int, progress: RateProgress | None,
-               should_cancel: Cancel | None) -> tuple[FittedImage, float]:
+def _float_fit(setup: RateSetup, target: np.ndarray, net_width: int,
+               progress: RateProgress | None) -> tuple[FittedImage, float]:
     """One network of `net_width` fitted to `target` (the image in the network's colour space)."""
     config = setup.config(net_width)
     model = build_model(config, seed=setup.seed)
@@ -165,7 +165,7 @@ def _float_fit(setup: RateSetup, target: np.ndarray, net_width: int, progress: R
         if progress is not None:
             progress(p.step / setup.steps * setup.fit_share, p.loss, p.psnr)
 
-    result = fit(model, target, setup.fit_options(), progress=fit_progress, should_cancel=should_cancel)
+    result = fit(model, target, setup.fit_options(), progress=fit_progress)
     return setup.unquantized(config, result.model.cpu()), result.seconds
 
 
@@ -197,7 +197,7 @@ def qat_progress(setup: RateSetup, progress: RateProgress | None) -> Callable[[i
 
 
 def _quantize(setup: RateSetup, image: np.ndarray, target: np.ndarray, fitted: FittedImage, seconds: float,
-              progress: RateProgress | None, should_cancel: Cancel | None,
+              progress: RateProgress | None,
               tuned_levels: int | None = None) -> tuple[FittedImage, bytes]:
     """The post-fit pipeline, on `fitted` in place: level search, QAT, search again, snap, PSNR of exactly
     what decoding gives, blob. `tuned_levels`: the first search and QAT already ran (a batch) at that Q.
@@ -206,20 +206,20 @@ def _quantize(setup: RateSetup, image: np.ndarray, target: np.ndarray, fitted: F
     if q is None:
         q = first_levels(setup, fitted)
         if setup.n_qat:
-            _fine_tune(setup, fitted, target, q, setup.n_qat, qat_progress(setup, progress), should_cancel)
-    return _finish(setup, image, target, fitted, q, seconds, progress, should_cancel)
+            _fine_tune(setup, fitted, target, q, setup.n_qat, qat_progress(setup, progress))
+    return _finish(setup, image, target, fitted, q, seconds, progress)
 
 
 def _fine_tune(setup: RateSetup, fitted: FittedImage, target: np.ndarray, q: int, steps: int,
-               progress: Callable[[int, float], None] | None, should_cancel: Cancel | None) -> None:
+               progress: Callable[[int, float], None] | None) -> None:
     """Quantization-aware fine-tuning of `fitted` in place at Q = q."""
     qat_finetune(fitted.model, target, plan(fitted.model, QuantSpec(setup.q_plan).with_levels(q)),
-                 setup.qat_options(steps), progress, should_cancel)
+                 setup.qat_options(steps), progress)
     fitted.model.cpu()
 
 
 def _finish(setup: RateSetup, image: np.ndarray, target: np.ndarray, fitted: FittedImage, q: int, seconds: float,
-            progress: RateProgress | None, should_cancel: Cancel | None) -> tuple[FittedImage, bytes]:
+            progress: RateProgress | None) -> tuple[FittedImage, bytes]:
     """After fine-tuning at Q = q: search again, snap, PSNR, blob.
 
     Fine-tuning moves the weights, so the blob at q can end a few bytes over the budget and the search
@@ -234,7 +234,7 @@ def _finish(setup: RateSetup, image: np.ndarray, target: np.ndarray, fitted: Fit
             raise OverBudget(after_qat=True)
         if q2 < q and setup.n_qat:
             report["retuned"] = True
-            _fine_tune(setup, fitted, target, q2, max(1, setup.n_qat // 2), None, should_cancel)
+            _fine_tune(setup, fitted, target, q2, max(1, setup.n_qat // 2), None)
             q3 = search_levels(fitted, spec, setup.budget, hi=q2, guess=q2)  # no finer than it was tuned at
             if q3 is None:
                 raise OverBudget(after_qat=True)
@@ -255,7 +255,7 @@ def _finish(setup: RateSetup, image: np.ndarray, target: np.ndarray, fitted: Fit
 
 
 def encode_rate(setup: RateSetup, image: np.ndarray, progress: RateProgress | None,
-                 should_cancel: Cancel | None, first: FirstFit | None = None) -> tuple[FittedImage, bytes]:
+                first: FirstFit | None = None) -> tuple[FittedImage, bytes]:
     """Fit and quantize, shrinking the network and fitting again while it cannot fit the budget. `first`
     is a float fit already made at `setup.net_width` (by a batch): the first attempt starts from it."""
     target = colour_mod.forward(image, setup.colour)
@@ -265,9 +265,9 @@ def encode_rate(setup: RateSetup, image: np.ndarray, progress: RateProgress | No
         if attempt == 0 and first is not None:
             fitted, seconds, tuned = first.fitted, first.seconds, first.levels
         else:
-            fitted, seconds = _float_fit(setup, target, net_width, progress, should_cancel)
+            fitted, seconds = _float_fit(setup, target, net_width, progress)
         try:
-            return _quantize(setup, image, target, fitted, seconds, progress, should_cancel, tuned)
+            return _quantize(setup, image, target, fitted, seconds, progress, tuned)
         except OverBudget as e:  # too big for the budget even at the fewest levels: shrink and refit
             net_width = max(table.MIN_WIDTH, int(net_width * 0.75))
             if not e.after_qat and net_width == table.MIN_WIDTH and attempt:
@@ -275,13 +275,13 @@ def encode_rate(setup: RateSetup, image: np.ndarray, progress: RateProgress | No
     raise ConfigError(f"{setup.bpp} bpp is too small a budget for a {setup.width}x{setup.height} image")
 
 
-def encode_at_rate(image: np.ndarray, options: RateOptions, progress: RateProgress | None = None,
-                   should_cancel: Cancel | None = None) -> tuple[FittedImage, bytes]:
+def encode_at_rate(image: np.ndarray, options: RateOptions,
+                   progress: RateProgress | None = None) -> tuple[FittedImage, bytes]:
     """One encode at a byte budget of floor(bpp·W·H/8), fitted as `options.plan` says;
     `progress(frac, loss, psnr)` gets fractions 0..1 of this encode."""
     setup = rate_setup(image.shape, options)
     compile_if_worth_it(setup, options.effort_plan)
-    return encode_rate(setup, image, progress, should_cancel)
+    return encode_rate(setup, image, progress)
 
 
 COMPILE_AFTER_S = 30.0  # compiling the fused backward costs ~3.5 s once per process and saves ~12 % a step

@@ -23,6 +23,7 @@ from tuner_model.core import colour as colour_mod
 from tuner_model.core.device import resolve_device
 from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.core.metrics import mse_to_psnr
+from tuner_model.core.stop import stop_reason, stop_when
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.models.fitted import FittedImage
 from tuner_model.models.stacked import BatchedTuner, batchable
@@ -32,16 +33,15 @@ from tuner_model.train.loop import train
 
 def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOptions = FitOptions(),
               progress: Callable[[FitProgress], None] | None = None, colour: str | None = None,
-              should_cancel: Callable[[], bool] | None = None,
               member_cancelled: Callable[[int], bool] | None = None,
               member_progress: Callable[[int, FitProgress], None] | None = None) -> list[FittedImage | None]:
     """Fit one network of `config` to each image (all the same (H, W, C) shape), all at once on one device.
     Results match `image_model.fit_image` on each image with the same options up to float rounding.
 
-    `should_cancel` stops the whole batch (FitCancelled). `member_cancelled(k)`, polled every step for each
-    image k still fitting, drops that image alone: its result is None and the others go on exactly as
-    before; when every image is dropped the fit raises FitCancelled. `member_progress(k, p)` reports each
-    image's own loss alongside `progress`, which gets the mean."""
+    The caller's stop check (core/stop.py) stops the whole batch (FitCancelled). `member_cancelled(k)`,
+    polled every step for each image k still fitting, drops that image alone: its result is None and the
+    others go on exactly as before; when every image is dropped the fit raises FitCancelled.
+    `member_progress(k, p)` reports each image's own loss alongside `progress`, which gets the mean."""
     if not images:
         return []
     shape = images[0].shape
@@ -53,7 +53,7 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
     if config.channels != c:
         raise ConfigError(f"the configuration has {config.channels} channels, the images {c}")
     if not batchable(config):
-        return _fit_one_by_one(images, config, options, colour, progress, should_cancel, member_cancelled)
+        return _fit_one_by_one(images, config, options, colour, progress, member_cancelled)
 
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)
@@ -74,7 +74,7 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
                 member_progress(k, FitProgress(step, options.steps, loss, mse_to_psnr(loss)))
 
     result = train(model, objective, loop_options(options), stacked=True, progress=report,
-                   should_cancel=should_cancel, member_cancelled=member_cancelled)
+                   member_cancelled=member_cancelled)
     live = [k for k, loss in enumerate(result.losses) if loss is not None]
     results: list[FittedImage | None] = [None] * len(images)
     for j, k in enumerate(live):
@@ -88,18 +88,18 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
 
 
 def _fit_one_by_one(images: Sequence[np.ndarray], config: ModelConfig, options: FitOptions, colour: str,
-                    progress: Callable[[FitProgress], None] | None, should_cancel: Callable[[], bool] | None,
+                    progress: Callable[[FitProgress], None] | None,
                     member_cancelled: Callable[[int], bool] | None) -> list[FittedImage | None]:
     """Architectures without a batched form: one fit after another, with the same cancellation contract."""
     results: list[FittedImage | None] = []
     for k, im in enumerate(images):
-        def cancelled(k: int = k) -> bool:
-            return (should_cancel is not None and should_cancel()) or (
-                member_cancelled is not None and member_cancelled(k))
+        def cancelled(k: int = k) -> str | None:
+            return "cancelled" if member_cancelled is not None and member_cancelled(k) else None
         try:
-            results.append(fit_image(im, config, options, colour, progress, cancelled))
+            with stop_when(cancelled):
+                results.append(fit_image(im, config, options, colour, progress))
         except FitCancelled:
-            if should_cancel is not None and should_cancel():
+            if stop_reason():  # the whole batch was stopped, not this member
                 raise
             results.append(None)
     if results and all(r is None for r in results):

@@ -140,14 +140,13 @@ def fit(
     image: np.ndarray,
     options: FitOptions = FitOptions(),
     progress: Callable[[FitProgress], None] | None = None,
-    should_cancel: Callable[[], bool] | None = None,
     train_mask: np.ndarray | None = None,
 ) -> FitResult:
     """Fit `model` to `image` (float (H, W, C) in [0, 1], already in the network's colour space).
 
     `train_mask` (H, W) bool limits the loss to some pixels (the paper's held-out protocol).
-    `should_cancel` is polled every step (and inside a grid step); when it returns True the fit raises
-    FitCancelled.
+    The caller's stop check (core/stop.py) is polled every step (and inside a grid step); when it gives a
+    reason the fit raises FitCancelled.
     """
     if image.ndim != 3:
         raise ConfigError("image must be (H, W, C)")
@@ -161,7 +160,7 @@ def fit(
         if progress is not None:
             progress(FitProgress(step, options.steps, losses[0], mse_to_psnr(losses[0])))
 
-    result = train(model, objective, loop_options(options), progress=report, should_cancel=should_cancel)
+    result = train(model, objective, loop_options(options), progress=report)
     loss = result.losses[0]
     return FitResult(model, options.steps, float("nan") if loss is None else loss, result.seconds, str(device))
 
@@ -176,15 +175,14 @@ def _init_output_bias(model: nn.Module, image: np.ndarray, mask: np.ndarray | No
 
 
 def fit_image(image: np.ndarray, config: ModelConfig, options: FitOptions = FitOptions(), colour: str = "rgb",
-              progress: Callable[[FitProgress], None] | None = None,
-              should_cancel: Callable[[], bool] | None = None) -> FittedImage:
+              progress: Callable[[FitProgress], None] | None = None) -> FittedImage:
     """Fit a fresh network of `config` to an (H, W, C) RGB/gray image in [0, 1]: a FittedImage."""
 
     h, w, c = image.shape
     colour_mod.check(colour, c)
     target = colour_mod.forward(image, colour)
     model = build_model(config, seed=options.seed)
-    result = fit(model, target, options, progress=progress, should_cancel=should_cancel)
+    result = fit(model, target, options, progress=progress)
     model = result.model.cpu()
     fitted = FittedImage(config, w, h, model, colour)
     fitted.meta.update(steps=result.steps, seconds=round(result.seconds, 3), device=result.device)

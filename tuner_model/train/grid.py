@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from tuner_model.core.errors import FitCancelled
+from tuner_model.core.stop import checkpoint
 from tuner_model.train import fused as fused_mod
 from tuner_model.train import native
 
@@ -165,8 +165,7 @@ class GridMSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, coef, fixed, out_w, out_b, *deep):  # type: ignore[override]
-        e, target, weight, denominator, should_cancel = (fixed.e, fixed.target, fixed.weight, fixed.denominator,
-                                                         fixed.should_cancel)
+        e, target, weight, denominator = fixed.e, fixed.target, fixed.weight, fixed.denominator
         n_deep = len(deep) // 2
         deep_w, deep_b = deep[:n_deep], deep[n_deep:]
         k_count, r_count, h, n1 = coef.shape
@@ -207,8 +206,8 @@ class GridMSE(torch.autograd.Function):
                 sums = native.Sums.zeros(c, widths[-1])
             for lo in range(0, h, rows):
                 tile += 1
-                if should_cancel is not None and tile % CANCEL_EVERY_TILES == 0 and should_cancel():
-                    raise FitCancelled("fit cancelled inside a step")
+                if tile % CANCEL_EVERY_TILES == 0:
+                    checkpoint()
                 hi = min(h, lo + rows)
                 t = hi - lo
                 p = t * w
@@ -300,13 +299,12 @@ def _activate(sine: torch.Tensor, pre: torch.Tensor, keep_pre: bool) -> None:
 @dataclass(frozen=True)
 class _GridInputs:
     """GridMSE's inputs that take no gradient: the first layer's x factors e (R, W), the target
-    (K, H, C, W), the 0/1 weight (H, W) or None, the loss's denominator, and the cancel check."""
+    (K, H, C, W), the 0/1 weight (H, W) or None, and the loss's denominator."""
 
     e: torch.Tensor
     target: torch.Tensor
     weight: torch.Tensor | None
     denominator: float
-    should_cancel: Callable[[], bool] | None
 
 
 @dataclass(frozen=True)
@@ -354,12 +352,11 @@ def tuner_tensors(params: Mapping[str, torch.Tensor], hidden_omega: float, depth
 
 
 def grid_losses(sep: Separable, t: TunerTensors, target: torch.Tensor, weight: torch.Tensor | None,
-                denominator: float, rows: torch.Tensor | None = None,
-                should_cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+                denominator: float, rows: torch.Tensor | None = None) -> torch.Tensor:
     """The K networks' losses on the grid rows `rows` (target and weight already restricted to them),
     differentiable in every tensor of `t`."""
     coef = coefficients(sep, t, rows)
-    fixed = _GridInputs(sep.e, target, weight, float(denominator), should_cancel)
+    fixed = _GridInputs(sep.e, target, weight, float(denominator))
     return GridMSE.apply(coef, fixed, t.out_weight, t.out_bias, *t.weights[1:], *t.biases[1:])
 
 

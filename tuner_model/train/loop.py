@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tuner_model.core.errors import FitCancelled
+from tuner_model.core.errors import FitCancelled, Stopped
+from tuner_model.core.stop import stop_reason
 from tuner_model.models.stacked import BatchedTuner
 from tuner_model.train.objective import Objective
 
@@ -66,11 +67,11 @@ def make_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], lr: float, 
 
 def train(model: nn.Module, objective: Objective, options: LoopOptions, stacked: bool = False,
           quantizers: Sequence[Quantizers] | None = None, progress: LoopProgress | None = None,
-          should_cancel: Callable[[], bool] | None = None,
           member_cancelled: Callable[[int], bool] | None = None) -> LoopResult:
     """Train `model` (K stacked networks when `stacked`, else one) in place on `objective`.
 
-    `should_cancel` (polled every step, and inside a grid step) raises FitCancelled. `member_cancelled(k)`
+    The caller's stop check (core/stop.py; polled every step, and inside a grid step) raises FitCancelled.
+    `member_cancelled(k)`
     drops member k alone: the others go on exactly as before; when every member is dropped the loop
     raises FitCancelled, or, with keep_best, returns with every loss None."""
     k_count = _members(model, stacked)
@@ -83,8 +84,9 @@ def train(model: nn.Module, objective: Objective, options: LoopOptions, stacked:
     start = time.perf_counter()
     evaluations = options.steps + (1 if options.keep_best else 0)
     for step in range(evaluations):
-        if should_cancel is not None and should_cancel():
-            raise FitCancelled(f"fit cancelled at step {step}")
+        reason = stop_reason()
+        if reason:
+            raise FitCancelled(f"fit stopped at step {step}: {reason}")
         if member_cancelled is not None:
             keep = [j for j, k in enumerate(live) if not member_cancelled(k)]
             if not keep:
@@ -98,7 +100,12 @@ def train(model: nn.Module, objective: Objective, options: LoopOptions, stacked:
                 live = [live[j] for j in keep]
         opt.zero_grad(set_to_none=True)
         qs = None if quantizers is None else [quantizers[k] for k in live]
-        losses = _step_losses(model, objective, step, stacked, qs, should_cancel)
+        try:
+            losses = _step_losses(model, objective, step, stacked, qs)
+        except FitCancelled:
+            raise
+        except Stopped as e:  # inside the step (between its row tiles)
+            raise FitCancelled(f"fit stopped inside step {step}: {e}") from None
         for j, k in enumerate(live):
             last[k] = losses[j]
             if options.keep_best and losses[j] < best[k]:  # the loss of the parameters before this step
@@ -131,13 +138,13 @@ def _members(model: nn.Module, stacked: bool) -> int:
 
 
 def _step_losses(model: nn.Module, objective: Objective, step: int, stacked: bool,
-                 quantizers: list[Quantizers] | None, should_cancel: Callable[[], bool] | None) -> list[float]:
+                 quantizers: list[Quantizers] | None) -> list[float]:
     """One step's losses, the gradients left on the parameters. Every quantizer's `fake` passes gradients
     straight through, so the quantized tensors are made once per step and their gradient is the
     parameters' gradient."""
     params = dict(model.named_parameters())
     if quantizers is None:
-        return objective.losses(model, params, step, should_cancel).tolist()
+        return objective.losses(model, params, step).tolist()
     with torch.no_grad():
         if stacked:
             fake = {name: torch.stack([_fake(qs, BatchedTuner.net_name(name), p[j]) for j, qs in enumerate(quantizers)])
@@ -146,7 +153,7 @@ def _step_losses(model: nn.Module, objective: Objective, step: int, stacked: boo
             fake = {name: _fake(quantizers[0], name, p) for name, p in params.items()}
     for t in fake.values():
         t.requires_grad_(True)
-    losses = objective.losses(model, fake, step, should_cancel).tolist()
+    losses = objective.losses(model, fake, step).tolist()
     for name, p in params.items():
         p.grad = fake[name].grad
     return losses

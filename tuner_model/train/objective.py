@@ -12,7 +12,7 @@ Both hold K >= 1 targets, one per stacked network, and drop members as the loop 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,12 +26,9 @@ from tuner_model.models.stacked import BatchedTuner
 from tuner_model.models.tuner import TunerNet
 from tuner_model.train import grid as grid_mod
 
-Cancel = Callable[[], bool] | None
-
 
 class Objective(Protocol):
-    def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int,
-               should_cancel: Cancel) -> torch.Tensor:
+    def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
         """Backpropagates the step's K losses into `params` (leaves) and returns them, detached."""
 
     def drop(self, keep: list[int]) -> None:
@@ -93,8 +90,7 @@ class DenseObjective:
         self.chunk = chunk_pixels if not stacked else max(1024, chunk_pixels // len(images))
         self.pixels = _Epochs(n, self.batch, torch.Generator(device=device).manual_seed(seed), device)
 
-    def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int,
-               should_cancel: Cancel) -> torch.Tensor:
+    def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
         idx = self.pixels.next()
         k_count, c = self.values.shape[0], self.values.shape[2]
         total = torch.zeros(k_count, device=self.coords.device)
@@ -145,8 +141,7 @@ class GridObjective:
         self.w, self.cols = w, w if batch_cols is None else max(1, min(batch_cols, w))
         self.last_sample: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)  # (rows, columns) drawn
 
-    def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int,
-               should_cancel: Cancel) -> torch.Tensor:
+    def losses(self, model: nn.Module, params: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
         rows = self.rows.next()
         if rows is not None:
             rows = rows.sort().values
@@ -163,7 +158,7 @@ class GridObjective:
         # The mean over the pixels this step sees (the mask's training pixels among them).
         pixels = target.shape[1] * target.shape[3] if weight is None else float(weight.sum())
         denominator = max(1.0, pixels) * self.c
-        per = grid_mod.grid_losses(sep, t, target, weight, denominator, rows, should_cancel)
+        per = grid_mod.grid_losses(sep, t, target, weight, denominator, rows)
         return _backward(model, per, self.penalty)
 
     def drop(self, keep: list[int]) -> None:

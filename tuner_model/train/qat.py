@@ -13,6 +13,7 @@ from torch import nn
 
 from tuner_model.codec.quant import Quantizer
 from tuner_model.core.errors import FitCancelled
+from tuner_model.core.stop import stop_reason, stop_when
 from tuner_model.models.stacked import BatchedTuner, batchable
 from tuner_model.train.fit import FitOptions, cosine_factor, make_objective
 from tuner_model.train.loop import LoopOptions, train
@@ -47,8 +48,7 @@ def _objective(model: nn.Module, targets: Sequence[np.ndarray], device: torch.de
 
 
 def qat_finetune(model: nn.Module, target: np.ndarray, quantizers: dict[str, Quantizer], options: QatOptions | int,
-                 progress: Callable[[int, float], None] | None = None,
-                 should_cancel: Callable[[], bool] | None = None) -> float:
+                 progress: Callable[[int, float], None] | None = None) -> float:
     """Fine-tune `model` in place through its quantizers (`options`: a QatOptions, or that many steps);
     keeps the parameters whose quantized network had the lowest loss when every step sees every row.
     `target` is the image in the network's colour space. Returns the kept parameters' loss."""
@@ -62,7 +62,7 @@ def qat_finetune(model: nn.Module, target: np.ndarray, quantizers: dict[str, Qua
             progress(step, losses[0])
 
     result = train(model, objective, _options(o.steps, o.lr, o.batch_rows), quantizers=[dict(quantizers)],
-                   progress=report, should_cancel=should_cancel)
+                   progress=report)
     loss = result.losses[0]
     return float("inf") if loss is None else loss
 
@@ -109,8 +109,8 @@ def _one_by_one(models: Sequence[nn.Module], targets: Sequence[np.ndarray],
 
     out: list[float | None] = []
     for k, (model, target, qs) in enumerate(zip(models, targets, quantizers, strict=True)):
-        def cancelled(k: int = k) -> bool:
-            return member_cancelled is not None and member_cancelled(k)
+        def cancelled(k: int = k) -> str | None:
+            return "cancelled" if member_cancelled is not None and member_cancelled(k) else None
 
         def member_progress(step: int, loss: float, k: int = k) -> None:
             if progress is not None:
@@ -118,8 +118,11 @@ def _one_by_one(models: Sequence[nn.Module], targets: Sequence[np.ndarray],
 
         state = copy.deepcopy(model.state_dict())
         try:
-            out.append(qat_finetune(model, target, qs, options, member_progress, cancelled))
+            with stop_when(cancelled):
+                out.append(qat_finetune(model, target, qs, options, member_progress))
         except FitCancelled:
+            if stop_reason():  # the caller stopped everything, not this member
+                raise
             model.load_state_dict(state)  # a dropped network is left as it was, as in the batched form
             out.append(None)
     return out
