@@ -167,10 +167,11 @@ import sys
 from tuner_model.codec import QuantSpec, decode_blob, encode_blob, read_info
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.models.fitted import FittedImage
+from tuner_model.render.fitted import render_image
 cfg = ModelConfig(arch="tuner", channels=3, input_width=8, hidden=(8,), bandlimit=4, block_limit=2)
 blob = encode_blob(FittedImage(cfg, 12, 8, build_model(cfg)), QuantSpec(16))
 read_info(blob)
-decode_blob(blob).render(24, 16)
+render_image(decode_blob(blob), 24, 16)
 bad = sorted(m for m in sys.modules if m.startswith(%r))
 print(" ".join(bad))
 """

@@ -20,6 +20,7 @@ from tuner_model.models import build_model
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate.effort import effort_plan
 from tuner_model.rate.pipeline import RateOptions, rate_setup
+from tuner_model.render.fitted import measure_psnr
 from tuner_model.train.fit import fit
 
 # name: (model config overrides, fit option overrides). Widths keep the parameter count near the base's.
@@ -99,7 +100,7 @@ def main() -> int:
             fitted = FittedImage(config, setup.width, setup.height, result.model.cpu(), "rgb", {})
             row = {"image": name, "variant": variant, "steps": a.steps, "bpp": a.bpp, "params": params,
                    "input_width": config.input_width, "hidden": list(config.hidden),
-                   "psnr": round(fitted.measure_psnr(img), 3), "seconds": round(time.time() - t, 1)}
+                   "psnr": round(measure_psnr(fitted, img), 3), "seconds": round(time.time() - t, 1)}
             done.append(row)
             path.write_text(json.dumps(done, indent=1))
             print(json.dumps(row), flush=True)

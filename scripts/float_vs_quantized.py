@@ -13,6 +13,7 @@ from tuner_model.core import colour as colour_mod
 from tuner_model.core.image_io import load_image
 from tuner_model.rate.effort import effort_plan
 from tuner_model.rate.pipeline import RateOptions, _float_fit, _quantize, rate_setup
+from tuner_model.render.fitted import measure_psnr
 
 
 def main(path: str, bpp: str = "1.0", effort: str = "4") -> int:
@@ -22,7 +23,7 @@ def main(path: str, bpp: str = "1.0", effort: str = "4") -> int:
     t = time.time()
     fitted, secs = _float_fit(setup, target, setup.net_width, None, None)
     print(f"net width {setup.net_width}, budget {setup.budget} bytes: float fit {time.time() - t:.0f} s, "
-          f"float PSNR {fitted.measure_psnr(img):.2f} dB", flush=True)
+          f"float PSNR {measure_psnr(fitted, img):.2f} dB", flush=True)
     t = time.time()
     fitted, blob = _quantize(setup, img, target, fitted, secs, None, None)
     meta = fitted.meta

@@ -111,7 +111,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
         pixels = render_latent(decode_latent_blob(data)[0], args.width, args.height, crop)
     else:
-        pixels = decode_blob(data).render(args.width, args.height, crop, device=device)
+        from tuner_model.render.fitted import render_image
+
+        pixels = render_image(decode_blob(data), args.width, args.height, crop, device=device)
     _write(args.output, encode_image(pixels, fmt, quality=args.quality))
     _summary(args, {"output": str(args.output), "width": pixels.shape[1], "height": pixels.shape[0]})
     return 0

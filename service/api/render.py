@@ -233,6 +233,7 @@ class Renderer:
         from tuner_model.core.errors import Stopped
         from tuner_model.core.image_io import encode_image
         from tuner_model.core.stop import stop_when
+        from tuner_model.render.fitted import render_image
 
         deadline = time.monotonic() + self.settings.render_timeout_s
 
@@ -244,7 +245,7 @@ class Renderer:
         try:
             with stop_when(stop):
                 fitted = self._fitted(blob_digest)
-                pixels = fitted.render(p.width, p.height, Crop(*p.crop), device="cpu")
+                pixels = render_image(fitted, p.width, p.height, Crop(*p.crop), device="cpu")
         except Stopped as e:
             if str(e) == "client gone":
                 raise RenderGone("the client went away; the render was stopped") from None

@@ -15,6 +15,7 @@ from tests.conftest import sample_path
 from tuner_cli.main import main
 from tuner_model.codec import decode_blob
 from tuner_model.core.image_io import load_image
+from tuner_model.render.fitted import measure_psnr
 
 CLI = [sys.executable, "-m", "tuner_cli"]
 
@@ -42,7 +43,7 @@ def test_info_reports_the_psnr_decoding_gives(blob_path: Path) -> None:
     info = json.loads(r.stdout)
     assert info["bpp"] <= 1.0 and info["width"] == 192
     image = load_image(sample_path("parrots-192x128.png"))
-    assert info["psnr"] == pytest.approx(decode_blob(blob_path.read_bytes()).measure_psnr(image), abs=1e-4)
+    assert info["psnr"] == pytest.approx(measure_psnr(decode_blob(blob_path.read_bytes()), image), abs=1e-4)
 
 
 def _bad_files(good: bytes) -> dict[str, bytes]:

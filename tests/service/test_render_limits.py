@@ -23,6 +23,7 @@ from tuner_model.core.errors import Stopped
 from tuner_model.core.stop import stop_when
 from tuner_model.rate.encode import encode
 from tuner_model.rate.request import EncodeSettings
+from tuner_model.render.fitted import render_image
 
 PROBLEM = "application/problem+json"
 
@@ -140,7 +141,7 @@ def test_render_time_limit_and_client_gone(tmp_path: Path, blob: bytes) -> None:
         assert len(list((tmp_path / "b" / "blobs").glob("renders/*/*"))) == 1  # (where a render would be)
     fitted = decode_blob(blob)
     with stop_when(lambda: "client gone"), pytest.raises(Stopped, match="client gone"):
-        fitted.render(500, 300)
+        render_image(fitted, 500, 300)
 
 
 def test_format_auto_follows_accept(tmp_path: Path, blob: bytes) -> None:
