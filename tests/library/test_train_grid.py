@@ -12,6 +12,7 @@ import torch
 from tuner_model.core.errors import FitCancelled
 from tuner_model.core.stop import stop_when
 from tuner_model.models import ModelConfig, build_model
+from tuner_model.models import separable as separable_mod
 from tuner_model.models.stacked import BatchedTuner
 from tuner_model.train import fused
 from tuner_model.train import grid as grid_mod
@@ -149,7 +150,7 @@ def test_grid_fit_matches_dense_fit():
 
 def test_cancel_inside_a_grid_step(monkeypatch):
     """The cancel callback is polled between row tiles, not only between steps."""
-    monkeypatch.setattr(grid_mod, "TILE_ELEMENTS", 1)  # one row per tile
+    monkeypatch.setattr(separable_mod, "TILE_ELEMENTS", 1)  # one row per tile (the rule training and rendering share)
     monkeypatch.setattr(grid_mod, "CANCEL_EVERY_TILES", 2)
     calls = []
 
@@ -174,8 +175,9 @@ def test_decoding_a_blob_loads_no_training_code(tmp_path):
     code = (
         "import sys, pathlib\n"
         "from tuner_model.codec import decode_blob\n"
+        "from tuner_model.render.fitted import render_image\n"
         f"f = decode_blob(pathlib.Path({str(path)!r}).read_bytes())\n"
-        "f.render(width=8)\n"
+        "render_image(f, width=8)\n"
         "bad = [m for m in sys.modules if m.startswith('tuner_model.train') or m == 'tuner_model.encoder']\n"
         "assert not bad, bad\n"
     )

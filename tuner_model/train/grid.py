@@ -1,7 +1,8 @@
 """Training TUNER networks on a pixel grid: the input layer summed separably, the rest in fused tiles.
 
-On a grid of pixel centres (xs × ys) TUNER's first hidden pre-activation separates (render/separable.py
-derives it): with the columns grouped by their integer kx,
+On a grid of pixel centres (xs × ys) TUNER's first hidden pre-activation separates (models/separable.py
+derives it, and builds the grouping and the x and y factors for rendering and training alike): with the
+columns grouped by their integer kx,
     z_i(x, y) = Σ_r coef[r, y, i] · e[r, x],
 where the rows r of e are cos(ω_d x) for every distinct kx_d and sin(ω_d x) for kx_d ≠ 0, and
 coef[r, y] = sin(ωy·y + φ)[:, cols_d] @ W[:, cols_d]ᵀ (or cos) holds all that depends on y, the phases
@@ -25,17 +26,16 @@ share; apart, neither half reads without the other.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
 from tuner_model.core.stop import checkpoint
+from tuner_model.models.separable import kx_groups, tile_rows, x_factors, y_factors
 from tuner_model.train import fused as fused_mod
 from tuner_model.train import native
 
-TILE_ELEMENTS = 1 << 21  # pre-activations per tile: 8 MB of float32 stays in cache
 CANCEL_EVERY_TILES = 16  # poll the cancel callback this often inside a step
 # On the CPU: the top hidden layer's sine, the output layer and their backward as one compiled pass per tile
 # (native.py, top_layer.c) where it builds; False forces the eager form (tests compare the two).
@@ -63,23 +63,11 @@ class Separable:
 
 def separable(k: torch.Tensor, period: float, xs: torch.Tensor, ys: torch.Tensor) -> Separable:
     """The separable factors' fixed part for integer frequencies `k` (m, 2) on the grid xs × ys."""
-    k = k.to(torch.int64).cpu()
-    scale = 2 * math.pi / period
-    kxs, group = torch.unique(k[:, 0], return_inverse=True)
-    order = torch.argsort(group, stable=True)
-    bounds = tuple(torch.searchsorted(group[order], torch.arange(kxs.numel() + 1)).tolist())
-    xs64 = xs.to(torch.float64).cpu()
-    ax = (scale * kxs.to(torch.float64))[:, None] * xs64[None, :]
-    nonzero = tuple(g for g in range(kxs.numel()) if int(kxs[g]) != 0)
-    zero = [g for g in range(kxs.numel()) if int(kxs[g]) == 0]
-    rows = [torch.cos(ax), torch.sin(ax[list(nonzero)])]
-    zero_row = zero[0] if zero else None
-    if zero_row is None:  # no kx = 0 column: a constant row of its own carries the bias
-        rows.append(torch.ones((1, xs64.numel()), dtype=torch.float64))
-    e = torch.cat(rows).to(torch.float32).to(xs.device)
-    return Separable(order=order.to(xs.device), bounds=bounds, cos_groups=tuple(range(kxs.numel())),
-                     sin_groups=nonzero, zero_row=zero_row, e=e,
-                     omega_y=(scale * k[order, 1].to(torch.float64)).to(xs.device), ys=ys.to(torch.float64))
+    g = kx_groups(k, period)
+    e = x_factors(g, xs, bias_row=g.zero_group is None).to(xs.device)  # no kx = 0: a row of ones for the bias
+    return Separable(order=g.order.to(xs.device), bounds=g.bounds, cos_groups=tuple(range(g.count)),
+                     sin_groups=g.sin_groups, zero_row=g.zero_group, e=e, omega_y=g.omega_y.to(xs.device),
+                     ys=ys.to(torch.float64))
 
 
 @dataclass
@@ -101,9 +89,7 @@ def coefficients(sep: Separable, t: TunerTensors, rows: torch.Tensor | None = No
     ys = sep.ys if rows is None else sep.ys[rows]
     phase = t.phase[:, sep.order]  # (K, m)
     w0 = t.weights[0][:, :, sep.order]  # (K, n, m)
-    # The argument in float64 (it reaches hundreds of radians), the products in float32.
-    arg = ys[None, :, None] * sep.omega_y[None, None, :] + phase.to(torch.float64)[:, None, :]  # (K, H, m)
-    sb, cb = torch.sin(arg).to(torch.float32), torch.cos(arg).to(torch.float32)
+    sb, cb = y_factors(ys, sep.omega_y, phase)  # (K, H, m) each
     bias = t.biases[0][:, None, :].expand(-1, ys.numel(), -1)  # (K, H, n)
     index = _padded_groups(sep)
     if index is not None:  # every group's product in one batched call, groups padded with a zero column
@@ -171,7 +157,7 @@ class GridMSE(torch.autograd.Function):
         k_count, r_count, h, n1 = coef.shape
         w = e.shape[1]
         widths = [n1] + [dw.shape[1] for dw in deep_w]
-        rows = max(1, TILE_ELEMENTS // (max(widths) * w))
+        rows = tile_rows(max(widths) * w)
         t_max = min(rows, h)
         c = out_w.shape[1]
         native_top = (NATIVE_TOP and not e.is_cuda and c <= 3 and e.is_contiguous() and target.is_contiguous()
