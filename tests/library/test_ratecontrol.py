@@ -13,6 +13,7 @@ from tuner_model.core.stop import stop_when
 from tuner_model.rate import table as ratecontrol
 from tuner_model.rate.encode import encode
 from tuner_model.rate.request import EncodeSettings
+from tuner_model.render.fitted import measure_psnr, render_image
 
 
 def test_shipped_table_loads_and_is_monotonic() -> None:
@@ -71,7 +72,7 @@ def test_a_deeper_network_meets_the_budget_and_decodes_its_psnr(parrots: np.ndar
     assert len(blob) <= math.floor(2.0 * 48 * 32 / 8)
     dec = decode_blob(blob)
     assert dec.config.hidden == fitted.config.hidden
-    assert dec.measure_psnr(img) == pytest.approx(read_info(blob).meta["psnr"], abs=1e-3)
+    assert measure_psnr(dec, img) == pytest.approx(read_info(blob).meta["psnr"], abs=1e-3)
 
 
 def test_bpp_for_psnr_is_increasing() -> None:
@@ -98,7 +99,7 @@ def test_encode_stays_at_or_just_under_the_budget(small: np.ndarray, bpp: float)
     assert fracs == sorted(fracs) and fracs[-1] == 1.0 and len(set(fracs)) == len(fracs)
     # The PSNR stored is exactly that of what decoding gives.
     decoded = decode_blob(blob)
-    assert read_info(blob).meta["psnr"] == pytest.approx(decoded.measure_psnr(small), abs=1e-4)
+    assert read_info(blob).meta["psnr"] == pytest.approx(measure_psnr(decoded, small), abs=1e-4)
     assert fitted.meta["psnr"] == read_info(blob).meta["psnr"]
 
 
@@ -164,8 +165,7 @@ def test_weights_are_fine_tuned_again_when_the_second_search_lowers_q(small: np.
     # The alternative this replaces: the weights tuned at q1, snapped at the lower Q.
     stale = before_retune[0]
     snap(stale, plan(stale, QuantSpec(final_q)))
-    stale_psnr = psnr(FittedImage(fitted.config, fitted.width, fitted.height, stale.cpu(), "rgb").render(),
-                      small)
+    stale_psnr = psnr(render_image(FittedImage(fitted.config, fitted.width, fitted.height, stale.cpu(), "rgb")), small)
     print(f"retuned {fitted.meta['psnr']:.2f} dB, stale {stale_psnr:.2f} dB")
     assert fitted.meta["psnr"] > stale_psnr
 
@@ -214,6 +214,6 @@ def test_coarser_levels_trade_an_overshoot_for_bytes(small: np.ndarray) -> None:
     coarse, coarse_blob = coarser_levels(small, fitted, options, floor)
     assert floor <= coarse.meta["psnr"] < got and coarse.meta["levels"] < q0
     assert len(coarse_blob) < len(blob)
-    assert decode_blob(coarse_blob).measure_psnr(small) == pytest.approx(read_info(coarse_blob).meta["psnr"], abs=1e-3)
+    assert measure_psnr(decode_blob(coarse_blob), small) == pytest.approx(read_info(coarse_blob).meta["psnr"], abs=1e-3)
     assert fitted.meta["levels"] == q0 and fitted.meta["psnr"] == got  # the encode's own result untouched
     assert coarser_levels(small, fitted, options, got + 1.0) is None

@@ -67,6 +67,7 @@ def reference_encode(image: np.ndarray, bpp: float, steps: int = REFERENCE_STEPS
     from tuner_model.rate.effort import effort_plan
     from tuner_model.rate.levels import search_levels
     from tuner_model.rate.pipeline import RateOptions, rate_setup
+    from tuner_model.render.fitted import measure_psnr
     from tuner_model.train.fit import fit
 
     setup = rate_setup(image.shape, RateOptions(bpp, effort_plan(steps=steps), "cpu", 0))
@@ -76,13 +77,13 @@ def reference_encode(image: np.ndarray, bpp: float, steps: int = REFERENCE_STEPS
     t0 = time.perf_counter()
     fit(model, image, replace(setup.fit_options(), progress_every=10**9))
     fitted = setup.unquantized(config, model.cpu())
-    float_psnr = fitted.measure_psnr(image)
+    float_psnr = measure_psnr(fitted, image)
     q = search_levels(fitted, QuantSpec(setup.q_plan), setup.budget)
     if q is None:
         raise RuntimeError("the reference network does not fit the budget")
     quantizers = plan(fitted.model, QuantSpec(setup.q_plan).with_levels(q))
     snap(fitted.model, quantizers)
-    psnr = fitted.measure_psnr(image)
+    psnr = measure_psnr(fitted, image)
     seconds = time.perf_counter() - t0
     blob = encode_blob(fitted, quantizers=quantizers)
     return {"steps": steps, "width": setup.net_width, "seconds": round(seconds, 3), "float_psnr": round(float_psnr, 3),
