@@ -1,38 +1,31 @@
 """The fitting side of a run: the one worker module that imports torch and the encoder. Only the prefork
 child that fits imports it (worker/run.py, inside the task): a CUDA context created in the parent would
-poison every forked child (SERVICE_NOTES §2.1)."""
+poison every forked child (SERVICE_NOTES §2.1).
+
+`fit` is a function of the images and the library's request: it yields each image's outcome as its blob is
+ready and knows nothing of jobs, records or storage; worker/run.py stores and records what it yields, and
+cancels an image through its member check (core/stop.py, by image index)."""
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
-from service.comparisons import make_comparisons
-from service.records import Image, Job, JobState
 from service.settings import Settings
-from service.storage import ensure_content, put_content
-from service.testhooks import pause_point
-from tuner_model.codec import read_info
 from tuner_model.core.device import resolve_device
-from tuner_model.core.errors import TunerError
-from tuner_model.core.stop import stop_when
-from tuner_model.models.fitted import FittedImage
-from tuner_model.rate.batch import iter_encode_batch
-from tuner_model.rate.effort import effort_plan
-from tuner_model.rate.encode import encode
+from tuner_model.core.errors import FitCancelled, TunerError
+from tuner_model.core.stop import member_check, stop_when
+from tuner_model.rate.batch import BatchOutcome, iter_encode_batch
 from tuner_model.rate.request import EncodeSettings
-from worker.errors import job_errors
-from worker.heartbeat import JobProgress
-
-if TYPE_CHECKING:
-    from worker.run import JobRun
 
 log = logging.getLogger("tuner.worker")
+
+ImageProgress = Callable[[int, Any], None]  # (image index, the encoder's progress report)
 
 
 def set_torch_threads(n: int) -> None:
@@ -49,79 +42,50 @@ def batching_applies(settings: Settings) -> bool:
         return False
 
 
-def store(run: JobRun, job: Job, fitted: FittedImage, blob: bytes, batch_size: int,
-          progress: JobProgress, image: np.ndarray) -> dict[str, Any]:
-    """Writes the blob, the classical codecs' files at the same bytes (TUNER_COMPARISONS) and the image row,
-    and records the job as succeeded. The blob is content-addressed and may be shared with other tenants'
-    images: until the image row exists, any of them may be deleted and take the blob with it, so the row is
-    written in one transaction with a check that the blob is (still) stored, under the blob's lock."""
-    store_ = run.ctx.store
-    blob_digest = put_content(store_, "blobs", blob)
-    comparisons = (make_comparisons(image, len(blob), job.image_id, store_)
-                   if run.ctx.settings.comparisons else None)
-    info = read_info(blob)
-    params = job.params or {}
-    pause_point("worker-before-image-row")  # tests only: a delete elsewhere may land here
-    run.ctx.db.add_image_with_blob(
-        Image(id=job.image_id, tenant=job.tenant, width=info.width, height=info.height, channels=info.channels,
-              bytes=len(blob), bpp=round(info.bpp, 5), psnr=fitted.meta.get("psnr"), parameters=info.parameters,
-              params=params, blob_digest=blob_digest, source="fit", job_id=job.id, created_at=time.time(),
-              comparisons=comparisons, name=job.name),
-        lambda _digest: ensure_content(store_, "blobs", blob))
-    seconds = round(time.perf_counter() - run.started, 3)
-    # A fit shorter than one heartbeat never wrote its steps: the record says how many ran.
-    done_steps = {"step": progress.steps, "steps": progress.steps} if progress.steps else {}
-    log.info("job %s fitted in %.2fs (batch of %d): %d bytes, %.2f dB", job.id, seconds, batch_size, len(blob),
-             fitted.meta.get("psnr"))
-    return {**run.settle(job, JobState.SUCCEEDED, progress=1.0, psnr=fitted.meta.get("psnr"), fit_seconds=seconds,
-                         batch_size=batch_size, **done_steps), "blob": blob_digest}
-
-
-def encode_settings(settings: Settings, job: Job) -> EncodeSettings:
-    params = job.params or {}
-    effort = params.get("effort")  # absent from jobs queued before it existed: the default
-    return EncodeSettings(bpp=params.get("bpp"), psnr=params.get("psnr"),
-                          steps=params.get("steps") or settings.default_steps, device=settings.fit_device,
-                          **({} if effort is None else {"effort": effort}))
-
-
-def _planned_steps(settings: EncodeSettings) -> int:
-    """The total the encoder's progress counts to (one attempt's float fit and fine-tuning)."""
-    plan = effort_plan(settings.effort, settings.steps)
-    return plan.steps + plan.qat_steps
-
-
-def fit_alone(run: JobRun, job: Job, image: np.ndarray, progress: JobProgress | None = None) -> None:
-    progress = progress or JobProgress(run.hb, job.id)
-    with job_errors(run, job):  # recorded on the job (TunerError: as it is; others: internal)
-        settings = encode_settings(run.ctx.settings, job)
-        progress.start(_planned_steps(settings))
-        with stop_when(lambda: "cancelled" if run.cancelled(job) else None):
-            fitted, blob = encode(image, settings, progress=progress)
-        store(run, job, fitted, blob, 1, progress, image)
-
-
-def fit_together(run: JobRun, items: list[tuple[Job, np.ndarray]]) -> None:
-    """One batched fit (`encode_batch`); each job is recorded as soon as its blob is ready. Should the batch
-    itself break, the jobs not yet recorded are fitted one at a time rather than all failed."""
-    jobs = [j for j, _ in items]
-    progress = [JobProgress(run.hb, j.id) for j in jobs]
+def fit(images: Sequence[np.ndarray], request: EncodeSettings,
+        progress: ImageProgress | None = None) -> Iterator[tuple[int, BatchOutcome]]:
+    """Encodes `images` (one shape, one request; one image too) as one batch, yielding (index, outcome) as
+    each blob is ready: exactly one outcome per image, in any order. An image's own error, cancellation
+    (FitCancelled) included, is its outcome and the others go on. Should the batched path itself break (a
+    bug, a device error), the images not yet yielded are encoded one at a time rather than all failed; an
+    error encoding one image alone is that image's outcome. Only the worker's soft time limit (and what is
+    not an Exception) propagates."""
+    done: set[int] = set()
     try:
-        settings = encode_settings(run.ctx.settings, jobs[0])
-        for bar in progress:
-            bar.start(_planned_steps(settings))
-        with stop_when(member=lambda i: run.cancelled(jobs[i])):  # each blob is stored as soon as it is ready
-            for i, outcome in iter_encode_batch([im for _, im in items], settings,
-                                                progress=lambda i, p: progress[i](p)):
-                if outcome.error is not None:
-                    run.settle_error(jobs[i], outcome.error)
-                    continue
-                with job_errors(run, jobs[i]):  # storing this one failed; the others go on
-                    store(run, jobs[i], outcome.fitted, outcome.blob, outcome.batch_size, progress[i], items[i][1])
+        for i, outcome in iter_encode_batch(images, request, progress=progress):
+            done.add(i)
+            yield i, outcome
     except SoftTimeLimitExceeded:
         raise
-    except Exception:  # noqa: BLE001 - a bug or a device error in the batched path: fit the rest alone
-        log.exception("batched fit of %d jobs failed; fitting them one at a time", len(jobs))
-        for (job, image), job_progress in zip(items, progress, strict=True):
-            if job.id not in run.results:
-                fit_alone(run, job, image, job_progress)  # the same bar: it never goes backwards
+    except Exception as e:  # noqa: BLE001 - whatever broke, every image still gets an outcome
+        if len(images) == 1:
+            yield 0, _failed(e)
+            return
+        log.exception("batched fit of %d images failed; fitting them one at a time", len(images))
+        for i in range(len(images)):
+            if i not in done:
+                yield i, _alone(images[i], i, request, progress)
+
+
+def _alone(image: np.ndarray, index: int, request: EncodeSettings, progress: ImageProgress | None) -> BatchOutcome:
+    """Image `index` of a broken batch, encoded on its own under the caller's member check at its index in
+    the batch, and reporting progress there (the caller's bar, which never goes backwards)."""
+    outer = member_check()
+    if outer is not None and outer(index):  # cancelled while the batch ran: nothing to fit
+        return BatchOutcome(error=FitCancelled("cancelled"))
+    member = None if outer is None else (lambda _k: outer(index))
+    report = None if progress is None else (lambda _k, p: progress(index, p))
+    try:
+        with stop_when(member=member):
+            outcomes = [outcome for _k, outcome in iter_encode_batch([image], request, progress=report)]
+        return outcomes[0]
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as e:  # noqa: BLE001 - this image's trouble: the others go on
+        return _failed(e)
+
+
+def _failed(error: Exception) -> BatchOutcome:
+    """An outcome for an error the encoder raised rather than returned; worker/run.py records a TunerError
+    with its message and anything else as an internal error (logged there with its traceback)."""
+    return BatchOutcome(error=error, batch_size=1)  # type: ignore[arg-type] - any Exception, not only TunerError

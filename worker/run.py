@@ -1,6 +1,8 @@
-"""One delivery of a fit message: claim the job (and, batching, alike queued jobs), load the uploads, fit,
-store, and settle every job held exactly once. Running a job twice is harmless: the job row is claimed
-atomically, and a finished image is never fitted again."""
+"""One delivery of a fit message: claim the job (and, batching, alike queued jobs), load the uploads, fit
+them (worker/fitting.py, in the prefork child), store each result (worker/store.py) and settle every job held
+exactly once. The dependencies go one way, from here down: fitting and storing return values and record
+nothing. Running a job twice is harmless: the job row is claimed atomically, and a finished image is never
+fitted again."""
 
 from __future__ import annotations
 
@@ -8,18 +10,26 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
 from service.records import CANCELLED, FAILED, RUNNING, SUCCEEDED, ClaimOutcome, HeartbeatState, Job
+from service.settings import Settings
 from service.storage import BlobNotFound
 from tuner_model.core.errors import FitCancelled, TunerError
 from tuner_model.core.image_io import load_image
+from tuner_model.core.stop import stop_when
+from tuner_model.rate.request import EncodeSettings
 from worker.context import WorkerContext
-from worker.errors import job_errors
-from worker.heartbeat import Heartbeat
+from worker.heartbeat import Heartbeat, JobProgress
+from worker.store import store_image
+
+if TYPE_CHECKING:
+    from tuner_model.rate.batch import BatchOutcome
 
 log = logging.getLogger("tuner.worker")
 
@@ -72,6 +82,34 @@ class JobRun:
             return self.fail(job, str(error))
         log.error("job %s failed", job.id, exc_info=error)
         return self.fail(job, f"internal error ({type(error).__name__})")
+
+    @contextmanager
+    def job_errors(self, *jobs: Job) -> Iterator[None]:
+        """Any error in the block settles `jobs` (cancelled, failed with the library's message, or an
+        internal error) and the caller goes on with the other jobs; the soft time limit propagates, so that
+        run_fit records every job still held as over time."""
+        try:
+            yield
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as e:  # noqa: BLE001 - these jobs' trouble: recorded on them
+            for job in jobs:
+                self.settle_error(job, e)
+
+
+def encode_request(settings: Settings, job: Job) -> EncodeSettings:
+    """The library's request for `job`: its parameters, with the worker's default steps and fit device. The
+    one place a job becomes an encoder request (issue 26: to be replaced by the plan service/ resolves)."""
+    params = job.params or {}
+    effort = params.get("effort")  # absent from jobs queued before it existed: the default
+    return EncodeSettings(bpp=params.get("bpp"), psnr=params.get("psnr"),
+                          steps=params.get("steps") or settings.default_steps, device=settings.fit_device,
+                          **({} if effort is None else {"effort": effort}))
+
+
+def planned_steps(request: EncodeSettings) -> int:
+    """The total the encoder's progress counts to (one attempt's float fit and fine-tuning)."""
+    return request.plan.steps + request.plan.qat_steps
 
 
 def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
@@ -164,20 +202,55 @@ def _fit_jobs(run: JobRun) -> None:
             loaded.append((job, image))
     if not loaded:
         return
-    from worker import fitting  # here, in the child: torch and CUDA are never initialised in the parent
-
     lead_job, lead_image = loaded[0]
     # The batch key makes these all alike; checked again on the decoded pixels, which the fit needs.
     alike = [im.shape == lead_image.shape and j.params == lead_job.params for j, im in loaded]
-    if sum(alike) > 1:
-        fitting.fit_together(run, [item for item, same in zip(loaded, alike, strict=True) if same])
-        loaded = [item for item, same in zip(loaded, alike, strict=True) if not same]
-    for job, image in loaded:
-        fitting.fit_alone(run, job, image)
+    groups = [[item for item, same in zip(loaded, alike, strict=True) if same]]
+    groups += [[item] for item, same in zip(loaded, alike, strict=True) if not same]
+    for group in groups:
+        _fit(run, group)
+
+
+def _fit(run: JobRun, items: list[tuple[Job, np.ndarray]]) -> None:
+    """One fit of jobs of one shape and parameters (a batch, or a single job): each job is recorded as soon
+    as its blob is ready, a job's own error settles that job alone, and a job is cancelled by its own check
+    (JobRun.cancelled, as the batch's member check by index)."""
+    from worker import fitting  # here, in the child: torch and CUDA are never initialised in the parent
+
+    jobs = [job for job, _ in items]
+    with run.job_errors(*jobs):  # a request the encoder refuses fails them all
+        request = encode_request(run.ctx.settings, jobs[0])
+        bars = [JobProgress(run.hb, job.id) for job in jobs]
+        for bar in bars:
+            bar.start(planned_steps(request))
+        with stop_when(member=lambda i: run.cancelled(jobs[i])):
+            for i, outcome in fitting.fit([image for _, image in items], request, lambda i, p: bars[i](p)):
+                with run.job_errors(jobs[i]):  # storing this one failed: the others go on
+                    _record(run, items[i], outcome, bars[i])
+
+
+def _record(run: JobRun, item: tuple[Job, np.ndarray], outcome: BatchOutcome, bar: JobProgress) -> None:
+    """Stores a fitted job's result and records it as succeeded, or records its error."""
+    job, pixels = item
+    if outcome.error is not None:
+        run.settle_error(job, outcome.error)
+        return
+    if job.id in run.results:  # settled while its fit ran (cancelled, lost): nothing of it is stored
+        return
+    assert outcome.fitted is not None and outcome.blob is not None
+    psnr = outcome.fitted.meta.get("psnr")
+    blob_digest = store_image(run.ctx, job, pixels, outcome.blob, psnr)
+    seconds = round(time.perf_counter() - run.started, 3)
+    # A fit shorter than one heartbeat never wrote its steps: the record says how many ran.
+    done_steps = {"step": bar.steps, "steps": bar.steps} if bar.steps else {}
+    log.info("job %s fitted in %.2fs (batch of %d): %d bytes, %.2f dB, blob %s", job.id, seconds,
+             outcome.batch_size, len(outcome.blob), psnr, blob_digest[:12])
+    run.settle(job, SUCCEEDED, progress=1.0, psnr=psnr, fit_seconds=seconds, batch_size=outcome.batch_size,
+               **done_steps)
 
 
 def _load(run: JobRun, job: Job) -> np.ndarray | None:
-    with job_errors(run, job):  # this job's trouble; the others are still fitted
+    with run.job_errors(job):  # this job's trouble; the others are still fitted
         try:
             data = run.ctx.store.get(f"uploads/{job.upload_digest}")
         except BlobNotFound:

@@ -4,7 +4,8 @@
   workers, on SQLite and PostgreSQL, also against concurrent `claim_job`s; an old database gains the columns.
 - `run_fit` in process, on real records, storage and encoder (no broker): a batch is fitted and each job
   recorded with its batch size; the partners' own messages are no-ops; a partner with a missing upload
-  fails alone; one cancelled member leaves the others; a broken batched path falls back to one at a time.
+  fails alone; one cancelled member leaves the others; a broken batched path falls back to one at a time
+  for the jobs not yet recorded, their progress never going backwards.
 - End to end: real `tuner api` and `tuner worker` on real Redis, three same-size uploads and one of another
   size queued before the worker starts.
 """
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 import uuid
@@ -31,11 +31,12 @@ from service.records import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Datab
 from service.records.schema import BASELINE, downgrade
 from service.settings import Settings
 from service.storage import put_content
-from service.submit import batch_key
+from tuner_model.rate.plan import resolve
+from tuner_model.rate.request import EncodeRequest
 from worker.context import WorkerContext
 from worker.run import run_fit
 
-KEY = batch_key(48, 32, 3, json.dumps({"bpp": None, "psnr": None, "steps": 30}, sort_keys=True))
+KEY = resolve(EncodeRequest(steps=30), 48, 32, 3).batch_key
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -144,8 +145,7 @@ def ctx(tmp_path: Path) -> WorkerContext:
 
 def _submit(ctx: WorkerContext, png: bytes, steps: int = 30, created_ago: float = 0.0) -> str:
     digest = put_content(ctx.store, "uploads", png)
-    key = batch_key(*Image.open(io.BytesIO(png)).size, 3, json.dumps({"bpp": None, "psnr": None, "steps": steps},
-                                                                     sort_keys=True))
+    key = resolve(EncodeRequest(steps=steps), *Image.open(io.BytesIO(png)).size, 3).batch_key
     return _job(ctx.db, key, digest=digest, created_ago=created_ago, steps=steps)
 
 
@@ -225,15 +225,34 @@ def test_broken_batched_path_falls_back_to_one_at_a_time(ctx: WorkerContext, par
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from worker import fitting  # where the worker looks the batched encoder up
 
-    def broken(*args: object, **kwargs: object):  # noqa: ANN202
+    real = fitting.iter_encode_batch
+
+    def broken(images, *args: object, **kwargs: object):  # noqa: ANN001, ANN202
+        if len(images) == 1:  # a job fitted on its own (K = 1 goes through the batched encoder too)
+            yield from real(images, *args, **kwargs)
+            return
+        first = next(real(images, *args, **kwargs))  # the batch gets as far as one blob, then breaks
+        yield first
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        yield  # a generator, like the real one
 
     monkeypatch.setattr(fitting, "iter_encode_batch", broken)
+    writes: dict[str, list[float]] = {}
+    real_beat = ctx.db.heartbeat
+
+    def spy(job_id: str, worker: str, **values: object) -> str:
+        if "progress" in values:
+            writes.setdefault(job_id, []).append(float(values["progress"]))
+        return real_beat(job_id, worker, **values)
+
+    ctx.db.heartbeat = spy  # type: ignore[method-assign]
     ids = [_submit(ctx, png, created_ago=10 - i) for i, png in enumerate(_crops(parrots)[:3])]
     out = run_fit(ctx, ids[0], "d")
     assert out["status"] == SUCCEEDED and out["batch"] == ids
-    assert [(j.status, j.batch_size) for j in map(ctx.db.get_job, ids)] == [(SUCCEEDED, 1)] * 3
+    # The first blob came from the batch; the two jobs not yet recorded were fitted one at a time.
+    assert [(j.status, j.batch_size) for j in map(ctx.db.get_job, ids)] == [(SUCCEEDED, 3), (SUCCEEDED, 1),
+                                                                             (SUCCEEDED, 1)]
+    for job_id in ids[1:]:  # refitted alone on the same bar: it never went backwards
+        assert writes.get(job_id) and writes[job_id] == sorted(writes[job_id]), writes
 
 
 # End to end -----------------------------------------------------------------------------------------------

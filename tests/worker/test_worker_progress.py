@@ -22,11 +22,10 @@ from service.settings import Settings
 from service.storage import put_content
 from tuner_model.rate.effort import DEFAULT_EFFORT
 from worker.context import WorkerContext
-from worker.fitting import encode_settings as _encode_settings
 from worker.heartbeat import Heartbeat as _Heartbeat
 from worker.heartbeat import JobProgress as _JobProgress
 from worker.heartbeat import eta_seconds
-from worker.run import run_fit
+from worker.run import encode_request, planned_steps, run_fit
 
 
 def test_eta_rule() -> None:
@@ -112,8 +111,10 @@ def _queue(ctx: WorkerContext, png: bytes, params: dict[str, Any]) -> str:
 
 def test_effort_reaches_the_encoder(ctx: WorkerContext) -> None:
     job = Job(id="j", params={"bpp": None, "psnr": None, "steps": None, "effort": 7})
-    assert _encode_settings(ctx.settings, job).effort == 7
-    assert _encode_settings(ctx.settings, Job(id="j", params={"steps": 30})).effort == DEFAULT_EFFORT  # older job
+    assert encode_request(ctx.settings, job).effort == 7
+    older = encode_request(ctx.settings, Job(id="j", params={"steps": 30}))  # queued before effort existed
+    assert older.effort == DEFAULT_EFFORT and older.steps == 30 and older.device == "cpu"
+    assert planned_steps(older) > 30  # the float fit's steps and the fine-tuning's
 
 
 def test_run_fit_writes_the_eta_and_zero_when_done(ctx: WorkerContext, parrots: np.ndarray) -> None:
