@@ -39,3 +39,15 @@ def test_the_checker_finds_cycles_and_long_signatures(tmp_path: Path) -> None:
              "tuner_model.lazy": pkg / "lazy.py", "service": pkg / "__init__.py"}
     assert check.size_problems(files) == ["tuner_model.wide.f (line 1): 9 parameters (over 8)"]
     assert "service" in check.import_graph(files)["tuner_model.lazy"]  # a function-local import counts
+
+
+def test_typing_imports_count_for_cycles_but_load_nothing(tmp_path: Path) -> None:
+    check = _checker()
+    (tmp_path / "a.py").write_text("from typing import TYPE_CHECKING\nimport b\n")
+    (tmp_path / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\n"
+                                   "else:\n    import c\n")
+    (tmp_path / "c.py").write_text("")
+    files = {m: tmp_path / f"{m}.py" for m in ("a", "b", "c")}
+    graph, loads = check.import_graph(files), check.import_graph(files, typing=False)
+    assert graph["b"] == {"a", "c"} and check.cycles(graph) == [["a", "b"]]  # a cycle for the design
+    assert loads["b"] == {"c"} and check.cycles(loads) == []  # importing b loads c only (its else: runs)
