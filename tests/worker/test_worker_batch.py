@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 import uuid
@@ -31,12 +32,11 @@ from service.records import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Datab
 from service.records.schema import BASELINE, downgrade
 from service.settings import Settings
 from service.storage import put_content
-from tuner_model.rate.plan import resolve
-from tuner_model.rate.request import EncodeRequest
+from service.submit import batch_key
 from worker.context import WorkerContext
 from worker.run import run_fit
 
-KEY = resolve(EncodeRequest(steps=30), 48, 32, 3).batch_key
+KEY = batch_key(48, 32, 3, json.dumps({"bpp": None, "psnr": None, "steps": 30}, sort_keys=True))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -145,7 +145,8 @@ def ctx(tmp_path: Path) -> WorkerContext:
 
 def _submit(ctx: WorkerContext, png: bytes, steps: int = 30, created_ago: float = 0.0) -> str:
     digest = put_content(ctx.store, "uploads", png)
-    key = resolve(EncodeRequest(steps=steps), *Image.open(io.BytesIO(png)).size, 3).batch_key
+    key = batch_key(*Image.open(io.BytesIO(png)).size, 3, json.dumps({"bpp": None, "psnr": None, "steps": steps},
+                                                                     sort_keys=True))
     return _job(ctx.db, key, digest=digest, created_ago=created_ago, steps=steps)
 
 
