@@ -31,7 +31,7 @@ FORBIDDEN = {
     "worker": ("tuner_cli",),
 }
 # What decoding a blob must not load.
-TRAINING = ("tuner_model.train", "tuner_model.rate.pipeline", "tuner_model.rate.encode", "tuner_model.rate.batch",
+TRAINING = ("tuner_model.train", "tuner_model.rate.pipeline", "tuner_model.rate.encode",
             "tuner_model.bench")
 MAX_LINES, MAX_PARAMS = 300, 8
 WHY_LONG = "Over 300 lines:"

@@ -18,7 +18,7 @@ import torch
 from tuner_model.core import mkl_dispatch
 from tuner_model.core.image_io import load_image
 from tuner_model.models import build_model
-from tuner_model.rate.pipeline import default_config
+from tuner_model.rate.plan import default_config
 from tuner_model.train.fit import FitOptions, make_objective
 
 

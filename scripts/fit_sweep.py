@@ -18,8 +18,9 @@ from pathlib import Path
 from tuner_model.core.image_io import load_image
 from tuner_model.models import build_model
 from tuner_model.models.fitted import FittedImage
-from tuner_model.rate.effort import effort_plan
-from tuner_model.rate.pipeline import RateOptions, rate_setup
+from tuner_model.rate.pipeline import fit_options
+from tuner_model.rate.plan import resolve
+from tuner_model.rate.request import EncodeRequest
 from tuner_model.render.fitted import measure_psnr
 from tuner_model.train.fit import fit
 
@@ -90,9 +91,9 @@ def main() -> int:
             if (name, variant, a.steps, a.bpp) in seen:
                 continue
             img = load_image(str(Path(a.images) / f"{name}.png"))
-            setup = rate_setup(img.shape, RateOptions(a.bpp, effort_plan(4, a.steps), "cpu", 0))
-            config = variant_config(setup.config(setup.net_width), over_cfg)
-            options = dataclasses.replace(setup.fit_options(), **over_fit)
+            setup = resolve(EncodeRequest(bpp=a.bpp, effort=4, steps=a.steps), img.shape[1], img.shape[0], img.shape[2])
+            config = variant_config(setup.model, over_cfg)
+            options = dataclasses.replace(fit_options(setup, setup.phase("fit"), "cpu"), **over_fit)
             model = build_model(config, seed=0)
             params = sum(p.numel() for p in model.parameters())
             t = time.time()

@@ -1,12 +1,14 @@
-"""How long a job's encode will take, judged at upload from the image's size and the job's parameters, so
-that the API refuses what the worker's soft time limit would kill. Pure arithmetic: tuner_model.rate's effort,
-request and table modules import no torch (the encoder does, and the API never imports it)."""
+"""A job's encode plan, resolved in one place for the API (admission, the estimate, the job row) and the worker
+(the run): the request with this service's defaults, through the library's `resolve`. And how long the plan
+will take on the workers, so that the API refuses what the worker's soft time limit would kill. Pure (no
+torch): tuner_model.rate's plan, effort, request and table modules import none (the encoder does, and the API
+never imports it)."""
 
 from __future__ import annotations
 
-from tuner_model.rate import table as ratecontrol
-from tuner_model.rate.effort import CPU_SECONDS_PER_PIXEL_NEURON, EFFORT_MIN, effort_plan, estimate_seconds
-from tuner_model.rate.request import DEFAULT_BPP, EncodeRequest
+from tuner_model.rate.effort import EFFORT_MIN
+from tuner_model.rate.plan import CPU_SECONDS_PER_PIXEL_NEURON, EncodePlan, resolve
+from tuner_model.rate.request import EncodeRequest
 
 from .settings import Settings
 
@@ -17,11 +19,16 @@ from .settings import Settings
 # gain less, but they fit in seconds anyway. Measure it (tuner bench speed --device cuda) and set
 # TUNER_FIT_SECONDS_PER_PIXEL_NEURON.
 CUDA_SPEEDUP = 20.0
-# A psnr target may encode up to encoder.PSNR_ATTEMPTS (3) times when the measured PSNR falls short; the
-# retries are usually needed once at most, so two attempts' time is budgeted.
-PSNR_ATTEMPT_FACTOR = 2.0
 # The estimate times this must fit in the soft time limit: it is a model of the time, not a measurement.
 SAFETY_FACTOR = 1.5
+
+
+def job_plan(request: EncodeRequest, width: int, height: int, channels: int, settings: Settings) -> EncodePlan:
+    """The plan a job's encode runs: the request as stored on the job, this service's default steps when it
+    names none (TUNER_DEFAULT_STEPS; the job keeps the request as sent)."""
+    if request.steps is None and settings.default_steps is not None:
+        request = request.model_copy(update={"steps": settings.default_steps})
+    return resolve(request, width, height, channels)
 
 
 def seconds_per_pixel_neuron(settings: Settings) -> float:
@@ -34,39 +41,22 @@ def seconds_per_pixel_neuron(settings: Settings) -> float:
     return CPU_SECONDS_PER_PIXEL_NEURON
 
 
-def first_bpp(params: EncodeRequest) -> float:
-    """The rate of the first encode attempt, as the encoder picks it."""
-    if params.bpp is not None:
-        return params.bpp
-    if params.psnr is not None:
-        return ratecontrol.bpp_for_psnr(params.psnr)
-    return DEFAULT_BPP
-
-
-def planned_steps(params: EncodeRequest, settings: Settings) -> int:
-    """The steps the encoder's progress counts for one attempt: the float fit's and the fine-tuning's."""
-    plan = effort_plan(params.effort, params.steps or settings.default_steps)
-    return plan.steps + plan.qat_steps
-
-
-def estimate_fit_seconds(width: int, height: int, channels: int, params: EncodeRequest, settings: Settings) -> float:
+def estimate_fit_seconds(plan: EncodePlan, settings: Settings) -> float:
     """Expected wall seconds of the job's encode on a worker configured by `settings`."""
-    rc = ratecontrol.plan_for_bpp(first_bpp(params), width, height, channels)
-    plan = effort_plan(params.effort, params.steps or settings.default_steps)
-    seconds = estimate_seconds(width, height, rc.width, plan, seconds_per_pixel_neuron(settings), rc.depth)
-    return seconds * (PSNR_ATTEMPT_FACTOR if params.psnr is not None else 1.0)
+    return plan.seconds(seconds_per_pixel_neuron(settings))
 
 
-def over_time_limit(width: int, height: int, channels: int, params: EncodeRequest, settings: Settings) -> str | None:
+def over_time_limit(plan: EncodePlan, settings: Settings) -> str | None:
     """Why the job would run past the worker's soft time limit (a message for the client), or None."""
-    seconds = estimate_fit_seconds(width, height, channels, params, settings)
+    seconds = estimate_fit_seconds(plan, settings)
     limit = settings.soft_time_limit_s
     if seconds * SAFETY_FACTOR <= limit:
         return None
+    request = plan.request
     # Only what can still go down: at effort 1 there is no lower effort to suggest.
-    levers = [*([f"the effort (now {params.effort})"] if params.effort > EFFORT_MIN else []),
-              *(["the steps"] if params.steps is not None else []),
-              "the psnr target" if params.psnr is not None else "the bpp"]
+    levers = [*([f"the effort (now {request.effort})"] if request.effort > EFFORT_MIN else []),
+              *(["the steps"] if request.steps is not None else []),
+              "the psnr target" if request.psnr is not None else "the bpp"]
     what = levers[0] if len(levers) == 1 else f"{', '.join(levers[:-1])} or {levers[-1]}"
     return (f"this encode is estimated at {seconds / 60:.1f} minutes ({seconds:.0f} s) on the workers, and with "
             f"a safety factor of {SAFETY_FACTOR} that exceeds their time limit of {limit / 60:.1f} minutes "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from service.estimate import first_bpp, over_time_limit, planned_steps
+from service.estimate import job_plan, over_time_limit
 from service.jobqueue import send_fit
 from service.records import ACTIVE, LOCAL_TENANT, QUEUED, SUCCEEDED, Database, Job, new_job_id
 from service.settings import Settings
@@ -51,11 +51,6 @@ class SubmitRefused(Exception):
         self.problem = problem  # the problem type's name (service/api/problem_types.py)
 
 
-def batch_key(width: int, height: int, channels: int, canonical_params: str) -> str:
-    """Jobs that may share one batched fit: images of one shape fitted with the same parameters."""
-    return f"{width}x{height}x{channels}|{canonical_params}"
-
-
 def tenant_scoped(tenant: str, value: str) -> str:
     """`value` within a tenant: the same bytes (or Idempotency-Key) from two tenants are two things. The local
     tenant keeps the unscoped value, so the ids of a service from before tenants existed stay as they were."""
@@ -90,21 +85,23 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
             _remember(db, id_key, fingerprint, earlier)
         return Submitted(earlier, True)
     # After dedupe (an image already fitted is served whatever its cost), before anything is stored.
-    too_long = over_time_limit(upload.width, upload.height, upload.channels, upload.params, settings)
+    plan = job_plan(upload.params, upload.width, upload.height, upload.channels, settings)
+    too_long = over_time_limit(plan, settings)
     if too_long is not None:
         raise SubmitRefused(422, too_long, problem="time-limit")
-    _admit(db, settings, upload, upload_digest)  # early, before anything is stored
+    _admit(db, settings, upload, upload_digest, plan.budget)  # early, before anything is stored
 
     pause_point("api-after-admission")  # tests only: concurrent uploads of one tenant may meet here
     put_content(store, "uploads", upload.data)
     job = Job(id=new_job_id(), tenant=upload.tenant, image_id=image_id, status=QUEUED, progress=0.0, step=0,
-              steps=planned_steps(upload.params, settings), params=upload.params.model_dump(),
+              steps=plan.total_steps, params=upload.params.model_dump(),
               upload_digest=upload_digest, upload_bytes=len(upload.data), attempts=0, cancel_requested=0,
               created_at=time.time(), sent_at=time.time(), name=upload.name,
-              batch_key=batch_key(upload.width, upload.height, upload.channels, canonical))
+              batch_key=plan.batch_key)
     # Checked again in the job row's own transaction, under the tenant's lock: concurrent uploads can't all
     # pass the pending-job and quota checks on the same stale counts.
-    stored = db.add_job_admitted(job, id_key, fingerprint, lambda: _admit(db, settings, upload, upload_digest))
+    stored = db.add_job_admitted(job, id_key, fingerprint,
+                                 lambda: _admit(db, settings, upload, upload_digest, plan.budget))
     if stored.id != job.id:
         return Submitted(stored, True)
     # Under the upload's lock, which a delete dropping an unused original takes too (service/deletion.py).
@@ -120,13 +117,12 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
     return Submitted(job, False)
 
 
-def _admit(db: Database, settings: Settings, upload: Upload, upload_digest: str) -> None:
+def _admit(db: Database, settings: Settings, upload: Upload, upload_digest: str, blob_budget: int) -> None:
     """Raises SubmitRefused unless the tenant has room: its quota (the blob to come at its planned size, and the
     original as it was sent, kept for TUNER_UPLOAD_RETENTION_S) and its and the service's pending jobs."""
     original = (0 if db.upload_counted(upload.tenant, upload_digest, time.time() - settings.upload_retention_s)
                 else len(upload.data))
-    check_quota(db, settings, upload.tenant,
-                int(first_bpp(upload.params) * upload.width * upload.height / 8) + original)
+    check_quota(db, settings, upload.tenant, blob_budget + original)
     if db.count_jobs(ACTIVE, upload.tenant) >= settings.max_pending_jobs_per_tenant:
         raise SubmitRefused(429, f"this tenant has {settings.max_pending_jobs_per_tenant} jobs waiting or running "
                                  "(its limit); retry when some have finished", {"Retry-After": "30"},

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.estimate import SAFETY_FACTOR, estimate_fit_seconds
+from service.estimate import SAFETY_FACTOR, estimate_fit_seconds, job_plan
 from service.settings import Settings
 from tuner_model.rate import table as ratecontrol
 from tuner_model.rate.effort import DEFAULT_EFFORT
@@ -32,7 +32,8 @@ def largest_admitted(settings: Settings, params: EncodeRequest, aspect: float = 
     """The largest 3:2 photo the admission estimate lets through (service/estimate.py), by bisection."""
     def ok(n: int) -> bool:
         w, h = int((n * aspect) ** 0.5), int((n / aspect) ** 0.5)
-        return estimate_fit_seconds(w, h, 3, params, settings) * SAFETY_FACTOR <= settings.soft_time_limit_s
+        return estimate_fit_seconds(job_plan(params, w, h, 3, settings), settings) * SAFETY_FACTOR <= \
+            settings.soft_time_limit_s
 
     lo, hi = 10_000, settings.max_image_pixels
     while hi - lo > 1000:

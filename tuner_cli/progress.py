@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from tuner_model.rate.effort import seconds_left
+from tuner_model.core.progress import seconds_left
 
 
 def duration_text(seconds: float | None) -> str:
@@ -20,7 +20,7 @@ def duration_text(seconds: float | None) -> str:
 
 
 def eta_text(elapsed: float, frac: float) -> str:
-    """The time left of an encode `frac` done after `elapsed` seconds (effort.seconds_left, the rule the
+    """The time left of an encode `frac` done after `elapsed` seconds (core.progress.seconds_left, the rule the
     worker's `eta_s` follows too), or "--" while there is too little to go on."""
     if frac >= 1:
         return "0s"
@@ -38,12 +38,12 @@ class ProgressBar:
     def __call__(self, p) -> None:
         if not self.enabled:
             return
-        frac = p.step / p.steps
+        frac = p.fraction
         bar = "#" * int(30 * frac)
         elapsed = time.perf_counter() - self.start
-        sys.stderr.write(f"\r[{bar:<30}] {p.step}/{p.steps}  {p.psnr:5.2f} dB  {elapsed:6.1f}s  "
+        sys.stderr.write(f"\r[{bar:<30}] {p.step}/{p.total}  {p.psnr:5.2f} dB  {elapsed:6.1f}s  "
                          f"ETA {eta_text(elapsed, frac):>6}")
-        if p.step == p.steps:
+        if p.step == p.total:
             sys.stderr.write("\n")
         sys.stderr.flush()
 

@@ -2,8 +2,8 @@
 child that fits imports it (worker/run.py, inside the task): a CUDA context created in the parent would
 poison every forked child (SERVICE_NOTES §2.1).
 
-`fit` is a function of the images and the library's request: it yields each image's outcome as its blob is
-ready and knows nothing of jobs, records or storage; worker/run.py stores and records what it yields, and
+`fit` is a function of the images and their plan (service/estimate.job_plan): it yields each image's outcome
+as its blob is ready and knows nothing of jobs, records or storage; worker/run.py stores and records what it yields, and
 cancels an image through its member check (core/stop.py, by image index)."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from service.settings import Settings
 from tuner_model.core.device import resolve_device
 from tuner_model.core.errors import FitCancelled, TunerError
 from tuner_model.core.stop import member_check, stop_when
-from tuner_model.rate.batch import BatchOutcome, iter_encode_batch
-from tuner_model.rate.request import EncodeSettings
+from tuner_model.rate.encode import Outcome, iter_encode
+from tuner_model.rate.plan import EncodePlan
 
 log = logging.getLogger("tuner.worker")
 
@@ -42,8 +42,8 @@ def batching_applies(settings: Settings) -> bool:
         return False
 
 
-def fit(images: Sequence[np.ndarray], request: EncodeSettings,
-        progress: ImageProgress | None = None) -> Iterator[tuple[int, BatchOutcome]]:
+def fit(images: Sequence[np.ndarray], plan: EncodePlan, device: str,
+        progress: ImageProgress | None = None) -> Iterator[tuple[int, Outcome]]:
     """Encodes `images` (one shape, one request; one image too) as one batch, yielding (index, outcome) as
     each blob is ready: exactly one outcome per image, in any order. An image's own error, cancellation
     (FitCancelled) included, is its outcome and the others go on. Should the batched path itself break (a
@@ -52,7 +52,7 @@ def fit(images: Sequence[np.ndarray], request: EncodeSettings,
     not an Exception) propagates."""
     done: set[int] = set()
     try:
-        for i, outcome in iter_encode_batch(images, request, progress=progress):
+        for i, outcome in iter_encode(images, plan, progress, device):
             done.add(i)
             yield i, outcome
     except SoftTimeLimitExceeded:
@@ -64,20 +64,21 @@ def fit(images: Sequence[np.ndarray], request: EncodeSettings,
         log.exception("batched fit of %d images failed; fitting them one at a time", len(images))
         for i in range(len(images)):
             if i not in done:
-                yield i, _alone(images[i], i, request, progress)
+                yield i, _alone(images[i], i, plan, device, progress)
 
 
-def _alone(image: np.ndarray, index: int, request: EncodeSettings, progress: ImageProgress | None) -> BatchOutcome:
+def _alone(image: np.ndarray, index: int, plan: EncodePlan, device: str,
+           progress: ImageProgress | None) -> Outcome:
     """Image `index` of a broken batch, encoded on its own under the caller's member check at its index in
     the batch, and reporting progress there (the caller's bar, which never goes backwards)."""
     outer = member_check()
     if outer is not None and outer(index):  # cancelled while the batch ran: nothing to fit
-        return BatchOutcome(error=FitCancelled("cancelled"))
+        return Outcome(error=FitCancelled("cancelled"))
     member = None if outer is None else (lambda _k: outer(index))
     report = None if progress is None else (lambda _k, p: progress(index, p))
     try:
         with stop_when(member=member):
-            outcomes = [outcome for _k, outcome in iter_encode_batch([image], request, progress=report)]
+            outcomes = [outcome for _k, outcome in iter_encode([image], plan, report, device)]
         return outcomes[0]
     except SoftTimeLimitExceeded:
         raise
@@ -85,7 +86,7 @@ def _alone(image: np.ndarray, index: int, request: EncodeSettings, progress: Ima
         return _failed(e)
 
 
-def _failed(error: Exception) -> BatchOutcome:
+def _failed(error: Exception) -> Outcome:
     """An outcome for an error the encoder raised rather than returned; worker/run.py records a TunerError
     with its message and anything else as an internal error (logged there with its traceback)."""
-    return BatchOutcome(error=error, batch_size=1)  # type: ignore[arg-type] - any Exception, not only TunerError
+    return Outcome(error=error, batch_size=1)

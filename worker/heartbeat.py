@@ -10,14 +10,14 @@ import time
 from typing import Any
 
 from service.records import HeartbeatState
-from tuner_model.rate.effort import seconds_left  # no torch: the parent process may import it
+from tuner_model.core.progress import seconds_left  # no torch: the parent process may import it
 from worker.context import WorkerContext
 
 log = logging.getLogger("tuner.worker")
 
 
 def eta_seconds(elapsed: float, frac: float) -> float | None:
-    """A job's `eta_s`: tuner_model.effort.seconds_left to a tenth of a second."""
+    """A job's `eta_s`: tuner_model.core.progress.seconds_left to a tenth of a second."""
     left = seconds_left(elapsed, frac)
     return None if left is None else round(left, 1)
 
@@ -109,6 +109,6 @@ class JobProgress:
         return None if self.started is None else eta_seconds(time.monotonic() - self.started, self.frac)
 
     def __call__(self, p: Any) -> None:
-        self.frac = min(0.99, max(self.frac, p.step / max(1, p.steps)))
-        self.steps = p.steps
-        self.hb.report(self.job_id, progress=self.frac, step=p.step, steps=p.steps, psnr=round(float(p.psnr), 3))
+        self.frac = min(0.99, max(self.frac, p.fraction))
+        self.steps = p.total
+        self.hb.report(self.job_id, progress=self.frac, step=p.step, steps=p.total, psnr=round(float(p.psnr), 3))

@@ -17,19 +17,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
+from service.estimate import job_plan
 from service.records import CANCELLED, FAILED, RUNNING, SUCCEEDED, ClaimOutcome, HeartbeatState, Job
 from service.settings import Settings
 from service.storage import BlobNotFound
 from tuner_model.core.errors import FitCancelled, TunerError
 from tuner_model.core.image_io import load_image
 from tuner_model.core.stop import stop_when
-from tuner_model.rate.request import EncodeSettings
+from tuner_model.rate.plan import EncodePlan
+from tuner_model.rate.request import EncodeRequest
 from worker.context import WorkerContext
 from worker.heartbeat import Heartbeat, JobProgress
 from worker.store import store_image
 
 if TYPE_CHECKING:
-    from tuner_model.rate.batch import BatchOutcome
+    from tuner_model.rate.encode import Outcome
 
 log = logging.getLogger("tuner.worker")
 
@@ -97,19 +99,12 @@ class JobRun:
                 self.settle_error(job, e)
 
 
-def encode_request(settings: Settings, job: Job) -> EncodeSettings:
-    """The library's request for `job`: its parameters, with the worker's default steps and fit device. The
-    one place a job becomes an encoder request (issue 26: to be replaced by the plan service/ resolves)."""
-    params = job.params or {}
-    effort = params.get("effort")  # absent from jobs queued before it existed: the default
-    return EncodeSettings(bpp=params.get("bpp"), psnr=params.get("psnr"),
-                          steps=params.get("steps") or settings.default_steps, device=settings.fit_device,
-                          **({} if effort is None else {"effort": effort}))
-
-
-def planned_steps(request: EncodeSettings) -> int:
-    """The total the encoder's progress counts to (one attempt's float fit and fine-tuning)."""
-    return request.plan.steps + request.plan.qat_steps
+def plan_for(settings: Settings, job: Job, shape: tuple[int, ...]) -> EncodePlan:
+    """The plan `job` runs: its stored request (a job queued before `effort` existed gets the default) and the
+    decoded image's shape, resolved as the API resolved it to admit the job (service/estimate.job_plan)."""
+    request = EncodeRequest(**{k: v for k, v in (job.params or {}).items() if v is not None})
+    height, width, channels = shape
+    return job_plan(request, width, height, channels, settings)
 
 
 def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
@@ -219,17 +214,18 @@ def _fit(run: JobRun, items: list[tuple[Job, np.ndarray]]) -> None:
 
     jobs = [job for job, _ in items]
     with run.job_errors(*jobs):  # a request the encoder refuses fails them all
-        request = encode_request(run.ctx.settings, jobs[0])
+        plan = plan_for(run.ctx.settings, jobs[0], items[0][1].shape)
         bars = [JobProgress(run.hb, job.id) for job in jobs]
         for bar in bars:
-            bar.start(planned_steps(request))
+            bar.start(plan.total_steps)
         with stop_when(member=lambda i: run.cancelled(jobs[i])):
-            for i, outcome in fitting.fit([image for _, image in items], request, lambda i, p: bars[i](p)):
+            for i, outcome in fitting.fit([image for _, image in items], plan, run.ctx.settings.fit_device,
+                                          lambda i, p: bars[i](p)):
                 with run.job_errors(jobs[i]):  # storing this one failed: the others go on
                     _record(run, items[i], outcome, bars[i])
 
 
-def _record(run: JobRun, item: tuple[Job, np.ndarray], outcome: BatchOutcome, bar: JobProgress) -> None:
+def _record(run: JobRun, item: tuple[Job, np.ndarray], outcome: Outcome, bar: JobProgress) -> None:
     """Stores a fitted job's result and records it as succeeded, or records its error."""
     job, pixels = item
     if outcome.error is not None:

@@ -4,31 +4,58 @@ here: FastAPI resolves these annotations at run time, and a class has no globals
 with."""
 
 from collections.abc import Mapping
+from copy import copy
 from typing import Annotated, Any, get_args
 
+import annotated_types
 from fastapi import Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from service.api.problems import ProblemError
 from service.api.render import FORMAT_ALIASES, Fit, RenderAsk, RequestedFormat
-from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
-from tuner_model.rate.request import BPP_MAX, BPP_MIN, PSNR_MAX, PSNR_MIN
+from tuner_model.rate.request import STEPS_MAX, EncodeRequest, first_error
 
 
-class EncodeQuery:
-    """The encoding parameters given in the query (they win over the form's fields)."""
+def _optional(name: str, info: FieldInfo) -> tuple[Any, FieldInfo]:
+    """An EncodeRequest field as a query parameter: the same type, bounds and description, absent by default
+    (the form's field, or the request's default, then applies). The steps' upper bound is this service's own
+    (TUNER_MAX_STEPS, at most STEPS_MAX): `encode_params` checks it with one message for the query and the
+    form, and the OpenAPI states it (openapi.py)."""
+    field = copy(info)
+    field.default = None
+    if name == "steps":
+        field.metadata = [m for m in info.metadata if not isinstance(m, annotated_types.Le)]
+    return info.annotation | None, field
 
-    def __init__(
-        self,
-        bpp: Annotated[float | None, Query(ge=BPP_MIN, le=BPP_MAX, description="target bits per pixel")] = None,
-        psnr: Annotated[float | None, Query(ge=PSNR_MIN, le=PSNR_MAX, description=(
-            "target PSNR in dB (not with bpp)"))] = None,
-        steps: Annotated[int | None, Query(ge=1, description=(
-            "optimisation steps (advanced); at most TUNER_MAX_STEPS"))] = None,
-        effort: Annotated[int | None, Query(ge=EFFORT_MIN, le=EFFORT_MAX, description=(
-            f"how much fitting, {EFFORT_MIN} (fastest) to {EFFORT_MAX} (best); the default is a balance"))] = None,
-    ) -> None:
-        self.values = {"bpp": bpp, "psnr": psnr, "steps": steps, "effort": effort}
+
+# The encoding parameters given in the query (they win over the form's fields): EncodeRequest's fields, whose
+# bounds are declared there once. Other query parameters (name, width, ...) are the routes' own.
+EncodeQuery = create_model("EncodeQuery",
+                           **{name: _optional(name, info) for name, info in EncodeRequest.model_fields.items()})
+
+
+def encode_params(given: dict[str, object], max_steps: int) -> EncodeRequest:
+    """The encoding parameters as given (the form's fields under the query's), validated by EncodeRequest; a
+    422 names the first bad one. `max_steps` is this service's own bound on the steps (TUNER_MAX_STEPS)."""
+    most = min(max_steps, STEPS_MAX)  # the bound the OpenAPI states (service/api/openapi.py)
+    try:
+        params = EncodeRequest.model_validate(given)
+    except ValidationError as e:
+        where, msg = first_error(e)
+        if where == "steps" and e.errors()[0].get("type") == "less_than_equal":
+            msg = f"must be at most {most}"
+        raise ProblemError(422, f"{where + ': ' if where else ''}{msg}",
+                           extra={"errors": [{"loc": [where], "msg": msg}]}) from None
+    if params.steps is not None and params.steps > most:
+        raise ProblemError(422, f"steps: must be at most {most}",
+                           extra={"errors": [{"loc": ["steps"], "msg": f"must be at most {most}"}]})
+    return params
+
+
+def encode_values(query: BaseModel) -> dict[str, Any]:
+    """The parameters the query gave."""
+    return {k: v for k, v in query.model_dump().items() if v is not None}
 
 
 def _case_insensitive(names: list[str]) -> str:

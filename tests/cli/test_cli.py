@@ -148,16 +148,15 @@ def test_run_progress_counts_encodes_and_estimates_the_rest():
 
 
 def test_progress_bar_shows_the_time_left(capsys):
-    from types import SimpleNamespace
-
     from tuner_cli.progress import ProgressBar, eta_text
+    from tuner_model.core.progress import Progress
 
     assert eta_text(1.0, 0.0) == "--" and eta_text(1.0, 0.01) == "--"  # too early to tell
     assert eta_text(3.0, 0.01) == "4m57s" and eta_text(10.0, 0.5) == "10s" and eta_text(10.0, 1.0) == "0s"
     assert eta_text(3700.0, 0.5) == "1h01m"  # an hour or more in hours and minutes
     bar = ProgressBar(enabled=True)
     bar.start -= 10.0  # as if the encode began 10 s ago
-    bar(SimpleNamespace(step=250, steps=1000, psnr=25.0))
+    bar(Progress("fit", 250, 1000, 0.003, 25.0))
     line = capsys.readouterr().err
     assert "250/1000" in line and "ETA    30s" in line, line
 

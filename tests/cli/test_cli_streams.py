@@ -110,14 +110,14 @@ def test_options_are_checked_before_any_work(blob_path: Path, parrots_path: Path
 
 
 def test_time_limit_message_suggests_only_what_can_go_down() -> None:
-    from service.estimate import over_time_limit
+    from service.estimate import job_plan, over_time_limit
     from service.settings import Settings
     from tuner_model.rate.request import EncodeRequest
 
     tight = Settings(soft_time_limit_s=1, hard_time_limit_s=2)
-    at_one = over_time_limit(768, 512, 3, EncodeRequest(effort=1), tight)
+    at_one = over_time_limit(job_plan(EncodeRequest(effort=1), 768, 512, 3, tight), tight)
     assert at_one is not None and "effort" not in at_one and "lower the bpp" in at_one
-    at_four = over_time_limit(768, 512, 3, EncodeRequest(effort=4, psnr=30), tight)
+    at_four = over_time_limit(job_plan(EncodeRequest(effort=4, psnr=30), 768, 512, 3, tight), tight)
     assert at_four is not None and "lower the effort (now 4) or the psnr target" in at_four
 
 

@@ -85,7 +85,7 @@ def test_mixed_precision_variant_runs_and_reports_quality(parrots):
     import torch
 
     from tuner_model.bench.fit_steps import time_fit_steps
-    from tuner_model.rate.pipeline import default_config
+    from tuner_model.rate.plan import default_config
 
     img = parrots[:32, :48]
     cfg = default_config(48, 32, 3, 16)

@@ -17,16 +17,25 @@ from tuner_model.codec.quant import plan
 from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.core.stop import stop_when
 from tuner_model.models import ModelConfig, build_model
-from tuner_model.rate import batch as batch_mod
+from tuner_model.rate import encode as encoder
 from tuner_model.rate import pipeline
 from tuner_model.rate import table as ratecontrol
-from tuner_model.rate.batch import encode_batch, iter_encode_batch
 from tuner_model.rate.encode import encode
-from tuner_model.rate.pipeline import default_config
+from tuner_model.rate.plan import default_config, resolve
 from tuner_model.rate.request import EncodeSettings
 from tuner_model.train.batched import fit_batch
 from tuner_model.train.fit import FitOptions, FitProgress
 from tuner_model.train.qat import QatOptions, qat_finetune, qat_finetune_batch
+
+
+def _plan(image: np.ndarray, settings: EncodeSettings):  # noqa: ANN202
+    h, w, c = image.shape
+    return resolve(settings, w, h, c, seed=settings.seed)
+
+
+def encode_batch(images, settings: EncodeSettings, progress=None):  # noqa: ANN001, ANN201
+    """The one encoder's batch, from settings as `encode` takes them (the plan of the first image's shape)."""
+    return encoder.encode_batch(images, _plan(images[0], settings), progress, settings.device)
 
 
 def _crops(parrots: np.ndarray) -> list[np.ndarray]:
@@ -112,7 +121,7 @@ def test_cancelling_one_image_leaves_the_others(parrots: np.ndarray) -> None:
     for i in (0, 2):
         _assert_same(outcomes[i], encode(images[i], settings), _budget(settings, images[i]))
         steps = [p.step for p in seen[i]]
-        assert steps == sorted(steps) and steps[-1] == seen[i][-1].steps  # each image's own bar reaches 100%
+        assert steps == sorted(steps) and steps[-1] == seen[i][-1].total  # each image's own bar reaches 100%
 
 
 def test_cancel_during_the_per_image_stage(parrots: np.ndarray) -> None:
@@ -144,7 +153,8 @@ def test_all_cancelled_stops(parrots: np.ndarray) -> None:
 
 
 def test_results_come_as_each_image_is_done(parrots: np.ndarray) -> None:
-    order = [i for i, _ in iter_encode_batch(_crops(parrots)[:2], EncodeSettings(steps=10, device="cpu"))]
+    order = [i for i, _ in encoder.iter_encode(_crops(parrots)[:2], _plan(_crops(parrots)[0], EncodeSettings(steps=10)),
+                                                  device="cpu")]
     assert order == [0, 1]
 
 
@@ -152,7 +162,7 @@ def test_bad_batches_are_refused(parrots: np.ndarray) -> None:
     a, b = _crops(parrots)[0], parrots[:16, :16]
     with pytest.raises(ConfigError):
         encode_batch([a, b], EncodeSettings(steps=5, device="cpu"))
-    assert encode_batch([], EncodeSettings(steps=5)) == []
+    assert encoder.encode_batch([], _plan(a, EncodeSettings(steps=5))) == []
 
 
 # --- batched fine-tuning -----------------------------------------------------------------------------
@@ -224,19 +234,14 @@ def test_networks_without_a_batched_form_are_fine_tuned_one_by_one(parrots: np.n
 
 
 def test_encode_batch_fine_tunes_as_one_batch(parrots: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: dict[str, list[int]] = {"alone": [], "batch": []}
-    batch_ = batch_mod.qat_finetune_batch
-
-    def alone(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        calls["alone"].append(1)
-        raise AssertionError("a batch's images are fine-tuned together")
+    calls: list[int] = []
+    batch_ = pipeline.qat_finetune_batch
 
     def batch(models, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        calls["batch"].append(len(models))
+        calls.append(len(models))
         return batch_(models, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "qat_finetune", alone)
-    monkeypatch.setattr(batch_mod, "qat_finetune_batch", batch)
+    monkeypatch.setattr(pipeline, "qat_finetune_batch", batch)
     outcomes = encode_batch(_crops(parrots), EncodeSettings(steps=20, device="cpu"))
-    assert calls == {"alone": [], "batch": [3]}
+    assert calls[0] == 3 and all(n == 1 for n in calls[1:])  # together; later only an image's own retune
     assert all(o.blob is not None and o.batch_size == 3 for o in outcomes)

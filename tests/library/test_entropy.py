@@ -14,7 +14,7 @@ from tuner_model.models import build_model
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate import levels
 from tuner_model.rate.levels import find_levels, search_levels
-from tuner_model.rate.pipeline import default_config
+from tuner_model.rate.plan import default_config
 from tuner_model.train.fit import FitOptions, fit_image
 
 WORD = 4  # the ANS stream is whole 32-bit words; the coder's rounding can tip a prediction by one

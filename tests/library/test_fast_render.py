@@ -12,7 +12,7 @@ from tuner_model.core.coords import Crop
 from tuner_model.core.metrics import psnr
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.models.fitted import FittedImage
-from tuner_model.rate.pipeline import default_config
+from tuner_model.rate.plan import default_config
 from tuner_model.render import fast as fr
 from tuner_model.render import resample, separable, sines
 from tuner_model.render.direct import render

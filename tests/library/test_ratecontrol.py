@@ -64,10 +64,13 @@ def test_a_table_row_sets_the_depth_at_its_rate(tmp_path) -> None:
 
 
 def test_a_deeper_network_meets_the_budget_and_decodes_its_psnr(parrots: np.ndarray) -> None:
-    from tuner_model.rate.pipeline import RateOptions, encode_at_rate
+    from tuner_model.rate.encode import encode_planned
+    from tuner_model.rate.plan import Overrides, resolve
+    from tuner_model.rate.request import EncodeRequest
 
     img = np.ascontiguousarray(parrots[:32, :48])
-    fitted, blob = encode_at_rate(img, RateOptions(2.0, 20, "cpu", depth=2))
+    plan = resolve(EncodeRequest(bpp=2.0, steps=20), 48, 32, 3, overrides=Overrides(depth=2))
+    fitted, blob = encode_planned(img, plan, device="cpu")
     assert fitted.config.hidden == (fitted.config.input_width,) * 2
     assert len(blob) <= math.floor(2.0 * 48 * 32 / 8)
     dec = decode_blob(blob)
@@ -95,7 +98,7 @@ def test_encode_stays_at_or_just_under_the_budget(small: np.ndarray, bpp: float)
     assert len(blob) <= budget
     assert len(blob) >= 0.85 * budget  # the level search fills the budget
     # Progress covers fit + fine-tuning, monotonic, ending at 1.
-    fracs = [p.step / p.steps for p in seen]
+    fracs = [p.fraction for p in seen]
     assert fracs == sorted(fracs) and fracs[-1] == 1.0 and len(set(fracs)) == len(fracs)
     # The PSNR stored is exactly that of what decoding gives.
     decoded = decode_blob(blob)
@@ -136,9 +139,10 @@ def test_weights_are_fine_tuned_again_when_the_second_search_lowers_q(small: np.
     from tuner_model.core.metrics import psnr
     from tuner_model.models.fitted import FittedImage
     from tuner_model.rate import pipeline
+    from tuner_model.train import qat as qat_mod
 
     searches, tuned_at, before_retune = [], [], []
-    real_search, real_qat = pipeline.search_levels, pipeline.qat_finetune
+    real_search, real_qat = pipeline.search_levels, qat_mod.qat_finetune
 
     def search(fitted, spec, budget, hi=4096, guess=None):
         q = real_search(fitted, spec, budget, hi, guess)
@@ -152,7 +156,7 @@ def test_weights_are_fine_tuned_again_when_the_second_search_lowers_q(small: np.
         return real_qat(model, target, quantizers, *args, **kw)
 
     monkeypatch.setattr(pipeline, "search_levels", search)
-    monkeypatch.setattr(pipeline, "qat_finetune", qat)
+    monkeypatch.setattr(qat_mod, "qat_finetune", qat)
     fitted, blob = encode(small, EncodeSettings(bpp=2.0, steps=80, device="cpu"))
     q1 = searches[0]
     assert q1 > 2 and tuned_at == [q1, q1 - 1]
@@ -186,18 +190,19 @@ def test_next_rate_moves_towards_the_aim_from_either_side() -> None:
 
 
 def test_psnr_target_lands_in_its_window_or_keeps_the_smallest_that_reaches_it(small: np.ndarray) -> None:
-    from tuner_model.rate.encode import PSNR_TOLERANCE_DB, first_bpp, rate_floor
+    from tuner_model.rate.encode import PSNR_TOLERANCE_DB
+    from tuner_model.rate.plan import first_bpp, rate_floor
 
     target = 24.0
     settings = EncodeSettings(psnr=target, steps=60, device="cpu")
     fitted, blob = encode(small, settings)
-    rate = first_bpp(small.shape, settings)
+    rate = first_bpp(settings, small.shape[1], small.shape[0])
     first = encode(small, EncodeSettings(bpp=rate, steps=60, device="cpu"))
     got = first[0].meta["psnr"]
     assert fitted.meta["psnr"] >= min(target, got)  # never worse than the first attempt, up to the target
     if got >= target:
         assert len(blob) <= len(first[1])  # the smallest blob that reaches the target is kept
-    if got > target + PSNR_TOLERANCE_DB and rate > 1.01 * rate_floor(small.shape):
+    if got > target + PSNR_TOLERANCE_DB and rate > 1.01 * rate_floor(small.shape[1], small.shape[0]):
         assert len(blob) < len(first[1])  # the table's rate overshot: a lower one was tried and kept
 
 
@@ -205,15 +210,18 @@ def test_coarser_levels_trade_an_overshoot_for_bytes(small: np.ndarray) -> None:
     """A quality target the encodes overshot: the same network on the coarsest grid that still reaches it,
     a smaller blob that decodes to the PSNR its header says; none when no coarser grid reaches it."""
     from tuner_model.rate.coarsen import coarser_levels
-    from tuner_model.rate.pipeline import RateOptions, encode_at_rate
+    from tuner_model.rate.encode import encode_planned
+    from tuner_model.rate.plan import resolve
+    from tuner_model.rate.request import EncodeRequest
 
-    options = RateOptions(4.0, 60, "cpu")
-    fitted, blob = encode_at_rate(small, options)
+    h, w, c = small.shape
+    options = resolve(EncodeRequest(bpp=4.0, steps=60), w, h, c)
+    fitted, blob = encode_planned(small, options, device="cpu")
     got, q0 = fitted.meta["psnr"], fitted.meta["levels"]
     floor = got - 1.5
-    coarse, coarse_blob = coarser_levels(small, fitted, options, floor)
+    coarse, coarse_blob = coarser_levels(small, fitted, options.levels, floor)
     assert floor <= coarse.meta["psnr"] < got and coarse.meta["levels"] < q0
     assert len(coarse_blob) < len(blob)
     assert measure_psnr(decode_blob(coarse_blob), small) == pytest.approx(read_info(coarse_blob).meta["psnr"], abs=1e-3)
     assert fitted.meta["levels"] == q0 and fitted.meta["psnr"] == got  # the encode's own result untouched
-    assert coarser_levels(small, fitted, options, got + 1.0) is None
+    assert coarser_levels(small, fitted, options.levels, got + 1.0) is None

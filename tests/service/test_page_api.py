@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from service.access.keys import create_key
 from service.api.app import create_app
 from service.api.uploads import upload_name
-from service.estimate import estimate_fit_seconds
+from service.estimate import estimate_fit_seconds, job_plan
 from service.records import Database
 from service.settings import Settings
 from tuner_model.rate.encode import encode
@@ -31,7 +31,8 @@ def client(tmp_path: Path):
 def test_the_estimate_is_the_admissions(client: TestClient, parrots_path: Path) -> None:
     settings = client.app.state.settings
     e = client.get("/v1/estimate", params={"width": 768, "height": 512, "effort": 2}).json()
-    assert e["seconds"] == pytest.approx(estimate_fit_seconds(768, 512, 3, EncodeRequest(effort=2), settings), 0.01)
+    plan = job_plan(EncodeRequest(effort=2), 768, 512, 3, settings)
+    assert e["seconds"] == pytest.approx(estimate_fit_seconds(plan, settings), 0.01)
     assert e["admitted"] and e["detail"] is None and e["steps"] > 0
     big = client.get("/v1/estimate", params={"width": 3000, "height": 2000}).json()
     assert not big["admitted"] and "time limit" in big["detail"]

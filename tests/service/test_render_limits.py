@@ -172,7 +172,7 @@ def _zeros_blob() -> bytes:
     from tuner_model.codec.quant import QuantSpec
     from tuner_model.models import build_model
     from tuner_model.models.fitted import FittedImage
-    from tuner_model.rate.pipeline import default_config
+    from tuner_model.rate.plan import default_config
     from tuner_model.rate.request import BPP_MAX
     from tuner_model.rate.table import plan_for_bpp
 

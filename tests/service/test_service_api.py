@@ -281,8 +281,15 @@ def test_effort_is_an_encoding_parameter(client: TestClient, parrots_path: Path)
     assert again.json()["job_id"] == body["job_id"] and again.json()["deduplicated"]
     paths = client.get("/openapi.json").json()["paths"]["/v1/images"]["post"]
     form = paths["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
-    assert form["effort"] == {"type": "integer", "minimum": 1, "maximum": 9}
-    assert any(p["name"] == "effort" for p in paths["parameters"])
+    assert {k: form["effort"][k] for k in ("type", "minimum", "maximum")} == {"type": "integer", "minimum": 1,
+                                                                             "maximum": 9}
+    # The form's fields and the query's parameters are generated from EncodeRequest, where the bounds live.
+    from tuner_model.rate.request import field_schemas
+
+    # (steps: the OpenAPI states this service's own, lower bound, TUNER_MAX_STEPS: service/api/openapi.py)
+    assert all(form[k] == v for k, v in field_schemas().items() if k != "steps")
+    query = {p["name"]: p["schema"] for p in paths["parameters"]}
+    assert query["effort"]["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 9}
 
 
 def test_effort_out_of_range_is_422(client: TestClient, parrots_path: Path) -> None:
@@ -319,7 +326,7 @@ def test_job_stored_without_effort_means_the_default(client: TestClient) -> None
 def test_upload_estimated_past_the_time_limit_is_refused(tmp_path: Path, parrots_path: Path) -> None:
     """The API refuses what the worker's soft time limit would kill: the estimate, times 1.5, must fit."""
     from service.api.schemas import EncodeParams
-    from service.estimate import estimate_fit_seconds
+    from service.estimate import estimate_fit_seconds, job_plan
 
     data = parrots_path.read_bytes()
     # 5 s of overhead alone (times 1.5) is more than a 6 s limit.
@@ -336,8 +343,8 @@ def test_upload_estimated_past_the_time_limit_is_refused(tmp_path: Path, parrots
     # Slow workers (the setting) and a limit between the two estimates: the default effort on this small
     # image is refused, effort 1 at a lower rate is accepted.
     slow = Settings(data_dir=tmp_path / "b", fit_seconds_per_pixel_neuron=2e-6)
-    default = estimate_fit_seconds(96, 64, 3, EncodeParams(), slow)
-    low = estimate_fit_seconds(96, 64, 3, EncodeParams(effort=1, bpp=0.5), slow)
+    default = estimate_fit_seconds(job_plan(EncodeParams(), 96, 64, 3, slow), slow)
+    low = estimate_fit_seconds(job_plan(EncodeParams(effort=1, bpp=0.5), 96, 64, 3, slow), slow)
     limit = math.ceil(1.5 * low) + 1
     assert limit < 1.5 * default
     with TestClient(create_app(slow.model_copy(update={"soft_time_limit_s": limit}))) as c:
@@ -350,22 +357,23 @@ def test_upload_estimated_past_the_time_limit_is_refused(tmp_path: Path, parrots
 
 def test_fit_estimate(tmp_path: Path) -> None:
     from service.api.schemas import EncodeParams
-    from service.estimate import DEFAULT_BPP, estimate_fit_seconds, seconds_per_pixel_neuron
-    from tuner_model.rate import request, table
-    from tuner_model.rate.effort import CPU_SECONDS_PER_PIXEL_NEURON
+    from service.estimate import estimate_fit_seconds, job_plan, seconds_per_pixel_neuron
+    from tuner_model.rate import table
+    from tuner_model.rate.plan import CPU_SECONDS_PER_PIXEL_NEURON
 
-    assert DEFAULT_BPP == request.DEFAULT_BPP
     cpu = Settings(data_dir=tmp_path)
     assert seconds_per_pixel_neuron(cpu) == CPU_SECONDS_PER_PIXEL_NEURON  # "auto" counts as the CPU
     cuda = Settings(data_dir=tmp_path, fit_device="cuda:0")
     assert seconds_per_pixel_neuron(cuda) == CPU_SECONDS_PER_PIXEL_NEURON / 20
     assert seconds_per_pixel_neuron(Settings(data_dir=tmp_path, fit_seconds_per_pixel_neuron=1e-8)) == 1e-8
-    at = {e: estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1, effort=e), cpu) for e in range(1, 10)}
+    def seconds(params: EncodeParams, settings: Settings = cpu) -> float:
+        return estimate_fit_seconds(job_plan(params, 768, 512, 3, settings), settings)
+
+    at = {e: seconds(EncodeParams(bpp=1, effort=e)) for e in range(1, 10)}
     assert all(at[e] <= at[e + 1] for e in range(1, 9)) and at[9] > 2 * at[4]
     assert 60 < at[4] < 1200  # 1.3 to 11 minutes on 2 cores at the default effort (tuner_model/effort.py)
-    assert estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1), cuda) < at[4] / 2
+    assert seconds(EncodeParams(bpp=1), cuda) < at[4] / 2
     # A psnr target budgets a second attempt; a higher rate is a wider network.
-    one = estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=1), cpu)
-    assert estimate_fit_seconds(768, 512, 3, EncodeParams(bpp=4), cpu) > one
-    assert estimate_fit_seconds(768, 512, 3, EncodeParams(psnr=30), cpu) > 1.5 * estimate_fit_seconds(
-        768, 512, 3, EncodeParams(bpp=table.bpp_for_psnr(30)), cpu)
+    one = seconds(EncodeParams(bpp=1))
+    assert seconds(EncodeParams(bpp=4)) > one
+    assert seconds(EncodeParams(psnr=30)) > 1.5 * seconds(EncodeParams(bpp=table.bpp_for_psnr(30)))

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 import uuid
@@ -32,11 +31,12 @@ from service.records import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Datab
 from service.records.schema import BASELINE, downgrade
 from service.settings import Settings
 from service.storage import put_content
-from service.submit import batch_key
+from tuner_model.rate.plan import resolve
+from tuner_model.rate.request import EncodeRequest
 from worker.context import WorkerContext
 from worker.run import run_fit
 
-KEY = batch_key(48, 32, 3, json.dumps({"bpp": None, "psnr": None, "steps": 30}, sort_keys=True))
+KEY = resolve(EncodeRequest(steps=30), 48, 32, 3).batch_key
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -145,8 +145,7 @@ def ctx(tmp_path: Path) -> WorkerContext:
 
 def _submit(ctx: WorkerContext, png: bytes, steps: int = 30, created_ago: float = 0.0) -> str:
     digest = put_content(ctx.store, "uploads", png)
-    key = batch_key(*Image.open(io.BytesIO(png)).size, 3, json.dumps({"bpp": None, "psnr": None, "steps": steps},
-                                                                     sort_keys=True))
+    key = resolve(EncodeRequest(steps=steps), *Image.open(io.BytesIO(png)).size, 3).batch_key
     return _job(ctx.db, key, digest=digest, created_ago=created_ago, steps=steps)
 
 
@@ -226,7 +225,7 @@ def test_broken_batched_path_falls_back_to_one_at_a_time(ctx: WorkerContext, par
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from worker import fitting  # where the worker looks the batched encoder up
 
-    real = fitting.iter_encode_batch
+    real = fitting.iter_encode
 
     def broken(images, *args: object, **kwargs: object):  # noqa: ANN001, ANN202
         if len(images) == 1:  # a job fitted on its own (K = 1 goes through the batched encoder too)
@@ -236,7 +235,7 @@ def test_broken_batched_path_falls_back_to_one_at_a_time(ctx: WorkerContext, par
         yield first
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(fitting, "iter_encode_batch", broken)
+    monkeypatch.setattr(fitting, "iter_encode", broken)
     writes: dict[str, list[float]] = {}
     real_beat = ctx.db.heartbeat
 

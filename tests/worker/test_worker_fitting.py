@@ -29,13 +29,14 @@ from service.settings import Settings
 from tuner_model.core.errors import ConfigError, FitCancelled
 from tuner_model.core.image_io import load_image
 from tuner_model.core.stop import member_check, stop_when
-from tuner_model.rate.batch import BatchOutcome
-from tuner_model.rate.request import EncodeSettings
+from tuner_model.rate.encode import Outcome
+from tuner_model.rate.plan import EncodePlan, resolve
+from tuner_model.rate.request import EncodeRequest
 from worker import fitting
 from worker.context import WorkerContext
 from worker.run import run_fit
 
-REQUEST = EncodeSettings(steps=20, device="cpu")
+PLAN = resolve(EncodeRequest(steps=20), 48, 32, 3)  # the crops' shape
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_fitting_knows_no_jobs_records_or_storage() -> None:
 
 def test_fit_yields_an_outcome_per_image(images: list[np.ndarray]) -> None:
     reports: dict[int, list[Any]] = {}
-    got = dict(fitting.fit(images[:2], REQUEST, lambda i, p: reports.setdefault(i, []).append(p)))
+    got = dict(fitting.fit(images[:2], PLAN, "cpu", lambda i, p: reports.setdefault(i, []).append(p)))
     assert sorted(got) == [0, 1] and sorted(reports) == [0, 1]
     for outcome in got.values():
         assert outcome.error is None and outcome.blob and outcome.fitted.meta["psnr"] > 10
@@ -61,16 +62,16 @@ def test_fit_yields_an_outcome_per_image(images: list[np.ndarray]) -> None:
 
 def test_broken_batch_fits_the_rest_alone_at_their_own_indices(images: list[np.ndarray],
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    real = fitting.iter_encode_batch
+    real = fitting.iter_encode
     sizes: list[int] = []
 
-    def broken(imgs, *args: Any, **kwargs: Any) -> Iterator[tuple[int, BatchOutcome]]:  # noqa: ANN001
+    def broken(imgs, *args: Any, **kwargs: Any) -> Iterator[tuple[int, Outcome]]:  # noqa: ANN001
         sizes.append(len(imgs))
         if len(imgs) > 1:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         yield from real(imgs, *args, **kwargs)
 
-    monkeypatch.setattr(fitting, "iter_encode_batch", broken)
+    monkeypatch.setattr(fitting, "iter_encode", broken)
     asked: list[int] = []
 
     def cancelled(i: int) -> bool:
@@ -79,7 +80,7 @@ def test_broken_batch_fits_the_rest_alone_at_their_own_indices(images: list[np.n
 
     reports: dict[int, int] = {}
     with stop_when(member=cancelled):
-        got = dict(fitting.fit(images, REQUEST, lambda i, p: reports.__setitem__(i, reports.get(i, 0) + 1)))
+        got = dict(fitting.fit(images, PLAN, "cpu", lambda i, p: reports.__setitem__(i, reports.get(i, 0) + 1)))
     assert sorted(got) == [0, 1, 2]
     assert isinstance(got[1].error, FitCancelled)  # cancelled while the batch ran: not fitted again
     assert all(got[i].blob and got[i].batch_size == 1 for i in (0, 2))
@@ -89,19 +90,19 @@ def test_broken_batch_fits_the_rest_alone_at_their_own_indices(images: list[np.n
 def test_a_single_image_error_is_its_outcome_and_the_time_limit_propagates(
         images: list[np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
     def raising(error: BaseException):  # noqa: ANN202
-        def encode(*args: Any, **kwargs: Any) -> Iterator[tuple[int, BatchOutcome]]:
+        def encode(*args: Any, **kwargs: Any) -> Iterator[tuple[int, Outcome]]:
             raise error
             yield  # a generator, like the real one
 
         return encode
 
-    monkeypatch.setattr(fitting, "iter_encode_batch", raising(RuntimeError("boom")))
-    [(i, outcome)] = list(fitting.fit(images[:1], REQUEST))
+    monkeypatch.setattr(fitting, "iter_encode", raising(RuntimeError("boom")))
+    [(i, outcome)] = list(fitting.fit(images[:1], PLAN, "cpu"))
     assert i == 0 and isinstance(outcome.error, RuntimeError)
-    monkeypatch.setattr(fitting, "iter_encode_batch", raising(SoftTimeLimitExceeded()))
+    monkeypatch.setattr(fitting, "iter_encode", raising(SoftTimeLimitExceeded()))
     for k in (1, 3):
         with pytest.raises(SoftTimeLimitExceeded):
-            list(fitting.fit(images[:k], REQUEST))
+            list(fitting.fit(images[:k], PLAN, "cpu"))
 
 
 # run.py records what fitting yields ------------------------------------------------------------------------
@@ -114,9 +115,9 @@ def ctx(tmp_path: Path) -> WorkerContext:
 
 
 @pytest.fixture(scope="module")
-def made(images: list[np.ndarray]) -> BatchOutcome:
+def made(images: list[np.ndarray]) -> Outcome:
     """One real outcome, its blob stored for each job below (content-addressed: one file)."""
-    [(_, outcome)] = list(fitting.fit(images[:1], REQUEST))
+    [(_, outcome)] = list(fitting.fit(images[:1], PLAN, "cpu"))
     return outcome
 
 
@@ -134,17 +135,17 @@ def _spy_finishes(ctx: WorkerContext) -> dict[str, list[str]]:
     return finishes
 
 
-def test_run_settles_each_outcome_once(ctx: WorkerContext, parrots: np.ndarray, made: BatchOutcome,
+def test_run_settles_each_outcome_once(ctx: WorkerContext, parrots: np.ndarray, made: Outcome,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     ids = [_submit(ctx, png, created_ago=10 - i) for i, png in enumerate(_crops(parrots))]
     seen: dict[str, Any] = {}
 
-    def fake_fit(images: list[np.ndarray], request: EncodeSettings, progress: Any = None):  # noqa: ANN202
-        seen.update(n=len(images), steps=request.steps, member=member_check())
-        yield 2, BatchOutcome(error=ConfigError("the budget is too small"), batch_size=4)
-        yield 0, BatchOutcome(made.fitted, made.blob, batch_size=4)
-        yield 3, BatchOutcome(made.fitted, made.blob, batch_size=4)  # storing it fails
-        yield 1, BatchOutcome(error=FitCancelled("cancelled"), batch_size=4)
+    def fake_fit(images: list[np.ndarray], plan: EncodePlan, device: str, progress: Any = None):  # noqa: ANN202
+        seen.update(n=len(images), steps=plan.request.steps, member=member_check())
+        yield 2, Outcome(error=ConfigError("the budget is too small"), batch_size=4)
+        yield 0, Outcome(made.fitted, made.blob, batch_size=4)
+        yield 3, Outcome(made.fitted, made.blob, batch_size=4)  # storing it fails
+        yield 1, Outcome(error=FitCancelled("cancelled"), batch_size=4)
 
     def store(ctx_: WorkerContext, job: Any, *args: Any) -> str:
         if job.id == ids[3]:
@@ -170,12 +171,12 @@ def test_run_settles_each_outcome_once(ctx: WorkerContext, parrots: np.ndarray, 
     assert finishes == {j: [s] for j, s in zip(ids, (SUCCEEDED, CANCELLED, FAILED, FAILED), strict=True)}
 
 
-def test_the_time_limit_records_every_unsettled_job(ctx: WorkerContext, parrots: np.ndarray, made: BatchOutcome,
+def test_the_time_limit_records_every_unsettled_job(ctx: WorkerContext, parrots: np.ndarray, made: Outcome,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     ids = [_submit(ctx, png, created_ago=10 - i) for i, png in enumerate(_crops(parrots)[:3])]
 
-    def fake_fit(images: list[np.ndarray], request: EncodeSettings, progress: Any = None):  # noqa: ANN202
-        yield 1, BatchOutcome(made.fitted, made.blob, batch_size=3)
+    def fake_fit(images: list[np.ndarray], plan: EncodePlan, device: str, progress: Any = None):  # noqa: ANN202
+        yield 1, Outcome(made.fitted, made.blob, batch_size=3)
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(fitting, "fit", fake_fit)

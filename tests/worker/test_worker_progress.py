@@ -20,12 +20,13 @@ from PIL import Image
 from service.records import QUEUED, SUCCEEDED, Job
 from service.settings import Settings
 from service.storage import put_content
+from tuner_model.core.progress import Progress
 from tuner_model.rate.effort import DEFAULT_EFFORT
 from worker.context import WorkerContext
 from worker.heartbeat import Heartbeat as _Heartbeat
 from worker.heartbeat import JobProgress as _JobProgress
 from worker.heartbeat import eta_seconds
-from worker.run import encode_request, planned_steps, run_fit
+from worker.run import plan_for, run_fit
 
 
 def test_eta_rule() -> None:
@@ -75,7 +76,7 @@ def test_first_beat_at_once_and_step_zero_without_waiting(tmp_path: Path) -> Non
         assert first == {"progress": 0.0, "step": 0, "steps": 120, "eta_s": None}
         # Halfway after 10 s (the clock moved back by hand): the next beat says about 10 s are left.
         progress.started = time.monotonic() - 10.0
-        progress(SimpleNamespace(step=60, steps=120, psnr=25.0, loss=0.01))
+        progress(Progress("fit", 60, 120, 0.01, 25.0))
         hb.beat()
         last = rows.writes[-1][2]
         assert last["step"] == 60 and last["progress"] == 0.5 and last["eta_s"] == pytest.approx(10.0, abs=0.5)
@@ -111,10 +112,10 @@ def _queue(ctx: WorkerContext, png: bytes, params: dict[str, Any]) -> str:
 
 def test_effort_reaches_the_encoder(ctx: WorkerContext) -> None:
     job = Job(id="j", params={"bpp": None, "psnr": None, "steps": None, "effort": 7})
-    assert encode_request(ctx.settings, job).effort == 7
-    older = encode_request(ctx.settings, Job(id="j", params={"steps": 30}))  # queued before effort existed
-    assert older.effort == DEFAULT_EFFORT and older.steps == 30 and older.device == "cpu"
-    assert planned_steps(older) > 30  # the float fit's steps and the fine-tuning's
+    assert plan_for(ctx.settings, job, (32, 48, 3)).request.effort == 7
+    older = plan_for(ctx.settings, Job(id="j", params={"steps": 30}), (32, 48, 3))  # queued before effort existed
+    assert older.request.effort == DEFAULT_EFFORT and older.request.steps == 30
+    assert older.total_steps > 30  # the float fit's steps and the fine-tuning's
 
 
 def test_run_fit_writes_the_eta_and_zero_when_done(ctx: WorkerContext, parrots: np.ndarray) -> None:

@@ -61,7 +61,7 @@ def _cancel_once(image: np.ndarray, settings: EncodeSettings, after: float) -> d
         flag.set()
 
     def progress(p: FitProgress) -> None:
-        state["progress"] = p.step / max(1, p.steps)
+        state["progress"] = p.fraction
 
     timer = threading.Timer(after, fire)
     started = time.perf_counter()

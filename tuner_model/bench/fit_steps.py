@@ -34,12 +34,11 @@ def _variant_unavailable(variant: str, dev: torch.device) -> str | None:
 def bench_fit(image: np.ndarray, widths: list[int], variants: list[str], steps: int, warmup: int,
               dev: torch.device, skipped: list[dict], say: Callable[[str], None]) -> list[dict[str, Any]]:
     """ms per full-image step (and PSNR after `steps`) per width and variant; fp32-eager is the baseline."""
-    from tuner_model.rate.effort import effort_plan
-    from tuner_model.rate.pipeline import default_config
+    from tuner_model.rate.plan import default_config, resolve
+    from tuner_model.rate.request import EncodeRequest
 
     h, w, c = image.shape
-    plan = effort_plan()
-    encoder_steps = round(plan.work(w, h))  # full-image step equivalents of a default-effort encode
+    encoder_steps = round(resolve(EncodeRequest(), w, h, c).full_steps())  # of a default-effort encode
     rows = []
     run = ["fp32-eager"] + [v for v in variants if v != "fp32-eager"]
     for width in widths:

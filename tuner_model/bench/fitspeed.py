@@ -33,7 +33,7 @@ def dense_and_grid_step(image: np.ndarray, width: int, steps: int = 3, warmup: i
     """Seconds per full-image training step (forward, backward) of the dense fp32 eager path and of the grid
     path on the same network, and the largest relative difference of their gradients."""
     from tuner_model.models import build_model
-    from tuner_model.rate.pipeline import default_config
+    from tuner_model.rate.plan import default_config
     from tuner_model.train.fit import FitOptions, make_objective
 
     h, w, c = image.shape
@@ -64,30 +64,32 @@ def reference_encode(image: np.ndarray, bpp: float, steps: int = REFERENCE_STEPS
     from tuner_model.codec import encode_blob
     from tuner_model.codec.quant import QuantSpec, plan, snap
     from tuner_model.models import build_model
-    from tuner_model.rate.effort import effort_plan
+    from tuner_model.rate.effort import preset
     from tuner_model.rate.levels import search_levels
-    from tuner_model.rate.pipeline import RateOptions, rate_setup
+    from tuner_model.rate.pipeline import fit_options, unquantized
+    from tuner_model.rate.plan import Overrides, resolve
+    from tuner_model.rate.request import EncodeRequest
     from tuner_model.render.fitted import measure_psnr
     from tuner_model.train.fit import fit
 
-    setup = rate_setup(image.shape, RateOptions(bpp, effort_plan(steps=steps), "cpu", 0))
-    setup = replace(setup, batch_rows=None, batch_cols=None)  # full-image steps
-    config = setup.config(setup.net_width)
-    model = build_model(config, seed=setup.seed)
+    h, w, c = image.shape
+    p = resolve(EncodeRequest(bpp=bpp), w, h, c, overrides=Overrides(phases=preset(steps=steps)))
+    full = replace(p.phase("fit"), row_share=1.0, col_share=1.0)  # full-image steps
+    model = build_model(p.model, seed=p.seed)
     t0 = time.perf_counter()
-    fit(model, image, replace(setup.fit_options(), progress_every=10**9))
-    fitted = setup.unquantized(config, model.cpu())
+    fit(model, image, replace(fit_options(p, full, "cpu"), progress_every=10**9))
+    fitted = unquantized(p, model.cpu())
     float_psnr = measure_psnr(fitted, image)
-    q = search_levels(fitted, QuantSpec(setup.q_plan), setup.budget)
+    q = search_levels(fitted, QuantSpec(p.levels), p.budget)
     if q is None:
         raise RuntimeError("the reference network does not fit the budget")
-    quantizers = plan(fitted.model, QuantSpec(setup.q_plan).with_levels(q))
+    quantizers = plan(fitted.model, QuantSpec(p.levels).with_levels(q))
     snap(fitted.model, quantizers)
     psnr = measure_psnr(fitted, image)
     seconds = time.perf_counter() - t0
     blob = encode_blob(fitted, quantizers=quantizers)
-    return {"steps": steps, "width": setup.net_width, "seconds": round(seconds, 3), "float_psnr": round(float_psnr, 3),
-            "psnr": round(psnr, 3), "levels": q, "bytes": len(blob)}
+    return {"steps": steps, "width": p.model.input_width, "seconds": round(seconds, 3),
+            "float_psnr": round(float_psnr, 3), "psnr": round(psnr, 3), "levels": q, "bytes": len(blob)}
 
 
 def effort_encode(image: np.ndarray, bpp: float, effort: int) -> dict[str, Any]:

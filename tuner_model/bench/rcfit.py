@@ -19,7 +19,6 @@ from typing import TextIO
 import numpy as np
 
 from tuner_model.core.errors import ConfigError
-from tuner_model.rate.effort import EffortPlan
 
 # Trials within this many dB of the best mean PSNR count as a tie, which the fastest of them wins: one
 # seed's encodes swing by about 0.1 dB, and a deeper network costs seconds on every encode.
@@ -45,10 +44,9 @@ def fit_table(images: Path, opts: RcFitOptions = RcFitOptions(), log: TextIO | N
     from tuner_model.bench.rd import list_images, load_sized, size_text
     from tuner_model.bench.resume import load_runs, save_runs
     from tuner_model.core.device import resolve_device
-    from tuner_model.rate.effort import DEFAULT_EFFORT, effort_plan
+    from tuner_model.rate.effort import DEFAULT_EFFORT
 
     effort = opts.effort or DEFAULT_EFFORT
-    plan = effort_plan(effort, opts.steps)
     settings = {"effort": effort, "steps": opts.steps, "size": list(opts.size) if opts.size else None,
                 "device": opts.device}
     done = load_runs(opts.results, settings, "encodes")
@@ -64,7 +62,8 @@ def fit_table(images: Path, opts: RcFitOptions = RcFitOptions(), log: TextIO | N
                 key = f"{path.name}@{bpp}@{guess}" + (f"@d{depth}" if depth > 1 else "")
                 count += 1
                 if key not in done:
-                    done[key] = _trial(load_sized(path, opts.size), bpp, guess, depth, plan, opts.device)
+                    done[key] = _trial(load_sized(path, opts.size), bpp, guess, depth, (effort, opts.steps),
+                                       opts.device)
                     save_runs(opts.results, settings, "encodes", done)
                     if log:
                         log.write(f"[{count}/{total}] {key}: {done[key]}\n")
@@ -100,10 +99,13 @@ def choose(trials: list[dict]) -> dict:
     return min((r for r in trials if r["psnr"] >= top - TIE_DB), key=lambda r: (r["seconds"], -r["psnr"]))
 
 
-def _trial(img: np.ndarray, bpp: float, guess: float, depth: int, plan: EffortPlan, device: str) -> dict:
+def _trial(img: np.ndarray, bpp: float, guess: float, depth: int, effort: tuple[int, int | None],
+           device: str) -> dict:
     """One encode of `img` at `bpp` by the network of `depth` layers sized for `guess` bits per parameter."""
     from tuner_model.bench.rd import levels_of
-    from tuner_model.rate.pipeline import RateOptions, encode_at_rate
+    from tuner_model.rate.encode import encode_planned
+    from tuner_model.rate.plan import Overrides, resolve
+    from tuner_model.rate.request import EncodeRequest
     from tuner_model.rate.table import HEADER_BYTES, tuner_parameters, width_for_params
 
     h, w, c = img.shape
@@ -111,7 +113,9 @@ def _trial(img: np.ndarray, bpp: float, guess: float, depth: int, plan: EffortPl
     width = width_for_params(max(0, budget - HEADER_BYTES) * 8 / guess, c, depth)
     t = time.perf_counter()
     try:
-        fitted, blob = encode_at_rate(img, RateOptions(bpp, plan, device, net_width=width, depth=depth))
+        plan = resolve(EncodeRequest(bpp=bpp, effort=effort[0], steps=effort[1]), w, h, c,
+                       overrides=Overrides(net_width=width, depth=depth))
+        fitted, blob = encode_planned(img, plan, device=device)
     except ConfigError as e:  # a size that cannot be encoded at this rate: no trial
         return {"error": str(e)}
     n = fitted.config.input_width

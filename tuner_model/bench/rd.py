@@ -159,7 +159,7 @@ def run_rd(images: Path, opts: RdOptions = RdOptions(), log: TextIO | None = Non
 
 
 def _tick(progress: RdProgress, finished: int, total: int, label: str, p) -> None:
-    progress(finished, total, label, p.step / p.steps if p.steps else 0.0)
+    progress(finished, total, label, p.fraction)
 
 
 def mean_rows(per_image: list[dict], bpps: list[float]) -> list[dict]:

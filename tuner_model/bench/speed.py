@@ -152,7 +152,7 @@ def bench_full_encode(image: np.ndarray, device: str, say: Callable[[str], None]
 def bench_batched(images: list[np.ndarray], width: int, steps: int, warmup: int, dev: torch.device,
                   say: Callable[[str], None]) -> dict[str, Any]:
     """Images per second fitting K images at once against one after another (same steps)."""
-    from tuner_model.rate.pipeline import default_config
+    from tuner_model.rate.plan import default_config
     from tuner_model.train.batched import fit_batch
     from tuner_model.train.fit import FitOptions, fit_image
 

@@ -1,19 +1,21 @@
-"""The encoder's effort setting (like AVIF's speed or WebP's method): how much fitting an encode does,
-and what that costs. Pure data and arithmetic (no torch): the API sizes a job's time with it before
-accepting the upload.
+"""The encoder's effort setting (like AVIF's speed or WebP's method) as data: each level is a preset, a list
+of phases that one training loop runs, with the steps between them. Pure data (no torch): the API plans a
+job with it before accepting the upload.
 
-An effort fixes the float fit's steps and the share of the image's rows each step sees (stochastic over
-rows: a quarter of the rows costs a quarter of a full step, and the separable grid structure is kept),
-and the quantization-aware fine-tuning's steps and rows. The levels were chosen by measurement at
-768×512 (docs/PERFORMANCE.md, "Effort"); what an encode takes now is in docs/PERFORMANCE.md's current
-numbers and the README's "What to expect" (timings are not kept here, where they go stale). The top levels
-are for GPU workers and benchmarks.
+A preset is: a float fit (`fit`) from a fresh network, on a random sub-grid of rows and columns each step
+(a quarter of the pixels costs a quarter of a full step, and the separable grid structure is kept); a level
+search (`levels`: the largest number of quantization levels Q whose blob fits the budget); the
+quantization-aware fine-tuning at that Q (`qat`); and `finish` (search Q again on the tuned weights, fine-tune
+again briefly if it landed lower, snap, measure, write the blob). The levels were chosen by measurement at
+768×512 (docs/PERFORMANCE.md, "Effort"); what an encode takes now is in docs/PERFORMANCE.md's current numbers.
+The top levels are for GPU workers and benchmarks.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from tuner_model.core.errors import ConfigError
 
@@ -23,33 +25,52 @@ MIN_BATCH_ROWS = 128  # an image of at most this many rows always trains on all 
 QAT_FRACTION = 0.2  # fine-tuning steps as a share of the fit's, when the caller sets the steps
 MAX_QAT_STEPS = 500
 
+PhaseKind = Literal["fit", "levels", "qat", "finish"]
+
 
 @dataclass(frozen=True)
-class EffortPlan:
-    level: int
-    steps: int  # float-fit steps
-    row_fraction: float  # share of the rows each float step sees
-    qat_steps: int
-    qat_row_fraction: float
-    col_fraction: float = 1.0  # share of the columns each float step sees (with the rows: a random sub-grid)
+class Phase:
+    """One phase of an encode. `fit` and `qat` are runs of the training loop (steps, Adam, a cosine schedule
+    after a linear warm-up, a share of the rows and columns each step sees); `levels` and `finish` are the
+    steps between them (finish's `steps` are the fine-tuning it adds when its search lands on a lower Q)."""
 
-    def batch_rows(self, height: int) -> int | None:
-        return rows_for(self.row_fraction, height)
+    kind: PhaseKind
+    steps: int = 0
+    lr: float = 0.0
+    warmup: int = 0
+    final_lr: float = 1.0  # the cosine ends at lr·final_lr
+    row_share: float = 1.0
+    col_share: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip: float | None = None  # each network's gradient norm is scaled down to this
+    phase_lr_mult: float = 1.0  # the input phases' lr over the base lr
 
-    def batch_cols(self, width: int) -> int | None:
-        return rows_for(self.col_fraction, width)
+    @property
+    def trains(self) -> bool:
+        return self.kind in ("fit", "qat")
 
-    def qat_batch_rows(self, height: int) -> int | None:
-        return rows_for(self.qat_row_fraction, height)
 
-    def work(self, width: int, height: int) -> float:
-        """Full-image step equivalents of one encode attempt (the fit, the fine-tuning and the shorter
-        retune the encoder may add when the level search lands lower after fine-tuning)."""
-        def share(n: int | None, of: int) -> float:
-            return 1.0 if n is None else n / of
+# The codec's float fit (not the paper benchmark's plain Adam): lr 2e-3 (+0.16 dB over 1e-3), Adam β2 0.99,
+# gradient norm clipped at 0.02 and phases at 10× lr measured +0.10 dB through this encoder (kodim01/05/07/23
+# at 192×128, 0.5 and 1 bpp, 2 seeds, 600 steps: 15 of 16 encodes better; docs/CODEC.md).
+FIT_LR, FIT_WARMUP, FIT_FINAL_LR = 2e-3, 50, 0.02
+CODEC_BETAS, CODEC_CLIP, CODEC_PHASE_LR = (0.9, 0.99), 0.02, 10.0
+QAT_LR, QAT_FINAL_LR = 2e-4, 0.05
 
-        fit = share(self.batch_rows(height), height) * share(self.batch_cols(width), width)
-        return self.steps * fit + 1.5 * self.qat_steps * share(self.qat_batch_rows(height), height)
+
+def fit_phase(steps: int, row_share: float = 1.0, col_share: float = 1.0) -> Phase:
+    return Phase("fit", steps, FIT_LR, FIT_WARMUP, FIT_FINAL_LR, row_share, col_share, CODEC_BETAS, CODEC_CLIP,
+                 CODEC_PHASE_LR)
+
+
+def qat_phase(steps: int, row_share: float = 1.0) -> Phase:
+    return Phase("qat", steps, QAT_LR, 0, QAT_FINAL_LR, row_share)
+
+
+def finish_phase(qat_steps: int, row_share: float = 1.0) -> Phase:
+    # Weights tuned to Q's grid lose ~2 dB rounded to a coarser one (measured at 192×128, 2 bpp, 2 of 4
+    # seeds), so when the second search lands lower they are fine-tuned again, for half as long.
+    return Phase("finish", max(1, qat_steps // 2) if qat_steps else 0, QAT_LR, 0, QAT_FINAL_LR, row_share)
 
 
 # level: (float steps, their row share, QAT steps, their row share, the float steps' column share)
@@ -71,50 +92,26 @@ def qat_steps_for(steps: int) -> int:
     return min(MAX_QAT_STEPS, max(10, int(steps * QAT_FRACTION)))
 
 
-def effort_plan(level: int = DEFAULT_EFFORT, steps: int | None = None) -> EffortPlan:
-    """The plan of an effort level; `steps` (advanced) replaces its float steps, and the fine-tuning then
+def preset(level: int = DEFAULT_EFFORT, steps: int | None = None) -> tuple[Phase, ...]:
+    """The phases of an effort level; `steps` (advanced) replaces its float steps, and the fine-tuning then
     takes QAT_FRACTION of them."""
     if not isinstance(level, int) or not EFFORT_MIN <= level <= EFFORT_MAX:
         raise ConfigError(f"effort must be an integer in {EFFORT_MIN}..{EFFORT_MAX}, got {level!r}")
     n, frac, n_qat, qat_frac, col_frac = _LEVELS[level]
     if steps is not None:
         n, n_qat = steps, qat_steps_for(steps)
-    return EffortPlan(level, n, frac, n_qat, qat_frac, col_frac)
+    phases = [fit_phase(n, frac, col_frac), Phase("levels")]
+    if n_qat:
+        phases.append(qat_phase(n_qat, qat_frac))
+    return (*phases, finish_phase(n_qat, qat_frac))
+
+
+def with_steps(phases: tuple[Phase, ...], kind: PhaseKind, steps: int) -> tuple[Phase, ...]:
+    """The same phases with those of `kind` set to `steps` (a benchmark's shorter or longer run)."""
+    return tuple(replace(p, steps=steps) if p.kind == kind else p for p in phases)
 
 
 def rows_for(fraction: float, height: int) -> int | None:
     """Rows per step for a share of an image's rows; None (every row) when that is all or nearly."""
     rows = max(MIN_BATCH_ROWS, math.ceil(fraction * height))
     return None if rows >= height else rows
-
-
-# Seconds of one full-image grid step per pixel per hidden neuron on a 2-core CPU, from a measured encode:
-# kodim01 at 1 bpp (width 264, low block L = 25), effort 4, took 638 s on the 2-core AMD EPYC (AVX2) of
-# 2026-12-01, i.e. 1.37e-8 with the overheads below (docs/PERFORMANCE.md). A 2-core Xeon with AVX-512 ran
-# L = 10 steps 7x faster (1.9e-9): this errs towards refusing, which a worker's setting can undo
-# (TUNER_FIT_SECONDS_PER_PIXEL_NEURON).
-CPU_SECONDS_PER_PIXEL_NEURON = 1.37e-8
-OVERHEAD_SECONDS = 5.0  # level searches, snapping, PSNR, blob
-STEP_OVERHEAD_SECONDS = 0.004  # per step, whatever its size (a tiny image's steps are all overhead)
-
-
-def estimate_seconds(width: int, height: int, net_width: int, plan: EffortPlan,
-                     seconds_per_pixel_neuron: float = CPU_SECONDS_PER_PIXEL_NEURON, depth: int = 1) -> float:
-    """Expected wall time of one encode attempt of a width×height image with a network of `depth` hidden
-    layers net_width wide (each deeper layer counted as costing what the first does: an upper bound)."""
-    step = seconds_per_pixel_neuron * width * height * net_width * depth
-    steps = plan.steps + 1.5 * plan.qat_steps
-    return OVERHEAD_SECONDS + step * plan.work(width, height) + STEP_OVERHEAD_SECONDS * steps
-
-
-# No ETA until an encode is this far along or has run this long: its first steps alone say too little.
-ETA_MIN_PROGRESS, ETA_MIN_SECONDS = 0.02, 3.0
-
-
-def seconds_left(elapsed: float, frac: float) -> float | None:
-    """Seconds left of an encode that is `frac` done after `elapsed` seconds: the encoder's progress
-    fractions are proportional to its time, so the rest takes elapsed·(1 − frac)/frac. None until there is
-    enough of either to go on. The worker's `eta_s` and the CLI's progress bar both use it."""
-    if frac <= 0 or (frac < ETA_MIN_PROGRESS and elapsed < ETA_MIN_SECONDS):
-        return None
-    return max(0.0, elapsed * (1 - frac) / frac)

@@ -1,6 +1,7 @@
-"""What a caller asks of an encode, validated once: the API takes `EncodeRequest` as its parameters' schema,
-the worker rebuilds it from a job's stored parameters, and the encoder reads `EncodeSettings` (the request
-plus the machine's choices: device and seed). Pure data (no torch): the API imports it.
+"""What a caller asks of an encode, validated once: `EncodeRequest` declares the parameters and their bounds,
+once; the API's query parameters, form fields and OpenAPI are generated from it (`field_schemas`), the job
+stores it, and the plan is resolved from it (plan.py). `EncodeSettings` is the request plus the machine's
+choices (device and seed) for the library's callers. Pure data (no torch): the API imports it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner_model.core.errors import ConfigError
-from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN, EffortPlan, effort_plan
+from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN
 
 # Neither bpp nor psnr: a rate that looks good, like an image proxy's default quality (JPEG needs ~2 bpp
 # for ~37 dB on Kodak; a 96×64 photo still gets > 26 dB from 300 steps on the CPU).
@@ -38,10 +39,6 @@ class EncodeRequest(BaseModel):
             raise ValueError("give a target bpp or a target psnr, not both")
         return self
 
-    @property
-    def plan(self) -> EffortPlan:
-        return effort_plan(self.effort, self.steps)
-
     def canonical(self) -> dict[str, float | int | None]:
         """The fields that decide the result: what deduplication and batching compare."""
         return {"bpp": self.bpp, "psnr": self.psnr, "steps": self.steps, "effort": self.effort}
@@ -61,11 +58,29 @@ class EncodeSettings(EncodeRequest):
             raise ConfigError(one_line(e)) from None
 
 
-def one_line(e: ValidationError) -> str:
-    """The first error of a validation as `field: message`."""
+def first_error(e: ValidationError) -> tuple[str, str]:
+    """The first error of a validation: the field (dotted; empty for the whole request) and its message."""
     err = e.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where + ': ' if where else ''}{err['msg']}".replace("Value error, ", "")
+    message = "unknown parameter" if err.get("type") == "extra_forbidden" else str(err.get("msg", ""))
+    return where, message.removeprefix("Value error, ")
 
 
-__all__ = ["DEFAULT_BPP", "EncodeRequest", "EncodeSettings", "one_line"]
+def one_line(e: ValidationError) -> str:
+    """The first error of a validation as `field: message`."""
+    where, message = first_error(e)
+    return f"{where + ': ' if where else ''}{message}"
+
+
+def field_schemas() -> dict[str, dict[str, Any]]:
+    """Each parameter's JSON schema as a query parameter or a form field holds it (never null there: absent
+    instead), with its bounds and description: what the API's OpenAPI states."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, schema in EncodeRequest.model_json_schema()["properties"].items():
+        value = next(b for b in schema.get("anyOf", [schema]) if b.get("type") != "null")
+        out[name] = {k: v for k, v in value.items() if k not in ("default", "title", "anyOf")}
+        out[name]["description"] = schema.get("description", "")
+    return out
+
+
+__all__ = ["DEFAULT_BPP", "EncodeRequest", "EncodeSettings", "field_schemas", "first_error", "one_line"]

@@ -27,6 +27,7 @@ from tuner_model.core.stop import stop_reason, stop_when
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.models.fitted import FittedImage
 from tuner_model.models.stacked import BatchedTuner, batchable
+from tuner_model.render.fitted import measure_psnr
 from tuner_model.train.fit import FitOptions, FitProgress, fit_image, loop_options, make_objective
 from tuner_model.train.loop import train
 
@@ -68,10 +69,10 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
     def report(step: int, live: list[int], losses: list[float]) -> None:
         if progress is not None:
             mean = sum(losses) / len(losses)
-            progress(FitProgress(step, options.steps, mean, mse_to_psnr(mean)))
+            progress(FitProgress("fit", step, options.steps, mean, mse_to_psnr(mean)))
         if member_progress is not None:
             for k, loss in zip(live, losses, strict=True):
-                member_progress(k, FitProgress(step, options.steps, loss, mse_to_psnr(loss)))
+                member_progress(k, FitProgress("fit", step, options.steps, loss, mse_to_psnr(loss)))
 
     result = train(model, objective, loop_options(options), stacked=True, progress=report,
                    member_cancelled=member_cancelled)
@@ -82,7 +83,7 @@ def fit_batch(images: Sequence[np.ndarray], config: ModelConfig, options: FitOpt
         fitted = FittedImage(config, w, h, net, colour)
         fitted.meta.update(steps=options.steps, seconds=round(result.seconds, 3), device=str(device),
                            batch=len(images))
-        fitted.meta["psnr"] = round(fitted.measure_psnr(images[k]), 4)
+        fitted.meta["psnr"] = round(measure_psnr(fitted, images[k]), 4)
         results[k] = fitted
     return results
 

@@ -17,8 +17,10 @@ from tuner_model.core.coords import pixel_grid
 from tuner_model.core.device import resolve_device
 from tuner_model.core.errors import ConfigError
 from tuner_model.core.metrics import mse_to_psnr
+from tuner_model.core.progress import Progress
 from tuner_model.models import ModelConfig, build_model
 from tuner_model.models.fitted import FittedImage
+from tuner_model.render.fitted import measure_psnr
 from tuner_model.train.loop import LoopOptions, train
 from tuner_model.train.objective import DenseObjective, GridObjective, Objective, SubGrid, grid_applies
 
@@ -72,12 +74,7 @@ class FitOptions:
             raise ConfigError("batch_rows must be positive")
 
 
-@dataclass(frozen=True)
-class FitProgress:
-    step: int
-    steps: int
-    loss: float
-    psnr: float  # of the latest batch, in dB (an estimate of the training PSNR)
+FitProgress = Progress  # a fit's progress is an encode's, in phase "fit"
 
 
 @dataclass
@@ -158,7 +155,7 @@ def fit(
 
     def report(step: int, _live: list[int], losses: list[float]) -> None:
         if progress is not None:
-            progress(FitProgress(step, options.steps, losses[0], mse_to_psnr(losses[0])))
+            progress(Progress("fit", step, options.steps, losses[0], mse_to_psnr(losses[0])))
 
     result = train(model, objective, loop_options(options), progress=report)
     loss = result.losses[0]
@@ -186,5 +183,5 @@ def fit_image(image: np.ndarray, config: ModelConfig, options: FitOptions = FitO
     model = result.model.cpu()
     fitted = FittedImage(config, w, h, model, colour)
     fitted.meta.update(steps=result.steps, seconds=round(result.seconds, 3), device=result.device)
-    fitted.meta["psnr"] = round(fitted.measure_psnr(image), 4)
+    fitted.meta["psnr"] = round(measure_psnr(fitted, image), 4)
     return fitted

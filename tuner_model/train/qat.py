@@ -28,17 +28,18 @@ class QatOptions:
     device: torch.device | str = "cpu"
     chunk_pixels: int = 1 << 18  # pixels per forward pass
     batch_rows: int | None = None  # rows per step (None: all; keep-best only then)
+    final_lr: float = QAT_FINAL_LR  # the cosine ends at this fraction of lr
 
 
 def _qat_options(options: QatOptions | int) -> QatOptions:
     return QatOptions(options) if isinstance(options, int) else options
 
 
-def _options(steps: int, lr: float, batch_rows: int | None) -> LoopOptions:
+def _options(o: QatOptions) -> LoopOptions:
     # Keep-best compares the losses of successive steps: only meaningful when they are over the same pixels
     # (every row); on random rows it would pick the luckiest subset, so the last parameters are kept.
-    return LoopOptions(steps=steps, lr=lr, lr_factor=lambda s: cosine_factor(s, max(1, steps), 0, QAT_FINAL_LR),
-                       keep_best=batch_rows is None, progress_every=1)
+    return LoopOptions(steps=o.steps, lr=o.lr, lr_factor=lambda s: cosine_factor(s, max(1, o.steps), 0, o.final_lr),
+                       keep_best=o.batch_rows is None, progress_every=1)
 
 
 def _objective(model: nn.Module, targets: Sequence[np.ndarray], device: torch.device, stacked: bool,
@@ -61,7 +62,7 @@ def qat_finetune(model: nn.Module, target: np.ndarray, quantizers: dict[str, Qua
         if progress is not None:
             progress(step, losses[0])
 
-    result = train(model, objective, _options(o.steps, o.lr, o.batch_rows), quantizers=[dict(quantizers)],
+    result = train(model, objective, _options(o), quantizers=[dict(quantizers)],
                    progress=report)
     loss = result.losses[0]
     return float("inf") if loss is None else loss
@@ -92,7 +93,7 @@ def qat_finetune_batch(models: Sequence[nn.Module], targets: Sequence[np.ndarray
                 progress(k, step, loss)
 
     try:
-        result = train(model, objective, _options(o.steps, o.lr, o.batch_rows), stacked=True,
+        result = train(model, objective, _options(o), stacked=True,
                        quantizers=[dict(q) for q in quantizers], progress=report, member_cancelled=member_cancelled)
     except FitCancelled:  # every member was dropped: each is left as it was
         return [None] * len(models)

@@ -12,18 +12,16 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
 
 from service.access.signing import KID, VER, sign
 from service.deletion import forget_image
 from service.storage import BlobNotFound
 from service.submit import SubmitRefused, Upload, submit_upload
-from tuner_model.rate.effort import EFFORT_MAX, EFFORT_MIN
-from tuner_model.rate.request import BPP_MAX, BPP_MIN, PSNR_MAX, PSNR_MIN, STEPS_MAX
+from tuner_model.rate.request import field_schemas
 
 from ..deps import DbDep, MetricsDep, RendererDep, ServicesDep, SettingsDep, StoreDep
-from ..problems import ProblemError, validation_message
-from ..queries import EncodeQuery, RenderQuery, render_query, render_url_query
+from ..problems import ProblemError
+from ..queries import EncodeQuery, RenderQuery, encode_params, encode_values, render_query, render_url_query
 from ..render import MEDIA, check_work, negotiate, plan, render_prefix
 from ..schemas import EncodeParams, ImageOut, ImagePage, JobAccepted, Problem, SignedUrl
 from ..security import CallerDep, RenderCallerDep, cache_headers, image_version, owned_image
@@ -35,11 +33,7 @@ log = logging.getLogger("tuner.api")
 
 _BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "minLength": 1},
-        "bpp": {"type": "number", "minimum": BPP_MIN, "maximum": BPP_MAX},
-        "psnr": {"type": "number", "minimum": PSNR_MIN, "maximum": PSNR_MAX},
-        "steps": {"type": "integer", "minimum": 1, "maximum": STEPS_MAX},
-        "effort": {"type": "integer", "minimum": EFFORT_MIN, "maximum": EFFORT_MAX},
+        "file": {"type": "string", "format": "binary", "minLength": 1}, **field_schemas(),
         "name": {"type": "string", "maxLength": 200, "description": "a name for people (default: the file's)"}}}},
     "image/png": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
     "image/jpeg": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
@@ -47,32 +41,9 @@ _BODY = {"requestBody": {"required": True, "content": {
 _ERRORS = {code: {"model": Problem} for code in (400, 403, 413, 415, 422, 429, 503)}  # 403: the storage quota
 
 
-_PARAM_FIELDS = ("bpp", "psnr", "steps", "effort")
-
-
-def _params(query: dict[str, float | int | None], fields: dict[str, str], max_steps: int) -> EncodeParams:
-    """The encoding parameters from the form fields and the query (the query wins)."""
-    raw: dict[str, object] = {k: v for k, v in fields.items() if k in _PARAM_FIELDS}
-    raw.update({k: v for k, v in query.items() if v is not None})
-    most = min(max_steps, STEPS_MAX)  # the bound the OpenAPI states (service/api/openapi.py)
-    try:
-        params = EncodeParams.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        msg = f"must be at most {most}" if where == "steps" and err.get("type") == "less_than_equal" else \
-            validation_message(err)
-        raise ProblemError(422, f"{where + ': ' if where else ''}{msg}",
-                           extra={"errors": [{"loc": [where], "msg": msg}]}) from None
-    if params.steps is not None and params.steps > most:
-        raise ProblemError(422, f"steps: must be at most {most}",
-                           extra={"errors": [{"loc": ["steps"], "msg": f"must be at most {most}"}]})
-    return params
-
-
 @router.post("", response_model=JobAccepted, status_code=202, openapi_extra=_BODY, responses=_ERRORS)
 async def upload_image(
-    request: Request, response: Response, services: ServicesDep, query: Annotated[EncodeQuery, Depends()],
+    request: Request, response: Response, services: ServicesDep, query: Annotated[EncodeQuery, Query()],
     who: CallerDep, idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     name: Annotated[str | None, Query(max_length=200, description=(
         "a name for people, shown in the gallery (default: the uploaded file's)"))] = None,
@@ -84,7 +55,8 @@ async def upload_image(
     data, fields = await read_upload(request, ("image/",))
     if not data:
         raise ProblemError(400, "empty upload")
-    params = _params(query.values, fields, settings.max_steps)
+    params = encode_params({**{k: v for k, v in fields.items() if k in EncodeParams.model_fields},
+                            **encode_values(query)}, settings.max_steps)
     width, height, channels = await run_in_threadpool(image_header, data, settings.max_image_pixels)
     upload = Upload(data, width, height, channels, params, idempotency_key, who.tenant,
                     upload_name(name, fields.get("name")))
