@@ -29,13 +29,13 @@ _EXPORTS = {
     "resolve": "tuner_model.rate.plan",
     "EncodeSettings": "tuner_model.rate.request",
     "EncodeRequest": "tuner_model.rate.request",
-    "decode_blob": "tuner_model.codec.blob",
-    "read_info": "tuner_model.codec.blob",
+    "decode_blob": "tuner_model.codec",  # any version written: a FittedImage, or a TiledImage (issue 28)
+    "read_info": "tuner_model.codec",
     "FittedImage": "tuner_model.models.fitted",
 }
 
 if TYPE_CHECKING:
-    from tuner_model.codec.blob import decode_blob, read_info
+    from tuner_model.codec import decode_blob, read_info
     from tuner_model.models.fitted import FittedImage
     from tuner_model.rate.encode import encode, encode_batch, iter_encode
     from tuner_model.rate.plan import resolve

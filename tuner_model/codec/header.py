@@ -113,10 +113,10 @@ def write_header(w: Writer, fitted: FittedImage) -> None:
                 w.varint(h)
         else:
             w.f64(float(v))
-    _write_meta(w, fitted.meta)
+    write_meta(w, fitted.meta)
 
 
-def _write_meta(w: Writer, meta: dict) -> None:
+def write_meta(w: Writer, meta: dict) -> None:
     rest = {k: v for k, v in meta.items() if k not in ("psnr", "steps", "seconds")}
     items: list[tuple[int, object]] = []
     if isinstance(meta.get("psnr"), int | float) and math.isfinite(meta["psnr"]):
@@ -178,11 +178,11 @@ def read_header(r: Reader) -> tuple[int, int, str, ModelConfig, dict]:
         colour_mod.check(colour, config.channels)
     except TunerError as e:
         raise BlobError(f"blob header: {e}") from None
-    meta = _read_meta(r)
+    meta = read_meta(r)
     return width, height, colour, config, meta
 
 
-def _read_meta(r: Reader) -> dict:
+def read_meta(r: Reader) -> dict:
     meta: dict = {}
     n = r.varint(0, 16, "metadata count")
     for _ in range(n):
