@@ -8,12 +8,16 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuner_cli.args import effort_level, output_format, positive_float, positive_int, quality_level
 from tuner_cli.progress import ProgressBar
 from tuner_model.core.errors import TunerError
 from tuner_model.core.files import atomic_write
 from tuner_model.rate.effort import DEFAULT_EFFORT, EFFORT_MAX, EFFORT_MIN
+
+if TYPE_CHECKING:
+    from tuner_model.codec.tiled_blob import TiledInfo
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -50,8 +54,8 @@ def _summary(args: argparse.Namespace, record: dict) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from tuner_model.core.image_io import load_image
-    from tuner_model.rate.encode import encode
     from tuner_model.rate.request import EncodeSettings
+    from tuner_model.rate.tiles import encode_any
 
     if args.model == "latent":
         return _encode_latent(args)
@@ -62,12 +66,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
                               effort=args.effort)
     _check_output(args.output)
     image = load_image(_read(args.input) if args.input == STDIO else args.input)
-    fitted, blob = encode(image, settings, progress=ProgressBar())
+    # Above the working size the image is fitted as tiles, one version-4 blob (issue 28).
+    fitted, blob = encode_any(image, settings, progress=ProgressBar())
     _write(args.output, blob)
     h, w = image.shape[:2]
-    _summary(args, {"output": str(args.output), "width": w, "height": h, "bytes": len(blob),
-                    "bpp": round(8 * len(blob) / (w * h), 4), "psnr": fitted.meta.get("psnr"),
-                    "seconds": fitted.meta.get("seconds")})
+    record = {"output": str(args.output), "width": w, "height": h, "bytes": len(blob),
+              "bpp": round(8 * len(blob) / (w * h), 4), "psnr": fitted.meta.get("psnr"),
+              "seconds": fitted.meta.get("seconds")}
+    grid = getattr(fitted, "grid", None)
+    if grid is not None:
+        record["tiles"] = grid.count
+    _summary(args, record)
     return 0
 
 
@@ -120,7 +129,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from tuner_model.codec import read_info
+    from tuner_model.codec import TiledInfo, read_info
     from tuner_model.codec.latent_blob import is_latent_blob, read_latent_info
     from tuner_model.models.latent import macs_per_pixel
 
@@ -136,9 +145,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = read_info(data)
     out = {"width": info.width, "height": info.height, "channels": info.channels, "colour": info.colour,
            "bytes": info.bytes, "bpp": round(info.bpp, 5), "parameters": info.parameters,
-           "psnr": info.meta.get("psnr"), "model": info.config.to_dict(), "meta": info.meta}
+           "psnr": info.meta.get("psnr")}
+    if isinstance(info, TiledInfo):
+        out["tiles"] = _tiles(info)
+    else:
+        out["model"] = info.config.to_dict()
+    out["meta"] = info.meta
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _tiles(info: TiledInfo) -> dict:
+    """A tiled blob's grid and each tile (its place, bytes, network and PSNR) for `tuner info`."""
+    g = info.grid
+    listed = [{"index": k, "column": k % g.nx, "row": k // g.nx, "left": left, "top": top, "bytes": t.bytes,
+               "parameters": t.parameters, "psnr": t.meta.get("psnr"), "model": t.config.to_dict()}
+              for k, ((left, top), t) in enumerate(zip(g.origins(), info.tiles, strict=True))]
+    return {"count": g.count, "grid": [g.nx, g.ny], "tile_width": g.tile_width, "tile_height": g.tile_height,
+            "overlap": g.overlap, "list": listed}
 
 
 def _read(name: str) -> bytes:
