@@ -85,7 +85,8 @@ class _MeanProgress:
     never backwards."""
 
     def __init__(self, sink: Callable[[Progress], None], count: int) -> None:
-        self.sink, self.latest, self.done = sink, [None] * count, -1
+        self.sink, self.done = sink, -1
+        self.latest: list[Progress | None] = [None] * count
 
     def __call__(self, index: int, p: Progress) -> None:
         self.latest[index] = p

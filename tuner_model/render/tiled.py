@@ -72,15 +72,18 @@ def render_tiled(image: TiledImage, width: int | None = None, height: int | None
     us = pixel_positions(w, grid.width, crop.left, crop.right)
     vs = pixel_positions(h, grid.height, crop.top, crop.bottom)
     spacing = (grid.width * (crop.right - crop.left) / w, grid.height * (crop.bottom - crop.top) / h)
+    ax, ay = grid.x, grid.y
+    columns = [_inside(us, ax.support(i)) for i in range(grid.nx)]  # each tile column's output pixels
+    rows_of = [_inside(vs, ay.support(j)) for j in range(grid.ny)]
     out = torch.zeros((h, w, image.channels), dtype=torch.float32)
     for k, ((left, top), tile) in enumerate(zip(grid.origins(), image.tiles, strict=True)):
         i, j = k % grid.nx, k // grid.nx
-        cols, rows = _inside(us, grid.x.support(i)), _inside(vs, grid.y.support(j))
+        cols, rows = columns[i], rows_of[j]
         if cols.start >= cols.stop or rows.start >= rows.stop:
             continue  # this tile has no weight in the region: never evaluated
         checkpoint()
         values = tile_values(tile, us[cols] - left, vs[rows] - top, spacing, device, resample)
-        weight = np.outer(grid.y.weights(j, vs[rows]), grid.x.weights(i, us[cols])).astype(np.float32)
+        weight = np.outer(ay.weights(j, vs[rows]), ax.weights(i, us[cols])).astype(np.float32)
         out[rows, cols] += values * torch.from_numpy(weight)[:, :, None]
     return out.clamp_(0.0, 1.0).numpy()
 
