@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 26's speed check: `tuner bench speed` (fit steps) and one 768x512 encode at 1 bpp, effort 4, run from
+# Issue 26's speed check: `tuner bench speed` (fit steps and renders) and one 768x512 encode at 1 bpp, effort 4, run from
 # two checkouts alternately (old, new, old, new, ...) on one machine, so both see the same load.
 #   scripts/speed_ab.sh OLD_TREE NEW_TREE OUT_DIR [ROUNDS] [IMAGE]
 # Resumable: a step whose result exists is skipped. Progress: OUT_DIR/progress.log; encodes: OUT_DIR/encodes.tsv.
@@ -17,7 +17,7 @@ for r in $(seq 1 "$rounds"); do
     if [ ! -s "$out/speed-$side-$r.json" ]; then
       log "round $r $side: bench speed"
       tuner "$tree" bench speed --images "$out/img" --limit 1 --device cpu --threads 2 \
-        --skip batch,render,reference --json "$out/speed-$side-$r.json" > /dev/null 2>&1
+        --skip batch,reference --sizes 768x512,1920x1080 --json "$out/speed-$side-$r.json" > /dev/null 2>&1
     fi
     if ! grep -q "^$r	$side	" "$out/encodes.tsv" 2>/dev/null; then
       log "round $r $side: encode"
