@@ -51,13 +51,15 @@ def _encode(sample: str, args: list[str], effort: str, out_dir: Path) -> dict[st
             "seconds": round(seconds, 2)}
 
 
-def record(path: Path) -> None:
+def record(path: Path, only: list[str] | None = None) -> None:
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for sample in SAMPLES:
             for effort in EFFORTS:
                 for args in (*RATES, TARGET):
                     key = f"{sample} effort {effort} {' '.join(args)}"
+                    if only and key not in only:
+                        continue
                     results[key] = _encode(sample, args, effort, Path(tmp))
                     print(key, results[key], flush=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=TREE, capture_output=True, text=True).stdout.strip()
@@ -83,12 +85,13 @@ def main() -> int:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--compare", action="store_true")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout to run (default: this one)")
+    parser.add_argument("--only", help="the keys to run, separated by ';' (e.g. 'parrots-192x128 effort 4 --bpp 1')")
     args = parser.parse_args()
     global TREE
     TREE = args.tree.resolve()
     if args.compare:
         return compare(*args.files)
-    record(args.files[0])
+    record(args.files[0], args.only.split(";") if args.only else None)
     return 0
 
 
