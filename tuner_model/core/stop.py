@@ -61,8 +61,3 @@ def checkpoint() -> None:
 def member_check() -> MemberCheck | None:
     """The check that stops one member of a batch, if the caller set one."""
     return _checks.get().member
-
-
-def member_stopped(k: int) -> bool:
-    check = _checks.get().member
-    return check is not None and check(k)

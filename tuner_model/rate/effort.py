@@ -14,7 +14,7 @@ The top levels are for GPU workers and benchmarks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from tuner_model.core.errors import ConfigError
@@ -104,11 +104,6 @@ def preset(level: int = DEFAULT_EFFORT, steps: int | None = None) -> tuple[Phase
     if n_qat:
         phases.append(qat_phase(n_qat, qat_frac))
     return (*phases, finish_phase(n_qat, qat_frac))
-
-
-def with_steps(phases: tuple[Phase, ...], kind: PhaseKind, steps: int) -> tuple[Phase, ...]:
-    """The same phases with those of `kind` set to `steps` (a benchmark's shorter or longer run)."""
-    return tuple(replace(p, steps=steps) if p.kind == kind else p for p in phases)
 
 
 def rows_for(fraction: float, height: int) -> int | None:

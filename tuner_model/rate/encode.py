@@ -56,9 +56,6 @@ class Outcome:
         return isinstance(self.error, FitCancelled)
 
 
-BatchOutcome = Outcome  # the name the worker and older callers use
-
-
 def iter_encode(images: Sequence[np.ndarray], plan: EncodePlan, progress: Callable[[int, Progress], None] | None = None,
                 device: str = "auto") -> Iterator[tuple[int, Outcome]]:
     """Encode `images` ((H, W, C) float in [0, 1], all the plan's shape) as `plan` says, yielding

@@ -18,7 +18,7 @@ from tuner_model.codec.quant import QuantSpec, plan, snap
 from tuner_model.core import colour as colour_mod
 from tuner_model.core.errors import ConfigError, FitCancelled, TunerError
 from tuner_model.core.progress import Progress
-from tuner_model.core.stop import stop_when
+from tuner_model.core.stop import MemberCheck, stop_when
 from tuner_model.models import build_model
 from tuner_model.models.fitted import FittedImage
 from tuner_model.rate import table
@@ -32,7 +32,6 @@ from tuner_model.train.fit import FitOptions, fit
 from tuner_model.train.qat import QatOptions, qat_finetune_batch
 
 PhaseProgress = Callable[[PhaseKind, int, float, float], None]  # (phase, step in it, loss, psnr)
-MemberCheck = Callable[[int], bool]
 
 
 class Meter:
