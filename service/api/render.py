@@ -22,6 +22,7 @@ from tuner_model.core.errors import ConfigError
 from tuner_model.core.geometry import FULL, Crop, Fit, cover_crop, output_size
 from tuner_model.core.image_io import MEDIA_TYPES, OUTPUT_FORMATS
 
+from .render_cost import CostCache, RenderCost
 from .render_errors import BadCrop, OverLimits, RenderBusy, RenderGone, RenderTimeout
 
 # Bump whenever the pixels a render produces change (decoder, colour, encoder settings): it is part of
@@ -138,16 +139,25 @@ def encode_seconds(p: RenderPlan) -> float:
     return p.width * p.height * ENCODE_SECONDS_PER_MPIXEL.get(p.format, 1.2) / 1e6
 
 
-def check_work(p: RenderPlan, parameters: int, settings: Settings) -> None:
+def check_work(p: RenderPlan, cost: int | RenderCost, settings: Settings) -> None:
     """Refuses a render whose exact evaluation would cost more than the budget, before any work: the
-    output pixels × the network's parameters (its multiply-adds per pixel, near enough), plus the output
-    encode's time in the same unit."""
-    per_pixel = max(1, parameters) + ENCODE_SECONDS_PER_MPIXEL.get(p.format, 1.2) * 1e-6 * WORK_PER_SECOND
-    work = p.width * p.height * per_pixel
+    output pixels × the network's parameters (its multiply-adds per pixel, near enough; for an image fitted
+    as tiles, only the tiles that meet the requested region, each over the output pixels in its blend
+    support: RenderCost), plus the output encode's time in the same unit."""
+    cost = cost if isinstance(cost, RenderCost) else RenderCost(cost)
+    pixels = p.width * p.height
+    encode = ENCODE_SECONDS_PER_MPIXEL.get(p.format, 1.2) * 1e-6 * WORK_PER_SECOND  # per output pixel
+    work = cost.work(p.width, p.height, p.crop) + pixels * encode
     if work > settings.max_render_work:
-        most = int(settings.max_render_work // per_pixel)
-        raise OverLimits(f"a {p.width}x{p.height} render of this {parameters}-parameter network is over the "
-                         f"render budget; ask for at most {most} pixels")
+        most = int(settings.max_render_work // (work / pixels))
+        if cost.grid is None:
+            what = f"this {cost.parameters}-parameter network"
+        else:
+            meeting = cost.meeting(p.width, p.height, p.crop)
+            what = (f"this region of a tiled image ({len(meeting)} of its {cost.grid.count} tiles, "
+                    f"{sum(cost.tiles[k] for k in meeting)} parameters)")
+        raise OverLimits(f"a {p.width}x{p.height} render of {what} is over the render budget; ask for at "
+                         f"most {most} pixels")
 
 
 class _Flight:
@@ -173,6 +183,7 @@ class Renderer:
         self._flights: dict[str, _Flight] = {}
         self._pending = 0  # renders submitted and not finished (running + waiting)
         self._decoded: OrderedDict[str, Any] = OrderedDict()
+        self._costs = CostCache(store)
         self._lock = threading.Lock()
         self.shared = 0  # requests answered by another request's render (single flight)
 
@@ -259,6 +270,10 @@ class Renderer:
         if self.caching and len(data) <= self.settings.render_cache_max_bytes:  # a larger one would go at once
             self.store.put(f"renders/{key}", data)
         return data
+
+    def cost(self, blob_digest: str, parameters: int) -> RenderCost:
+        """The blob's RenderCost (`parameters`: the image row's count), read once per process (render_cost.py)."""
+        return self._costs.get(blob_digest, parameters)
 
     def close(self) -> None:
         """Stops the render threads (when the app shuts down); renders still waiting are dropped."""

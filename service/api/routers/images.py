@@ -146,7 +146,8 @@ async def render_image(
     # What a signed URL answers is fixed by what was signed: `auto` is not negotiated from the holder's Accept.
     fmt = negotiate(q.format, None if who.via == "signature" else request.headers.get("accept"))
     p = plan((img.width, img.height), q.ask, fmt, settings)
-    check_work(p, img.parameters, settings)  # the same answer whether or not the render is cached
+    cost = await run_in_threadpool(renderer.cost, img.blob_digest, img.parameters)  # a tiled blob: by tile
+    check_work(p, cost, settings)  # the same answer whether or not the render is cached
     key = p.cache_key(img.blob_digest, image_id)  # the image's own cache: no oracle across tenants
     etag = f'"{key[16:56]}"'
     headers = {"ETag": etag, **cache_headers(request, who), "X-Result-Width": str(p.width),
@@ -192,7 +193,7 @@ async def _render(request: Request, renderer, blob_digest: str, p, image_id: str
 @router.get("/{image_id}/render-url", response_model=SignedUrl, responses={
     c: {"model": Problem} for c in (401, 404, 409, 422)})
 async def render_url(
-    image_id: str, request: Request, db: DbDep, settings: SettingsDep, who: CallerDep,
+    image_id: str, request: Request, db: DbDep, renderer: RendererDep, settings: SettingsDep, who: CallerDep,
     q: Annotated[RenderQuery, Depends(render_url_query)],
 ) -> SignedUrl:
     """A signed URL for this render, to embed in a page without a key (URL signing must be configured). It
@@ -208,7 +209,8 @@ async def render_url(
         raise ProblemError(422, f"expires_in: at most {settings.signed_url_max_ttl_s} s (TUNER_SIGNED_URL_MAX_TTL_S)")
     fmt = negotiate(q.format, request.headers.get("accept"))
     p = plan((img.width, img.height), q.ask, fmt, settings)
-    check_work(p, img.parameters, settings)  # never sign a URL that can only be refused
+    cost = await run_in_threadpool(renderer.cost, img.blob_digest, img.parameters)
+    check_work(p, cost, settings)  # never sign a URL that can only be refused
     params = {**q.render_params(), "format": fmt, VER: image_version(img), **({KID: who.key_id} if who.key_id else {})}
     now = time.time()
     url = sign(f"/v1/images/{image_id}/render?{urlencode(params)}", keys, ttl, now)
