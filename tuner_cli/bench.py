@@ -1,4 +1,4 @@
-"""`tuner bench paper|rd|cancel|rc-fit|speed`: their arguments and what each command runs. Each benchmark's
+"""`tuner bench paper|rd|cancel|rc-fit|speed|tiled-render`: their arguments and what each command runs. Each benchmark's
 module, and torch with it, is imported when its command runs, so `tuner --help` and the other commands
 start quickly."""
 
@@ -15,7 +15,7 @@ from tuner_model.core.files import atomic_write
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
-    """Adds `tuner bench paper`, `rd`, `cancel`, `rc-fit` and `speed`."""
+    """Adds `tuner bench paper`, `rd`, `cancel`, `rc-fit`, `speed` and `tiled-render`."""
     devices = ["auto", "cpu", "cuda"]
     bp = bench_sub.add_parser("paper", help="the TUNER paper's protocol: 512², 5%% held out, TUNER vs SIREN vs FFM")
     bp.add_argument("--images", required=True)
@@ -112,6 +112,17 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                    "continues where it was)")
     s.set_defaults(func=cmd_bench_speed)
 
+    t = bench_sub.add_parser("tiled-render", help="issue 28: a 512x512 crop render of a 2048x1536 tiled blob "
+                             "against one of a one-tile 768x512 blob, alternated (done when the median ratio <= 2)")
+    t.add_argument("--images", required=True, help="directory of photos (the first is used)")
+    t.add_argument("--json", required=True, help="where to write the report")
+    t.add_argument("--rounds", type=positive_int, default=15, help="A/B rounds, the order alternating")
+    t.add_argument("--steps", type=positive_int, default=5, help="fit steps of both encodes (render cost does "
+                   "not depend on them)")
+    t.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--blob-dir", help="keep the two blobs here and reuse them on a later run (the encodes are slow)")
+    t.set_defaults(func=cmd_bench_tiled_render)
+
 
 def cmd_bench_paper(args: argparse.Namespace) -> int:
     from tuner_model.bench.paper import PaperOptions, run_paper_bench
@@ -200,4 +211,15 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     report = run_speed_bench(Path(args.images), opts, log=sys.stderr)
     atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
     print(json.dumps(report["summary"], indent=2))
+    return 0
+
+
+def cmd_bench_tiled_render(args: argparse.Namespace) -> int:
+    from tuner_model.bench.tiled_render import TiledRenderOptions, run_tiled_render_bench
+
+    opts = TiledRenderOptions(rounds=args.rounds, steps=args.steps, threads=args.threads,
+                              blob_dir=Path(args.blob_dir) if args.blob_dir else None)
+    report = run_tiled_render_bench(Path(args.images), opts, say=lambda m: print(m, file=sys.stderr))
+    atomic_write(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    print(json.dumps({k: report[k] for k in ("median_ratio", "passes", "median_a_ms", "median_b_ms")}, indent=2))
     return 0
