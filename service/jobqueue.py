@@ -3,11 +3,12 @@ the Celery app's configuration, and sending a job. Messages carry a job id only,
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, group
 
 from service.settings import Settings
 
 FIT_TASK = "tuner.fit"
+FIT_TILE_TASK = "tuner.fit_tile"  # one tile of a job fitted as tiles (issue 28)
 FIT_QUEUE = "fit"
 
 
@@ -24,7 +25,7 @@ def create_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,  # the job table is the truth; no result backend to fill
-        task_routes={FIT_TASK: {"queue": FIT_QUEUE}},
+        task_routes={FIT_TASK: {"queue": FIT_QUEUE}, FIT_TILE_TASK: {"queue": FIT_QUEUE}},
         task_default_queue=FIT_QUEUE,
         # Ack after the fit: a worker that dies mid-fit leaves the message to be delivered again.
         task_acks_late=True,
@@ -52,3 +53,10 @@ def create_celery(settings: Settings) -> Celery:
 def send_fit(celery: Celery, job_id: str) -> None:
     """Queues the fit of `job_id` (raises when the broker cannot be reached)."""
     celery.send_task(FIT_TASK, args=[job_id], queue=FIT_QUEUE)
+
+
+def send_tiles(celery: Celery, job_id: str, tiles: list[int]) -> None:
+    """Queues the fit of each of `tiles` of `job_id` as one group: a task per tile, taken by whichever workers
+    are free (no result backend: the tile records say which are done, and the last one assembles the blob)."""
+    if tiles:
+        group(celery.signature(FIT_TILE_TASK, args=[job_id, k], queue=FIT_QUEUE) for k in tiles).apply_async()

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # GPU when fit_device names CUDA. Set it from a worker's measured fit_seconds to refuse exactly the
     # uploads that would run past soft_time_limit_s.
     fit_seconds_per_pixel_neuron: float | None = Field(None, gt=0)
+    # Images above this size (longer side, shorter side) are fitted as overlapping tiles of at most this size,
+    # one task per tile across the workers (issue 28; docs/SERVICE.md, "Large images"). None: the library's
+    # working size (tuner_model/core/tiling.py). Lowered by tests, to tile tiny images.
+    tile_working_size: tuple[int, int] | None = None
 
     # Rendering
     max_render_width: int = Field(8192, ge=1)
@@ -159,6 +163,9 @@ class Settings(BaseSettings):
     # necessarily its message's own (worker/run.py): one tenant's backlog doesn't hold the workers.
     fair_scheduling: bool = True
     worker_concurrency: int = Field(1, ge=1)
+    # Threads each fit uses. None: the machine's cores shared by the worker's fits at a time. Set it when
+    # several worker processes share one machine (e.g. 1 each for two workers on 2 cores).
+    fit_threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from service.estimate import job_plan, over_time_limit
+from service.estimate import estimate_fit_seconds, fit_slots, job_plan, over_time_limit
 from service.jobqueue import send_fit
 from service.records import ACTIVE, LOCAL_TENANT, QUEUED, SUCCEEDED, Database, Job, new_job_id
 from service.settings import Settings
@@ -93,11 +93,13 @@ def submit_upload(upload: Upload, settings: Settings, db: Database, store: BlobS
 
     pause_point("api-after-admission")  # tests only: concurrent uploads of one tenant may meet here
     put_content(store, "uploads", upload.data)
+    # Until a worker reports, the job's ETA is the admission estimate on the workers alive now.
+    eta = round(estimate_fit_seconds(plan, settings, fit_slots(db, settings)), 1)
     job = Job(id=new_job_id(), tenant=upload.tenant, image_id=image_id, status=QUEUED, progress=0.0, step=0,
               steps=plan.total_steps, params=upload.params.model_dump(),
               upload_digest=upload_digest, upload_bytes=len(upload.data), attempts=0, cancel_requested=0,
               created_at=time.time(), sent_at=time.time(), name=upload.name,
-              batch_key=plan.batch_key)
+              batch_key=plan.batch_key, eta_s=eta)
     # Checked again in the job row's own transaction, under the tenant's lock: concurrent uploads can't all
     # pass the pending-job and quota checks on the same stale counts.
     stored = db.add_job_admitted(job, id_key, fingerprint,

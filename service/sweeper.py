@@ -23,7 +23,7 @@ class SweepResult:
     renders_deleted: int = 0
     render_bytes_left: int = 0
     uploads_deleted: int = 0
-    leftovers_deleted: int = 0  # temporary files of crashed writers, blobs no image references
+    leftovers_deleted: int = 0  # temporary files of crashed writers, blobs no image references, stray tiles
 
 
 class Sweeper:
@@ -81,7 +81,7 @@ class Sweeper:
         worker between its blob and its row touched it recently, and re-stores it if it goes anyway). Each
         blob is dropped under its lock, after checking again that no image references it."""
         cutoff = self.clock() - self.settings.orphan_grace_s
-        n = self.store.sweep_temp(cutoff)
+        n = self.store.sweep_temp(cutoff) + self.sweep_tiles(cutoff)
         old = [b for b in self.store.list("blobs") if b.mtime <= cutoff]
         if not old:
             return n
@@ -92,6 +92,15 @@ class Sweeper:
                 n += self.db.drop_blob_if_unreferenced(
                     digest, lambda d: self.store.delete_unless_newer(f"blobs/{d}", cutoff))
         return n
+
+    def sweep_tiles(self, cutoff: float) -> int:
+        """Deletes fitted tiles' payloads older than `cutoff` whose job is no longer running (a tiled job that
+        failed or was cancelled; a succeeded one deleted its own). A key is the job's hex id and the tile's
+        four hex digits (worker/tiles.py)."""
+        old = [b for b in self.store.list("tiles") if b.mtime <= cutoff]
+        running = self.db.running_tiled_jobs() if old else set()
+        return sum(self.store.delete_unless_newer(b.key, cutoff) for b in old
+                   if "job_" + b.key.split("/", 1)[1][:-4] not in running)
 
     def start(self) -> None:
         if not self.enabled:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.estimate import SAFETY_FACTOR, estimate_fit_seconds, job_plan
+from service.estimate import estimate_fit_seconds, job_plan, over_time_limit
 from service.settings import Settings
 from tuner_model.rate import table as ratecontrol
 from tuner_model.rate.effort import DEFAULT_EFFORT
@@ -28,18 +28,12 @@ def _row(text: str, starts: str) -> str:
     return line
 
 
-def largest_admitted(settings: Settings, params: EncodeRequest, aspect: float = 1.5) -> tuple[int, int]:
-    """The largest 3:2 photo the admission estimate lets through (service/estimate.py), by bisection."""
-    def ok(n: int) -> bool:
-        w, h = int((n * aspect) ** 0.5), int((n / aspect) ** 0.5)
-        return estimate_fit_seconds(job_plan(params, w, h, 3, settings), settings) * SAFETY_FACTOR <= \
-            settings.soft_time_limit_s
-
-    lo, hi = 10_000, settings.max_image_pixels
-    while hi - lo > 1000:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return int((lo * aspect) ** 0.5), int((lo / aspect) ** 0.5)
+def twelve_megapixels(device: str, workers: int = 1) -> tuple[int, float]:
+    """A 4000x3000 photo at the defaults: its tiles and the admission estimate's hours (service/estimate.py)."""
+    settings = Settings(fit_device=device)
+    plan = job_plan(EncodeRequest(), 4000, 3000, 3, settings)
+    assert over_time_limit(plan, settings) is None  # admitted
+    return plan.count, estimate_fit_seconds(plan, settings, workers) / 3600
 
 
 def test_readme_defaults_are_the_codes() -> None:
@@ -51,14 +45,13 @@ def test_readme_defaults_are_the_codes() -> None:
     assert f"{['one', 'two', 'three', 'four'][plan.depth - 1]} hidden layers of {plan.width}" in row
 
 
-@pytest.mark.parametrize(("starts", "device", "params"), [
-    ("the largest photo a CPU worker accepts at the defaults", "cpu", EncodeRequest()),
-    ("the largest photo a CPU worker accepts at the defaults", "cpu", EncodeRequest(effort=1)),
-    ("what a GPU worker changes", "cuda", EncodeRequest()),
-])
-def test_readme_admission_sizes_are_the_estimates(starts: str, device: str, params: EncodeRequest) -> None:
-    w, h = largest_admitted(Settings(fit_device=device), params)
-    assert f"{w}×{h}" in _row(README, starts), (w, h)
+def test_readme_admission_figures_are_the_estimates() -> None:
+    tiles, hours = twelve_megapixels("cpu")
+    row = _row(README, "a 12-megapixel photo (4000×3000) sent with no parameters")
+    assert f"{tiles} tiles" in row and f"{hours:.1f} hours on one worker" in row, (tiles, hours)
+    assert f"{twelve_megapixels('cpu', 4)[1]:.1f} on four" in row
+    _, gpu_hours = twelve_megapixels("cuda")
+    assert f"{gpu_hours * 60:.0f} minutes" in _row(README, "what a GPU worker changes"), gpu_hours
 
 
 def test_readme_upload_limits_are_the_settings() -> None:

@@ -17,6 +17,7 @@ __all__ = ["FIT_QUEUE", "FIT_TASK", "create_celery"]
 def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
     app = jobqueue.create_celery(settings)
     app.tuner = WorkerContext(settings)  # type: ignore[attr-defined]
+    app.tuner.queue = app  # type: ignore[attr-defined]
     if with_tasks:
         tasks.register(app)
     return app

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from functools import cached_property
 
+from celery import Celery
+
+from service import jobqueue
 from service.records import Database
 from service.settings import Settings
 from service.storage import BlobStore, make_store
@@ -21,6 +24,11 @@ class WorkerContext:
     @cached_property
     def store(self) -> BlobStore:
         return make_store(self.settings)
+
+    @cached_property
+    def queue(self) -> Celery:
+        """The fit queue, to send tiles' tasks (the worker's own app sets itself here)."""
+        return jobqueue.create_celery(self.settings)
 
 
 def torch_threads_per_child(concurrency: int) -> int:

@@ -18,7 +18,7 @@ import threading
 
 from celery import Celery
 
-from service.jobqueue import send_fit
+from service.jobqueue import send_fit, send_tiles
 from service.testhooks import pause_point
 from worker.context import WorkerContext
 
@@ -67,9 +67,10 @@ class BrokerRestarts:
 
 
 class Recovery(threading.Thread):
-    """Runs in the worker's main process: puts running jobs whose worker stopped beating (SIGKILL, lost
-    machine) back on the queue, so they don't wait for the broker's long visibility timeout; and sends
-    again queued jobs whose message may have been lost, so no accepted job waits forever."""
+    """Runs in the worker's main process: puts running jobs (and tiles of jobs fitted as tiles) whose worker
+    stopped beating (SIGKILL, lost machine) back on the queue, so they don't wait for the broker's long
+    visibility timeout; and sends again queued jobs and tiles whose message may have been lost, so no
+    accepted job waits forever."""
 
     def __init__(self, app: Celery) -> None:
         super().__init__(daemon=True, name="tuner-recovery")
@@ -83,7 +84,13 @@ class Recovery(threading.Thread):
         stale = self.ctx.db.requeue_stale(settings.stale_after_s)
         for job_id in stale:
             log.warning("job %s: worker stopped beating; sending it again", job_id)
-        if self.broker.restarted():
+        restarted = self.broker.restarted()
+        self._scan_tiles(0.0 if restarted else settings.resend_queued_after_s)
+        assemblies = self.ctx.db.requeue_assemblies(settings.stale_after_s)
+        for job_id in assemblies:
+            log.warning("job %s: its tiles are fitted but its blob was not assembled; sending it again", job_id)
+        stale = stale + assemblies
+        if restarted:
             # Every queued job's message may be gone, even one sent a moment before the restart. One sent to
             # the new server since gets a duplicate, which is harmless (the claim runs a job once).
             lost = self.ctx.db.resend_due(0.0)
@@ -100,6 +107,20 @@ class Recovery(threading.Thread):
                 log.exception("could not send job %s; retrying in %.0f s", job_id,
                               settings.resend_queued_after_s)
         return stale + waiting
+
+    def _scan_tiles(self, resend_after: float) -> None:
+        """Tiles whose worker stopped beating, or whose message may be lost, are sent again, each alone."""
+        due = self.ctx.db.requeue_tiles(self.ctx.settings.stale_after_s, resend_after)
+        by_job: dict[str, list[int]] = {}
+        for job_id, tile in due:
+            log.warning("job %s: tile %d's worker stopped beating or its message is old; sending it again", job_id,
+                        tile)
+            by_job.setdefault(job_id, []).append(tile)
+        for job_id, tiles in by_job.items():
+            try:
+                send_tiles(self.app, job_id, tiles)
+            except Exception:  # noqa: BLE001 - stamped as sent: a later scan retries them
+                log.exception("could not send tiles %s of job %s", tiles, job_id)
 
     def run(self) -> None:
         guard_forks()

@@ -17,18 +17,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
-from service.estimate import job_plan
+from service.estimate import plan_of_job
 from service.records import CANCELLED, FAILED, RUNNING, SUCCEEDED, ClaimOutcome, HeartbeatState, Job
-from service.settings import Settings
 from service.storage import BlobNotFound
 from tuner_model.core.errors import FitCancelled, TunerError
 from tuner_model.core.image_io import load_image
 from tuner_model.core.stop import stop_when
-from tuner_model.rate.plan import EncodePlan
-from tuner_model.rate.request import EncodeRequest
+from tuner_model.rate.tile_plan import TiledPlan
 from worker.context import WorkerContext
 from worker.heartbeat import Heartbeat, JobProgress
 from worker.store import store_image
+from worker.tiles import fan_out
 
 if TYPE_CHECKING:
     from tuner_model.rate.encode import Outcome
@@ -62,6 +61,12 @@ class JobRun:
                                                               else {})}
         self.results[job.id] = result
         return result
+
+    def hand_over(self, job: Job, status: str) -> None:
+        """`job` is fitted as tiles: its tiles' tasks record it from here on (worker/tiles.py), not this run."""
+        self.hb.release(job.id)
+        self.results[job.id] = {"job_id": job.id, "status": status, **({"image_id": job.image_id}
+                                                                       if status == SUCCEEDED else {})}
 
     def fail(self, job: Job, error: str) -> dict[str, Any]:
         return self.settle(job, FAILED, error=error)
@@ -97,14 +102,6 @@ class JobRun:
         except Exception as e:  # noqa: BLE001 - these jobs' trouble: recorded on them
             for job in jobs:
                 self.settle_error(job, e)
-
-
-def plan_for(settings: Settings, job: Job, shape: tuple[int, ...]) -> EncodePlan:
-    """The plan `job` runs: its stored request (a job queued before `effort` existed gets the default) and the
-    decoded image's shape, resolved as the API resolved it to admit the job (service/estimate.job_plan)."""
-    request = EncodeRequest(**{k: v for k, v in (job.params or {}).items() if v is not None})
-    height, width, channels = shape
-    return job_plan(request, width, height, channels, settings)
 
 
 def run_fit(ctx: WorkerContext, job_id: str, delivery: str) -> dict[str, Any]:
@@ -214,7 +211,10 @@ def _fit(run: JobRun, items: list[tuple[Job, np.ndarray]]) -> None:
 
     jobs = [job for job, _ in items]
     with run.job_errors(*jobs):  # a request the encoder refuses fails them all
-        plan = plan_for(run.ctx.settings, jobs[0], items[0][1].shape)
+        plan = plan_of_job(jobs[0], items[0][1].shape, run.ctx.settings)
+        if isinstance(plan, TiledPlan):  # never batched (no batch key): one job, its tiles a group of tasks
+            run.hand_over(jobs[0], fan_out(run.ctx, jobs[0], run.worker, plan, items[0][1]))
+            return
         bars = [JobProgress(run.hb, job.id) for job in jobs]
         for bar in bars:
             bar.start(plan.total_steps)

@@ -10,10 +10,11 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
-from service.jobqueue import FIT_TASK
+from service.jobqueue import FIT_TASK, FIT_TILE_TASK
 from worker.context import WorkerContext, torch_threads_per_child
 from worker.recovery import Recovery
 from worker.run import run_fit
+from worker.tiles import run_tile
 
 log = logging.getLogger("tuner.worker")
 
@@ -24,6 +25,10 @@ def register(app: Celery) -> None:
     @app.task(name=FIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def fit_task(self: Task, job_id: str) -> dict[str, Any]:
         return run_fit(ctx, job_id, self.request.id or "local")
+
+    @app.task(name=FIT_TILE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    def fit_tile_task(self: Task, job_id: str, tile: int) -> dict[str, Any]:
+        return run_tile(ctx, job_id, tile, self.request.id or "local")
 
     recovery: dict[str, Recovery] = {}
 
@@ -45,4 +50,4 @@ def register(app: Celery) -> None:
     def _child_init(**_: Any) -> None:
         from worker import fitting  # torch, in the child only
 
-        fitting.set_torch_threads(torch_threads_per_child(ctx.settings.worker_concurrency))
+        fitting.set_torch_threads(ctx.settings.fit_threads or torch_threads_per_child(ctx.settings.worker_concurrency))

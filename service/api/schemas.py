@@ -89,6 +89,11 @@ class JobAccepted(BaseModel):
     width: int
     height: int
     params: EncodeParams
+    tiles: int = Field(1, ge=1, description="how many overlapping tiles the image is fitted as, one network "
+                                            "each, in parallel across the workers (1: one network)")
+    eta_s: float | None = Field(None, ge=0, description="estimated seconds until the blob is ready: the "
+                                                        "admission estimate on the workers alive now, not "
+                                                        "counting jobs queued ahead (0 once succeeded)")
     links: Links
 
 
@@ -110,10 +115,10 @@ class JobOut(BaseModel):
     finished_at: Timestamp | None
     batch_size: int | None = Field(None, description="how many jobs shared the fit of this one's image "
                                                      "(1: fitted alone); set when the job succeeds")
-    eta_s: float | None = Field(None, ge=0, description="estimated seconds until the fit is done, from its "
-                                                        "progress so far; null while queued and early in the "
-                                                        "fit (or when it failed or was cancelled), 0 once "
-                                                        "succeeded")
+    eta_s: float | None = Field(None, ge=0, description="estimated seconds until the fit is done: the "
+                                                        "admission estimate while queued, then from its "
+                                                        "progress so far; null early in the fit (or when it "
+                                                        "failed or was cancelled), 0 once succeeded")
     image_deleted_at: Timestamp | None = Field(None, description="when the job's image was deleted (its links "
                                                                  "then lead nowhere)")
     links: Links
@@ -130,8 +135,10 @@ class Estimate(BaseModel):
 
     model_config = ConfigDict(json_schema_extra=_example)
 
-    seconds: float = Field(description="the expected wall time of the fit on this service's workers")
-    steps: int = Field(description="the optimisation steps it plans")
+    seconds: float = Field(description="the expected wall time of the fit on this service's workers alive now")
+    steps: int = Field(description="the optimisation steps it plans (every tile's)")
+    tiles: int = Field(1, ge=1, description="how many tiles the image would be fitted as (1: one network)")
+    workers: int = Field(1, ge=1, description="the fits the workers run at once, which the estimate counts")
     admitted: bool = Field(description="whether an upload like this would be accepted (not over the time limit)")
     detail: str | None = Field(None, description="why not, when it would be refused")
 

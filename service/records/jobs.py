@@ -105,11 +105,14 @@ class JobRecords(Records):
             return [v for (v,) in s.execute(select(Job.fit_seconds).where(Job.fit_seconds.is_not(None)))]
 
     def request_cancel(self, job_id: str) -> Job | None:
-        """Queued jobs are cancelled at once; running ones get a flag their fit loop polls."""
+        """Queued jobs are cancelled at once, and so are jobs fitted as tiles (each tile's task reads it at its
+        next beat, and a tile still queued is not claimed); other running ones get a flag their fit loop
+        polls."""
         now = time.time()
         with self.session() as s:
-            s.execute(update(Job).where(Job.id == job_id, Job.status == QUEUED)
-                      .values(status=CANCELLED, cancel_requested=1, finished_at=now, error="cancelled"))
+            s.execute(update(Job).where(Job.id == job_id, (Job.status == QUEUED) | ((Job.status == RUNNING)
+                                                                                    & Job.tiles.is_not(None)))
+                      .values(status=CANCELLED, cancel_requested=1, finished_at=now, error="cancelled", eta_s=None))
             s.execute(update(Job).where(Job.id == job_id, Job.status == RUNNING).values(cancel_requested=1))
             return s.get(Job, job_id)
 
@@ -218,11 +221,14 @@ class JobRecords(Records):
                       .values(status=FAILED, finished_at=time.time(), error=error))
 
     def requeue_stale(self, stale_after: float) -> list[str]:
-        """Running jobs whose worker stopped beating (killed, machine lost) go back to queued; returns their
-        ids so the caller sends each one again. The conditional update makes concurrent scanners harmless."""
+        """Running jobs whose worker stopped beating (killed, machine lost) go back to queued (not those fitted
+        as tiles: records/tiles.py); returns their ids so the caller sends each one again. The conditional
+        update makes concurrent scanners harmless."""
         cutoff = time.time() - stale_after
         with self.session() as s:
-            ids = list(s.scalars(select(Job.id).where(Job.status == RUNNING, Job.heartbeat_at < cutoff)))
+            # A job fitted as tiles is its tiles' to recover (records/tiles.py), not its own task's.
+            ids = list(s.scalars(select(Job.id).where(Job.status == RUNNING, Job.heartbeat_at < cutoff,
+                                                      Job.tiles.is_(None))))
             done = []
             for job_id in ids:
                 res = s.execute(update(Job).where(Job.id == job_id, Job.status == RUNNING,

@@ -56,6 +56,29 @@ class Job(Base):
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # When the job's image was deleted (the job's links then lead nowhere, and its original is not kept).
     image_deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # How many tiles the job's image is fitted as, one task each (service/records/tiles.py); None: one fit.
+    tiles: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class JobTile(Base):
+    """One tile of a job fitted as tiles (issue 28): its own task's claim, liveness and progress, and where its
+    fitted payload is stored once done. The job row stays the user's one job; these rows say which tiles
+    are done, so a lost worker's tile is fitted again alone."""
+
+    __tablename__ = "job_tiles"
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tile: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=QUEUED)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    psnr: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Image(Base):

@@ -25,3 +25,9 @@ class WorkerRecords(Records):
         """When any worker last beat (Unix seconds), or None if none ever did."""
         with self.session() as s:
             return s.scalar(select(func.max(WorkerBeat.beat_at)))
+
+    def live_workers(self, within: float) -> int:
+        """How many worker main processes beat in the last `within` seconds."""
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(WorkerBeat)
+                                .where(WorkerBeat.beat_at >= time.time() - within)) or 0)

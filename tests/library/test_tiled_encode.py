@@ -23,7 +23,8 @@ from tuner_model.rate import table
 from tuner_model.rate import tiles as tiles_mod
 from tuner_model.rate.encode import encode
 from tuner_model.rate.request import EncodeSettings
-from tuner_model.rate.tiles import encode_any, tile_budgets, tile_plan, total_budget
+from tuner_model.rate.tile_plan import container_reserve, plan_tiles, tile_budgets, total_budget
+from tuner_model.rate.tiles import encode_any
 from tuner_model.render.fitted import measure_psnr, render_image
 
 W, H = 120, 64
@@ -116,10 +117,13 @@ def test_the_budget_split_leaves_room_for_the_container() -> None:
         total = total_budget(settings, 4000, 3000)
         budgets = tile_budgets(total, grid)
         assert len(set(budgets)) == 1 and len(budgets) == grid.count
+        # the planning modules' reserve (no codec import) bounds the container's real overhead
+        assert overhead(grid, {"psnr": 1.0, "seconds": 1.0}, budgets[0]) <= container_reserve(grid.count)
         assert sum(budgets) + overhead(grid, {"psnr": 1.0, "seconds": 1.0}, budgets[0]) <= total
-        plan = tile_plan(settings, grid, 3, budgets[0])
-        assert plan.budget <= budgets[0] and plan.request.psnr is None  # one attempt per tile
-        assert (plan.width, plan.height) == (grid.tile_width, grid.tile_height)
+        plan = plan_tiles(settings, grid, 3)
+        assert plan.budget == total and plan.count == grid.count
+        assert plan.tile.budget <= budgets[0] and plan.tile.request.psnr is None  # one attempt per tile
+        assert (plan.tile.width, plan.tile.height) == (grid.tile_width, grid.tile_height)
     # a quality target: the table's rate for it, over the whole image
     assert total_budget(EncodeSettings(psnr=32.0), 4000, 3000) == math.floor(
         table.bpp_for_psnr(32.0) * 4000 * 3000 / 8)

@@ -298,3 +298,27 @@ def test_leftovers_are_swept(tmp_path: Path) -> None:
     assert result.leftovers_deleted == 2
     assert store.exists(f"blobs/{kept}") and store.exists(f"blobs/{fresh}") and not store.exists(f"blobs/{orphan}")
     assert not tmp.exists()
+
+
+def test_stray_tiles_of_ended_jobs_are_deleted_and_a_running_jobs_kept(tmp_path: Path) -> None:
+    """Issue 28: a tiled job that failed or was cancelled leaves its fitted tiles' payloads; once older than
+    the grace period they go, while a running tiled job's stay whatever their age."""
+    settings = _settings(tmp_path)
+    store, db = LocalBlobStore(tmp_path / "blobs"), Database(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    ids = {}
+    for status in (RUNNING, CANCELLED):
+        ids[status] = "job_" + uuid.uuid4().hex
+        db.add_job(Job(id=ids[status], image_id="img_x", status=status, params={}, upload_digest="0" * 64,
+                       created_at=time.time(), tiles=2))
+    keys = {status: [f"tiles/{job_id[4:]}{k:04x}" for k in range(2)] for status, job_id in ids.items()}
+    for key in keys[RUNNING] + keys[CANCELLED]:
+        store.put(key, b"a tile")
+        _age(store, key, 2 * settings.orphan_grace_s)
+    store.put(f"tiles/{uuid.uuid4().hex}0000", b"young, its job unknown")
+    assert Sweeper(settings, store, db).sweep_leftovers() == 2
+    assert {b.key for b in store.list("tiles")} - set(keys[RUNNING]) != set()  # the young one stays
+    for key in keys[RUNNING]:
+        assert store.get(key) == b"a tile"
+    for key in keys[CANCELLED]:
+        with pytest.raises(BlobNotFound):
+            store.get(key)

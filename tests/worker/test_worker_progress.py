@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.estimate import plan_of_job
 from service.records import QUEUED, SUCCEEDED, Job
 from service.settings import Settings
 from service.storage import put_content
@@ -26,7 +27,7 @@ from worker.context import WorkerContext
 from worker.heartbeat import Heartbeat as _Heartbeat
 from worker.heartbeat import JobProgress as _JobProgress
 from worker.heartbeat import eta_seconds
-from worker.run import plan_for, run_fit
+from worker.run import run_fit
 
 
 def test_eta_rule() -> None:
@@ -112,8 +113,8 @@ def _queue(ctx: WorkerContext, png: bytes, params: dict[str, Any]) -> str:
 
 def test_effort_reaches_the_encoder(ctx: WorkerContext) -> None:
     job = Job(id="j", params={"bpp": None, "psnr": None, "steps": None, "effort": 7})
-    assert plan_for(ctx.settings, job, (32, 48, 3)).request.effort == 7
-    older = plan_for(ctx.settings, Job(id="j", params={"steps": 30}), (32, 48, 3))  # queued before effort existed
+    assert plan_of_job(job, (32, 48, 3), ctx.settings).request.effort == 7
+    older = plan_of_job(Job(id="j", params={"steps": 30}), (32, 48, 3), ctx.settings)  # queued before effort existed
     assert older.request.effort == DEFAULT_EFFORT and older.request.steps == 30
     assert older.total_steps > 30  # the float fit's steps and the fine-tuning's
 

@@ -145,10 +145,14 @@ class TileGrid:
 
     def cut(self, image: np.ndarray) -> list[np.ndarray]:
         """The tiles of an (H, W, C) image, row-major, each (tile_height, tile_width, C) and contiguous."""
+        return [self.tile(image, k) for k in range(self.count)]
+
+    def tile(self, image: np.ndarray, k: int) -> np.ndarray:
+        """Tile k of an (H, W, C) image, (tile_height, tile_width, C) and contiguous."""
         if image.shape[:2] != (self.height, self.width):
             raise ConfigError(f"the image is not {self.width}x{self.height}")
-        return [np.ascontiguousarray(image[t : t + self.tile_height, l : l + self.tile_width])
-                for l, t in self.origins()]
+        left, top = self.origins()[k]
+        return np.ascontiguousarray(image[top : top + self.tile_height, left : left + self.tile_width])
 
 
 def tile_grid(width: int, height: int, working: tuple[int, int] | None = None, overlap: int = OVERLAP) -> TileGrid:

@@ -17,6 +17,7 @@ from service.access.signing import KID, VER, sign
 from service.deletion import forget_image
 from service.storage import BlobNotFound
 from service.submit import SubmitRefused, Upload, submit_upload
+from tuner_model.core.tiling import tile_grid
 from tuner_model.rate.request import field_schemas
 
 from ..deps import DbDep, MetricsDep, RendererDep, ServicesDep, SettingsDep, StoreDep
@@ -70,7 +71,9 @@ async def upload_image(
     links = image_links(done.job.image_id)
     links.job = f"/v1/jobs/{done.job.id}"
     return JobAccepted(job_id=done.job.id, image_id=done.job.image_id, status=done.job.status,
-                       deduplicated=done.deduplicated, width=width, height=height, params=params, links=links)
+                       deduplicated=done.deduplicated, width=width, height=height, params=params,
+                       tiles=tile_grid(width, height, settings.tile_working_size).count, eta_s=done.job.eta_s,
+                       links=links)
 
 
 def _cursor(img) -> str:  # noqa: ANN001
