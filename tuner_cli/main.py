@@ -241,12 +241,13 @@ def version_text() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     from tuner_model.codec.container import VERSION as FORMAT_VERSION
+    from tuner_model.codec.tiled_blob import VERSION as TILED_VERSION
 
     try:
         installed = version("tuner-service")
     except PackageNotFoundError:
         installed = "unknown (not installed)"
-    return f"tuner {installed} (blob format {FORMAT_VERSION})"
+    return f"tuner {installed} (blob format {FORMAT_VERSION}; {TILED_VERSION} for an image fitted as tiles)"
 
 
 def _quiet_stdout() -> None:

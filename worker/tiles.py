@@ -26,6 +26,7 @@ from service.storage import BlobNotFound
 from tuner_model.core.errors import FitCancelled, TunerError
 from tuner_model.core.image_io import load_image
 from tuner_model.core.stop import stop_when
+from tuner_model.rate.allocate import allocated
 from tuner_model.rate.tile_plan import TiledPlan
 from worker.context import WorkerContext
 from worker.store import store_image
@@ -45,7 +46,9 @@ def fan_out(ctx: WorkerContext, job: Job, worker: str, plan: TiledPlan, pixels: 
     """The job's own delivery, for a job fitted as tiles: records its tiles and sends those still to fit as
     a group; when every tile is already fitted (an assembly that died, sent again by the recovery scan),
     assembles the blob here. Returns the job's status as this delivery leaves it."""
-    todo = ctx.db.fan_out(job.id, worker, plan.count, ctx.settings.stale_after_s)
+    plan = allocated(plan, plan.grid.cut(pixels))
+    assert plan.budgets is not None
+    todo = ctx.db.fan_out(job.id, worker, list(plan.budgets), ctx.settings.stale_after_s)
     if todo is None:
         return "lost"
     if not todo and all(t.status == SUCCEEDED for t in ctx.db.get_tiles(job.id)):
@@ -108,11 +111,14 @@ def run_tile(ctx: WorkerContext, job_id: str, tile: int, delivery: str) -> dict[
         assert job is not None
         pixels = load_image(ctx.store.get(f"uploads/{job.upload_digest}"), settings.max_image_pixels)
         plan = plan_of_job(job, pixels.shape, settings)
-        if not isinstance(plan, TiledPlan) or plan.count != job.tiles:
+        budgets = [t.budget for t in db.get_tiles(job_id)]
+        if not isinstance(plan, TiledPlan) or plan.count != job.tiles or None in budgets:
             raise TunerError("internal: the job's tile plan changed since it was fanned out")
+        plan = plan.with_budgets(budgets)  # type: ignore[arg-type]
         image = plan.grid.tile(pixels, tile)
         with stop_when(lambda: beat.reason):
-            (_, outcome), = fitting.fit([image], plan.tile, settings.fit_device, lambda _i, p: beat.progress(p))
+            (_, outcome), = fitting.fit([image], plan.tile_plan(tile), settings.fit_device,
+                                        lambda _i, p: beat.progress(p))
         if outcome.error is not None:
             raise outcome.error
         assert outcome.blob is not None and outcome.fitted is not None

@@ -75,6 +75,8 @@ class JobTile(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     step: Mapped[int] = mapped_column(Integer, default=0)
+    # The tile's share of the blob's bytes, allocated when the job fans out (tuner_model/rate/allocate.py).
+    budget: Mapped[int | None] = mapped_column(Integer, nullable=True)
     psnr: Mapped[float | None] = mapped_column(Float, nullable=True)
     bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -18,13 +18,14 @@ from tuner_model.core.progress import seconds_left
 
 
 class TileRecords(Records):
-    def fan_out(self, job_id: str, worker: str, count: int, stale_after: float) -> list[int] | None:
-        """Marks `worker`'s running job as fitted in `count` tiles and makes their rows (those missing: a
-        second run keeps the first's); returns the tiles to send now: those queued, and those whose worker
-        stopped beating, put back to queued. A tile under way or done is left alone. None when the job is no
-        longer this worker's."""
+    def fan_out(self, job_id: str, worker: str, budgets: list[int], stale_after: float) -> list[int] | None:
+        """Marks `worker`'s running job as fitted in as many tiles as `budgets` (each tile's bytes) and makes
+        their rows (those missing: a second run keeps the first's); returns the tiles to send now: those
+        queued, and those whose worker stopped beating, put back to queued. A tile under way or done is left
+        alone. None when the job is no longer this worker's."""
         now = time.time()
         with self.session() as s:
+            count = len(budgets)
             res = s.execute(update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == RUNNING)
                             .values(tiles=count, heartbeat_at=now))
             if res.rowcount != 1:
@@ -33,7 +34,7 @@ class TileRecords(Records):
             for k in range(count):
                 if k not in have:
                     s.add(JobTile(job_id=job_id, tile=k, status=QUEUED, attempts=0, progress=0.0, step=0,
-                                  sent_at=now))
+                                  sent_at=now, budget=budgets[k]))
             s.flush()
             s.execute(update(JobTile).where(JobTile.job_id == job_id, JobTile.status == RUNNING,
                                             JobTile.heartbeat_at < now - stale_after)

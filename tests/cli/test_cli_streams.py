@@ -4,6 +4,7 @@ reader goes away (`| head`), and options checked before any work."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,7 +42,8 @@ def test_version() -> None:
 
     p = run("--version")
     assert p.returncode == 0
-    assert p.stdout.decode().strip().startswith(f"tuner {version('tuner-service')} (blob format ")
+    installed = version("tuner-service")
+    assert p.stdout.decode().strip() == f"tuner {installed} (blob format 2; 4 for an image fitted as tiles)"
 
 
 def test_decode_to_stdout_into_head(blob_path: Path) -> None:
@@ -118,7 +120,15 @@ def test_time_limit_message_suggests_only_what_can_go_down() -> None:
     at_one = over_time_limit(job_plan(EncodeRequest(effort=1), 768, 512, 3, tight), tight)
     assert at_one is not None and "effort" not in at_one and "lower the bpp" in at_one
     at_four = over_time_limit(job_plan(EncodeRequest(effort=4, psnr=30), 768, 512, 3, tight), tight)
-    assert at_four is not None and "lower the effort (now 4) or the psnr target" in at_four
+    assert at_four is not None and "effort" not in at_four and "lower the psnr target" in at_four
+    # where a lower effort would fit, the message names it (the highest that does)
+    some = Settings(soft_time_limit_s=1000, hard_time_limit_s=1100)
+    refused = over_time_limit(job_plan(EncodeRequest(effort=4), 768, 512, 3, some), some)
+    named = re.search(r"effort (\d) would take about", refused or "")
+    assert named is not None and int(named.group(1)) < 4, refused
+    effort = int(named.group(1))
+    assert over_time_limit(job_plan(EncodeRequest(effort=effort), 768, 512, 3, some), some) is None
+    assert over_time_limit(job_plan(EncodeRequest(effort=effort + 1), 768, 512, 3, some), some) is not None
 
 
 def test_tuner_sign_mints_urls_the_service_accepts() -> None:

@@ -55,7 +55,8 @@ def encoded() -> tuple[np.ndarray, TiledImage, bytes, list[Progress], list[int]]
 
     tiles_mod.iter_encode = recording  # the real encoder, its batch sizes recorded
     try:
-        tiled, blob = encode_any(image, SETTINGS, reports.append, working=WORKING)
+        # equal shares: one plan for every tile (tests/library/test_allocate.py has the slopes')
+        tiled, blob = encode_any(image, SETTINGS, reports.append, working=WORKING, allocation="equal")
     finally:
         tiles_mod.iter_encode = real
     return image, tiled, blob, reports, batches
@@ -71,7 +72,7 @@ def test_at_or_under_the_working_size_the_blob_is_todays_byte_for_byte() -> None
 
 def test_above_it_the_tiles_are_one_batch_in_one_container_within_the_budget(encoded) -> None:  # noqa: ANN001
     image, tiled, blob, _, batches = encoded
-    assert batches == [2]  # every tile in one batch of one plan
+    assert batches == [2]  # at equal shares, every tile in one batch of one plan
     assert blob[4] == 4 and len(blob) <= math.floor(2.0 * W * H / 8)
     info = read_info(blob)
     assert isinstance(info, TiledInfo) and info.grid == tile_grid(W, H, WORKING) and len(info.tiles) == 2

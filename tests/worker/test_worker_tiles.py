@@ -51,22 +51,22 @@ def _job(db: Database, status: str = RUNNING, worker: str = "coord") -> str:
 # Records --------------------------------------------------------------------------------------------------
 def test_fan_out_makes_the_tiles_once_and_sends_only_those_to_fit(db: Database) -> None:
     job_id = _job(db)
-    assert db.fan_out(job_id, "someone else", 4, 20.0) is None  # not this worker's job
-    assert db.fan_out(job_id, "coord", 4, 20.0) == [0, 1, 2, 3]
+    assert db.fan_out(job_id, "someone else", [100] * 4, 20.0) is None  # not this worker's job
+    assert db.fan_out(job_id, "coord", [100] * 4, 20.0) == [0, 1, 2, 3]
     assert db.get_job(job_id).tiles == 4
     assert db.claim_tile(job_id, 1, "w1", 20.0, 3) == "claimed"
     assert db.claim_tile(job_id, 1, "w2", 20.0, 3) == "busy"  # one worker at a time
     assert db.finish_tile(job_id, 1, "w1", bytes=10) == 3
     assert db.claim_tile(job_id, 2, "w2", 20.0, 3) == "claimed"
     # fanned out again (the job sent again): the rows stay, the done and running tiles are not sent
-    assert db.fan_out(job_id, "coord", 4, 20.0) == [0, 3]
+    assert db.fan_out(job_id, "coord", [100] * 4, 20.0) == [0, 3]
     assert [t.status for t in db.get_tiles(job_id)] == [QUEUED, SUCCEEDED, RUNNING, QUEUED]
     assert db.claim_tile(job_id, 1, "w3", 20.0, 3) == "done"
 
 
 def test_tile_beats_make_the_jobs_progress_and_the_last_tile_is_seen_once(db: Database) -> None:
     job_id = _job(db)
-    db.fan_out(job_id, "coord", 2, 20.0)
+    db.fan_out(job_id, "coord", [100] * 2, 20.0)
     for k in range(2):
         assert db.claim_tile(job_id, k, f"w{k}", 20.0, 3) == "claimed"
     assert db.tile_heartbeat(job_id, 0, "w0", progress=0.5, step=10) == "ok"
@@ -88,7 +88,7 @@ def test_tile_beats_make_the_jobs_progress_and_the_last_tile_is_seen_once(db: Da
 
 def test_a_cancelled_tiled_job_ends_at_once_and_its_tiles_stop(db: Database) -> None:
     job_id = _job(db)
-    db.fan_out(job_id, "coord", 3, 20.0)
+    db.fan_out(job_id, "coord", [100] * 3, 20.0)
     assert db.claim_tile(job_id, 0, "w0", 20.0, 3) == "claimed"
     db.request_cancel(job_id)
     assert db.get_job(job_id).status == CANCELLED  # no task owns the job row: cancelled now
@@ -100,7 +100,7 @@ def test_a_cancelled_tiled_job_ends_at_once_and_its_tiles_stop(db: Database) -> 
 
 def test_a_lost_workers_tile_alone_goes_back_and_a_missing_assembly_is_sent_again(db: Database) -> None:
     job_id = _job(db)
-    db.fan_out(job_id, "coord", 3, 20.0)
+    db.fan_out(job_id, "coord", [100] * 3, 20.0)
     for k in range(3):
         assert db.claim_tile(job_id, k, f"w{k}", 20.0, 3) == "claimed"
     assert db.finish_tile(job_id, 0, "w0") == 2
@@ -120,7 +120,7 @@ def test_a_lost_workers_tile_alone_goes_back_and_a_missing_assembly_is_sent_agai
 
 def test_a_tile_interrupted_too_often_fails_its_job(db: Database) -> None:
     job_id = _job(db)
-    db.fan_out(job_id, "coord", 2, 20.0)
+    db.fan_out(job_id, "coord", [100] * 2, 20.0)
     for attempt in range(2):
         assert db.claim_tile(job_id, 0, f"w{attempt}", 0.0, 2) == "claimed"
         time.sleep(0.01)

@@ -21,12 +21,15 @@ MIN_PSNR_MODE_BYTES = 160  # header + a network of a few dozen parameters
 # A psnr target may encode up to encode.PSNR_ATTEMPTS (3) times when the measured PSNR falls short; the
 # retries are usually needed once at most, so two attempts' time is budgeted.
 PSNR_ATTEMPT_FACTOR = 2.0
-# Seconds of one full-image grid step per pixel per hidden neuron on a 2-core CPU, from a measured encode:
-# kodim01 at 1 bpp (width 264, low block L = 25), effort 4, took 638 s on the 2-core AMD EPYC (AVX2) of
-# 2026-12-01, i.e. 1.37e-8 with the overheads below (docs/PERFORMANCE.md). A 2-core Xeon with AVX-512 ran
-# L = 10 steps 7x faster (1.9e-9): this errs towards refusing, which a worker's setting can undo
-# (TUNER_FIT_SECONDS_PER_PIXEL_NEURON).
-CPU_SECONDS_PER_PIXEL_NEURON = 1.37e-8
+# Seconds of one full-image grid step per pixel per hidden neuron on the project's 2-core CPU (AMD EPYC, AVX-512),
+# with the overheads below: calibrated on 2026-12-07 (issue 28) so that the estimate matches the mean of two
+# measured encodes through the service, kodim03 with no parameters on one worker with 2 threads (914.6 s) and
+# twelve 694x396 tiles at 1 bpp, effort 1, on one worker with 1 thread (1047 s of fitting); the earlier figure
+# (1.37e-8, from one encode on 2026-12-01) overestimated both by 1.7x. Checked on a run it was not fitted to,
+# the same 12 tiles on two workers (docs/PERFORMANCE.md, "Large photos as tiles"); scripts/bench_tiles.py
+# reports the estimate against the measured time for every run. Another machine sets
+# TUNER_FIT_SECONDS_PER_PIXEL_NEURON.
+CPU_SECONDS_PER_PIXEL_NEURON = 7.9e-9
 OVERHEAD_SECONDS = 5.0  # level searches, snapping, PSNR, blob
 STEP_OVERHEAD_SECONDS = 0.004  # per step, whatever its size (a tiny image's steps are all overhead)
 # The retune after fine-tuning (the finish phase's steps) runs on some encodes, not all: counted at this weight.

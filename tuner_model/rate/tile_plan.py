@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from tuner_model.core.errors import ConfigError
 from tuner_model.core.tiling import TileGrid, tile_grid
-from tuner_model.rate.plan import CPU_SECONDS_PER_PIXEL_NEURON, EncodePlan, first_bpp, resolve
+from tuner_model.rate.plan import CPU_SECONDS_PER_PIXEL_NEURON, MIN_PSNR_MODE_BYTES, EncodePlan, first_bpp, resolve
 from tuner_model.rate.request import BPP_MAX, BPP_MIN, EncodeRequest
 
 # Bytes set aside for the version-4 container around the payloads (codec/tiled_blob.py): magic and version
@@ -26,6 +27,9 @@ CONTAINER_BYTES_PER_TILE = 4
 # Assembling a tiled blob: the tiles' payloads decoded, the whole image rendered once for its PSNR.
 # Seconds per pixel on the 2-core CPU (a 4K render takes 6-15 s: docs/PERFORMANCE.md), an upper bound.
 ASSEMBLY_SECONDS_PER_PIXEL = 2e-6
+# The least a tile's payload may get from an allocation: a header and a few dozen parameters (plan.py's
+# MIN_PSNR_MODE_BYTES).
+MIN_TILE_BYTES = MIN_PSNR_MODE_BYTES
 
 
 def container_reserve(count: int) -> int:
@@ -39,24 +43,31 @@ def total_budget(request: EncodeRequest, width: int, height: int) -> int:
 
 
 def tile_budgets(total: int, grid: TileGrid) -> list[int]:
-    """Each tile's bytes out of `total` for the whole blob, the container's own bytes set aside: an equal
-    share for now (allocation by the tiles' rate-distortion slopes, issue 28's item 2, is not built yet)."""
+    """Each tile's equal share of `total` bytes for the whole blob, the container's own bytes set aside (the
+    shares before the pixels are seen, and the `equal` allocation)."""
     payload = total - container_reserve(grid.count)
     if payload < grid.count:
         raise ConfigError(f"a budget of {total} bytes cannot hold {grid.count} tiles")
     return [payload // grid.count] * grid.count
 
 
+Allocation = Literal["slopes", "equal"]
+
+
 @dataclass(frozen=True)
 class TiledPlan:
-    """An image fitted as `grid.count` tiles of one shape: every tile runs `tile` (one plan, so the tiles can
-    be one batch), the whole blob within `budget` bytes."""
+    """An image fitted as `grid.count` tiles of one shape within `budget` bytes for the whole blob. `tile` is
+    the plan of an equal share; `budgets`, once the pixels are seen, each tile's own share (rate/allocate.py,
+    by the tiles' rate-distortion slopes, when `allocation` says so), and `tile_plan(k)` tile k's plan."""
 
     request: EncodeRequest
     grid: TileGrid
     channels: int
     budget: int
     tile: EncodePlan
+    allocation: Allocation = "slopes"
+    budgets: tuple[int, ...] | None = None
+    seed: int = 0
 
     @property
     def width(self) -> int:
@@ -75,6 +86,11 @@ class TiledPlan:
         return 8 * self.budget / (self.width * self.height)
 
     @property
+    def payload(self) -> int:
+        """The bytes the tiles' payloads may take together: the budget less the container's reserve."""
+        return self.budget - container_reserve(self.count)
+
+    @property
     def total_steps(self) -> int:
         """What progress counts to: every tile's training steps."""
         return self.count * self.tile.total_steps
@@ -84,8 +100,21 @@ class TiledPlan:
         """Tiled images are never batched with other jobs: their tiles are a batch (or a group) already."""
         return None
 
+    def with_budgets(self, budgets: list[int]) -> TiledPlan:
+        """This plan with each tile's share of the payload (at least MIN_TILE_BYTES each, in all at most the
+        payload)."""
+        if len(budgets) != self.count or sum(budgets) > self.payload or min(budgets) < MIN_TILE_BYTES:
+            raise ConfigError(f"tile budgets {budgets} do not fit {self.count} tiles in {self.payload} bytes")
+        return replace(self, budgets=tuple(budgets))
+
+    def tile_plan(self, k: int) -> EncodePlan:
+        """Tile k's plan: the equal share's, or one at tile k's own budget."""
+        if self.budgets is None or self.budgets[k] == self.tile.budget:
+            return self.tile
+        return _share_plan(self.request, self.grid, self.channels, self.budgets[k], self.seed)
+
     def tile_seconds(self, seconds_per_pixel_neuron: float = CPU_SECONDS_PER_PIXEL_NEURON) -> float:
-        """One tile's fit, on one worker."""
+        """One tile's fit, on one worker (an equal share's: the tiles' networks are near it on average)."""
         return self.tile.seconds(seconds_per_pixel_neuron)
 
     def seconds(self, seconds_per_pixel_neuron: float = CPU_SECONDS_PER_PIXEL_NEURON, parallel: int = 1) -> float:
@@ -96,28 +125,35 @@ class TiledPlan:
             ASSEMBLY_SECONDS_PER_PIXEL * self.width * self.height
 
 
-def plan_tiles(request: EncodeRequest, grid: TileGrid, channels: int, *, seed: int = 0) -> TiledPlan:
-    """The plan of `request` on `grid` (two tiles or more): each tile gets the network the table gives its
-    share of the bytes, at most that share, and no quality target of its own (one attempt per tile; a quality
-    target is met on average, at the table's rate for it)."""
-    total = total_budget(request, grid.width, grid.height)
-    share = min(tile_budgets(total, grid))
+def _share_plan(request: EncodeRequest, grid: TileGrid, channels: int, share: int, seed: int) -> EncodePlan:
+    """A tile's plan for `share` bytes: the network the table gives that rate, at most `share` bytes, no
+    quality target of its own (one attempt per tile)."""
     tw, th = grid.tile_width, grid.tile_height
-    rate = min(BPP_MAX, max(BPP_MIN, first_bpp(request, grid.width, grid.height)))
+    rate = min(BPP_MAX, max(BPP_MIN, 8 * share / (tw * th)))
     tile_request = EncodeRequest(bpp=rate, steps=request.steps, effort=request.effort)
     tile = resolve(tile_request, tw, th, channels, seed=seed, bpp=8 * share / (tw * th))
-    return TiledPlan(request=request, grid=grid, channels=channels, budget=total,
-                     tile=replace(tile, budget=min(tile.budget, share)))
+    return replace(tile, budget=min(tile.budget, share))
+
+
+def plan_tiles(request: EncodeRequest, grid: TileGrid, channels: int, *, seed: int = 0,
+               allocation: Allocation = "slopes") -> TiledPlan:
+    """The plan of `request` on `grid` (two tiles or more): the whole image's budget, and an equal share's
+    plan for every tile until the pixels give each its own (`with_budgets`). A quality target is met on
+    average, at the table's rate for it."""
+    total = total_budget(request, grid.width, grid.height)
+    share = min(tile_budgets(total, grid))
+    return TiledPlan(request=request, grid=grid, channels=channels, budget=total, allocation=allocation,
+                     tile=_share_plan(request, grid, channels, share, seed), seed=seed)
 
 
 def plan_image(request: EncodeRequest, width: int, height: int, channels: int, *, seed: int = 0,
-               working: tuple[int, int] | None = None) -> EncodePlan | TiledPlan:
+               working: tuple[int, int] | None = None, allocation: Allocation = "slopes") -> EncodePlan | TiledPlan:
     """The plan for an image of any size: one network at or under the working size (core/tiling.py), else
     tiles."""
     grid = tile_grid(width, height, working)
     if grid.count == 1:
         return resolve(request, width, height, channels, seed=seed)
-    return plan_tiles(request, grid, channels, seed=seed)
+    return plan_tiles(request, grid, channels, seed=seed, allocation=allocation)
 
 
-__all__ = ["TiledPlan", "container_reserve", "plan_image", "plan_tiles", "tile_budgets", "total_budget"]
+__all__ = ["Allocation", "TiledPlan", "container_reserve", "plan_image", "plan_tiles", "tile_budgets", "total_budget"]

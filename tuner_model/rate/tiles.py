@@ -3,17 +3,15 @@ image of any size.
 
 An image at or under the working size (core/tiling.WORKING_SIZE) is one tile and goes through `encode`
 unchanged, byte for byte (a version-2 blob, no container). A larger one is cut into equal overlapping tiles
-(core/tiling.tile_grid), and the tiles, all of one shape, are encoded as one batch of the one encoder
-(rate/encode.iter_encode) with one plan (rate/tile_plan.py, which also has the budgets); their version-2
-blobs go into a version-4 container (codec/tiled_blob.py) by `assemble`, which the service's worker also
-calls when it has fitted a job's tiles as separate tasks.
+(core/tiling.tile_grid) and encoded by the one encoder (rate/encode.iter_encode), tiles that share a plan as
+one batch (rate/tile_plan.py); their version-2 blobs go into a version-4 container (codec/tiled_blob.py) by
+`assemble`, which the service's worker also calls when it has fitted a job's tiles as separate tasks.
 
 The byte budget is the whole image's: bpp·W·H/8 bytes (a quality target: the table's rate for it, over the
-whole image), less the container's own bytes, split across the tiles by `tile_plan.tile_budgets` and never
-exceeded (each tile's level search bounds its real blob size). For now every tile gets an equal share, so one
-plan serves them all; allocating by the tiles' rate–distortion slopes is a later step. A quality target is
-likewise met on average only (the tiles are encoded at the table's rate for it, and the blob's PSNR is
-measured on the blended image): per-tile quality targets are a later step.
+whole image), less the container's own bytes, shared among the tiles by their rate–distortion slopes
+(rate/allocate.py; or equally) and never exceeded (each tile's level search bounds its real blob size). A
+quality target is met on average only (the tiles are encoded at the table's rate for it, and the blob's PSNR
+is measured on the blended image): per-tile quality targets are a later step.
 
 Progress is the mean of the tiles' (one Progress, as `encode` reports); stopping is the caller's stop check
 (core/stop.py), as for any encode: a cancelled tile cancels the image.
@@ -31,19 +29,20 @@ from tuner_model.core.errors import TunerError
 from tuner_model.core.progress import Progress
 from tuner_model.models.fitted import FittedImage
 from tuner_model.models.tiled import TiledImage
+from tuner_model.rate.allocate import allocated
 from tuner_model.rate.encode import encode, iter_encode
 from tuner_model.rate.request import EncodeSettings
-from tuner_model.rate.tile_plan import TiledPlan, plan_image
+from tuner_model.rate.tile_plan import Allocation, TiledPlan, plan_image
 from tuner_model.render.fitted import measure_psnr
 
 
 def encode_any(image: np.ndarray, settings: EncodeSettings = EncodeSettings(),
-               progress: Callable[[Progress], None] | None = None,
-               working: tuple[int, int] | None = None) -> tuple[FittedImage | TiledImage, bytes]:
+               progress: Callable[[Progress], None] | None = None, working: tuple[int, int] | None = None,
+               allocation: Allocation = "slopes") -> tuple[FittedImage | TiledImage, bytes]:
     """An (H, W, C) image in [0, 1] as `settings` ask: `encode` at or under the working size (`working`,
-    default core/tiling.WORKING_SIZE), else `encode_tiles`."""
+    default core/tiling.WORKING_SIZE), else `encode_tiles` (the bytes shared by `allocation`)."""
     h, w, c = image.shape
-    plan = plan_image(settings, w, h, c, seed=settings.seed, working=working)
+    plan = plan_image(settings, w, h, c, seed=settings.seed, working=working, allocation=allocation)
     if not isinstance(plan, TiledPlan):
         return encode(image, settings, progress)
     return encode_tiles(image, plan, progress, settings.device)
@@ -69,16 +68,23 @@ class _MeanProgress:
 
 def encode_tiles(image: np.ndarray, plan: TiledPlan, progress: Callable[[Progress], None] | None = None,
                  device: str = "auto") -> tuple[TiledImage, bytes]:
-    """`image` by a tiled plan: every tile in one batch, one version-4 blob."""
+    """`image` by a tiled plan, one version-4 blob: the tiles that share a plan (all of them, at equal
+    budgets) are one batch."""
     start = time.monotonic()
-    grid = plan.grid
-    fitted: list[FittedImage | None] = [None] * grid.count
-    payloads: list[bytes] = [b""] * grid.count
-    sink = None if progress is None else _MeanProgress(progress, grid.count)
-    for k, outcome in iter_encode(grid.cut(image), plan.tile, sink, device):
-        if outcome.error is not None:  # a cancelled or failed tile: the image is not encoded
-            raise outcome.error
-        fitted[k], payloads[k] = outcome.fitted, outcome.blob
+    tiles = plan.grid.cut(image)
+    plan = allocated(plan, tiles)
+    count = plan.count
+    fitted: list[FittedImage | None] = [None] * count
+    payloads: list[bytes] = [b""] * count
+    sink = None if progress is None else _MeanProgress(progress, count)
+    plans = [plan.tile_plan(k) for k in range(count)]
+    for first in sorted({plans.index(p) for p in plans}):
+        members = [k for k in range(count) if plans[k] == plans[first]]
+        report = None if sink is None else (lambda j, p, members=members: sink(members[j], p))
+        for j, outcome in iter_encode([tiles[k] for k in members], plans[first], report, device):
+            if outcome.error is not None:  # a cancelled or failed tile: the image is not encoded
+                raise outcome.error
+            fitted[members[j]], payloads[members[j]] = outcome.fitted, outcome.blob
     return assemble(plan, [f for f in fitted if f is not None], payloads, image, time.monotonic() - start)
 
 

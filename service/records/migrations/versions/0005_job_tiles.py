@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("progress", sa.Float(), nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("budget", sa.Integer(), nullable=True),
         sa.Column("psnr", sa.Float(), nullable=True),
         sa.Column("bytes", sa.Integer(), nullable=True),
         sa.Column("started_at", sa.Float(), nullable=True),
