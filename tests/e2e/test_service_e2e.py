@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -67,6 +68,35 @@ class Proc:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
+
+
+@contextlib.contextmanager
+def api_and_workers(redis_url: str, tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[str, Callable[..., Proc]]]:
+    """A running `tuner api` on an emptied Redis; yields its URL and `start(*args, name=...)`, which starts
+    more `tuner` processes (workers) with the same environment. Workers are killed at the end (a warm
+    shutdown would wait for a fit; they and their queue are throwaway), the API stopped."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {**FAST, "TUNER_BROKER_URL": redis_url, "TUNER_DATA_DIR": str(tmp_path / "data"), **env}
+    port = free_port()
+    procs: list[Proc] = []
+
+    def start(*args: str, name: str) -> Proc:
+        p = Proc(list(args), env, tmp_path / f"{name}.log")
+        procs.append(p)
+        return p
+
+    api = start("api", "--port", str(port), name="api")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, api)
+        yield base, start
+    finally:
+        for p in reversed(procs):
+            if p is not api:
+                p.kill()
+            p.stop()
 
 
 def wait_ready(base: str, proc: Proc, timeout: float = 60) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_service_e2e import FAST, Proc, free_port, submit, wait_fitting, wait_job, wait_ready
+from test_service_e2e import api_and_workers, submit, wait_fitting, wait_job
 
 from service.records import QUEUED, RUNNING, Database, Job
 from service.settings import Settings
@@ -21,30 +21,8 @@ from worker.app import FIT_QUEUE, FIT_TASK, create_celery
 
 @pytest.fixture()
 def stack(redis_url: str, tmp_path: Path):
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {**FAST, "TUNER_BROKER_URL": redis_url, "TUNER_DATA_DIR": str(tmp_path / "data")}
-    port = free_port()
-    procs: list[Proc] = []
-
-    def start(*args: str, name: str) -> Proc:
-        p = Proc(list(args), env, tmp_path / f"{name}.log")
-        procs.append(p)
-        return p
-
-    api = start("api", "--port", str(port), name="api")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, api)
+    with api_and_workers(redis_url, tmp_path, {}) as (base, start):
         yield base, start, Settings(data_dir=tmp_path / "data", broker_url=redis_url)
-    finally:
-        for p in reversed(procs):
-            if p is api:
-                p.stop()
-            else:
-                p.kill()  # a warm shutdown would wait for a fit; these workers and their queue are throwaway
-                p.stop()
 
 
 def test_sigkilled_worker_job_is_picked_up_again(stack, parrots_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_service_e2e import FAST, Proc, free_port, wait_job, wait_ready
+from test_service_e2e import FAST, Proc, api_and_workers, wait_job
 
 TILED = {**FAST, "TUNER_TILE_WORKING_SIZE": "[56, 40]", "TUNER_COMPARISONS": "false", "TUNER_FIT_THREADS": "1",
          "TUNER_RESEND_QUEUED_AFTER_S": "600"}
@@ -24,28 +24,8 @@ CLAIM = re.compile(r"job (job_[0-9a-f]+): tile (\d+) claimed by")
 
 @pytest.fixture()
 def stack(redis_url: str, tmp_path: Path):
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {**TILED, "TUNER_BROKER_URL": redis_url, "TUNER_DATA_DIR": str(tmp_path / "data")}
-    port = free_port()
-    procs: list[Proc] = []
-
-    def start(*args: str, name: str) -> Proc:
-        p = Proc(list(args), env, tmp_path / f"{name}.log")
-        procs.append(p)
-        return p
-
-    api = start("api", "--port", str(port), name="api")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, api)
-        yield base, start
-    finally:
-        for p in reversed(procs):
-            if p is not api:
-                p.kill()
-            p.stop()
+    with api_and_workers(redis_url, tmp_path, TILED) as running:
+        yield running
 
 
 def _upload(base: str, parrots_path: Path, steps: int) -> dict:
