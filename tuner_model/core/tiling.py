@@ -32,8 +32,8 @@ from tuner_model.core.errors import ConfigError
 # The largest tile the encoder fits as one network: (longer side, shorter side), oriented like the image.
 # Kodak's size, where the rate-control table was measured, and the largest at which a tile's fit at the
 # default effort stays within the workers' time limit with the estimate's safety factor on the 2-core CPU
-# (1351 s of 3000; 1024x683 would take 3193); one network at this size is better per byte than its 2 x 2
-# smaller tiles (docs/PERFORMANCE.md, "Large photos as tiles").
+# (1351 s of 3000; 1024x683 would take 3193). Per byte, one network at this size and its 2 x 2 smaller tiles
+# (bytes by slopes) were even on 4 Kodak images at effort 1 (docs/PERFORMANCE.md, "Large photos as tiles").
 WORKING_SIZE = (768, 512)
 # Pixels shared by neighbouring tiles; the blend window is this wide. A few pixels suffice for a
 # smooth blend, and every one of them is fitted twice.
