@@ -16,6 +16,7 @@ from service.api.uploads import upload_name
 from service.estimate import estimate_fit_seconds, job_plan
 from service.records import Database
 from service.settings import Settings
+from tuner_model.core.tiling import tile_grid
 from tuner_model.rate.encode import encode
 from tuner_model.rate.request import EncodeRequest, EncodeSettings
 
@@ -34,8 +35,12 @@ def test_the_estimate_is_the_admissions(client: TestClient, parrots_path: Path) 
     plan = job_plan(EncodeRequest(effort=2), 768, 512, 3, settings)
     assert e["seconds"] == pytest.approx(estimate_fit_seconds(plan, settings), 0.01)
     assert e["admitted"] and e["detail"] is None and e["steps"] > 0
+    # A large photo is admitted as tiles (issue 28): each tile's task fits the time limit.
     big = client.get("/v1/estimate", params={"width": 3000, "height": 2000}).json()
-    assert not big["admitted"] and "time limit" in big["detail"]
+    assert big["admitted"] and big["tiles"] == tile_grid(3000, 2000).count > 1 and big["workers"] >= 1, big
+    # At an effort whose one tile would not, it is refused, and the detail names an effort that would fit.
+    slow = client.get("/v1/estimate", params={"width": 3000, "height": 2000, "effort": 9}).json()
+    assert not slow["admitted"] and "time limit" in slow["detail"] and "effort 5 would take" in slow["detail"]
     # The same verdict as the upload itself gets: a tiny time limit refuses both.
     with TestClient(create_app(Settings(data_dir=settings.data_dir / "b", soft_time_limit_s=6,
                                         render_compile=False))) as tight:
