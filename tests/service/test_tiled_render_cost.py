@@ -44,7 +44,8 @@ PNG_ENCODE_WORK = 0.15 * 1.5e10 / 1e6  # api/render: the output encode, priced p
 @pytest.fixture(scope="module")
 def blob() -> bytes:
     image = np.ascontiguousarray(load_image(sample_path("parrots-192x128.png"))[:H, :W])
-    _, data = encode_any(image, EncodeSettings(bpp=2.0, steps=10, device="cpu"), working=WORKING)
+    # equal shares: every tile the same network, so "one tile's network per pixel" is one number
+    _, data = encode_any(image, EncodeSettings(bpp=2.0, steps=10, device="cpu"), working=WORKING, allocation="equal")
     return data
 
 
