@@ -18,7 +18,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "SignedUrl": {"url": f"/v1/images/{IMG}/render?width=512&format=webp&exp=1798000000&sig=c2lnbmF0dXJl",
                   "expires_at": "2026-12-23T10:13:20Z"},
     "JobAccepted": {"job_id": JOB, "image_id": IMG, "status": "queued", "deduplicated": False, "width": 768,
-                    "height": 512, "params": PARAMS, "links": {"job": f"/v1/jobs/{JOB}"}},
+                    "height": 512, "params": PARAMS, "tiles": 1, "eta_s": 900.8, "links": {"job": f"/v1/jobs/{JOB}"}},
     "JobOut": {"job_id": JOB, "image_id": IMG, "status": "running", "progress": 0.42, "step": 2100, "steps": 5000,
                "psnr": 31.2, "error": None, "attempts": 1, "params": PARAMS, "created_at": "2026-12-07T10:00:00Z",
                "started_at": "2026-12-07T10:00:01Z", "finished_at": None, "batch_size": None, "eta_s": 240.0,
@@ -35,6 +35,6 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "render": {"max_width": 8192, "max_height": 8192, "max_pixels": 16777216, "max_dpr": 8.0,
                    "formats": ["png", "webp", "jpeg", "avif", "auto", "jpg"],
                    "presets": {"thumb": {"width": 256, "height": 256, "fit": "cover", "format": "auto"}}}},
-    "Estimate": {"seconds": 1554.0, "steps": 1460, "admitted": True, "detail": None},
+    "Estimate": {"seconds": 900.8, "steps": 1460, "admitted": True, "detail": None, "tiles": 1, "workers": 1},
     "Readiness": {"status": "ok", "checks": {"database": "ok", "storage": "ok", "broker": "ok"}},
 }
