@@ -46,7 +46,7 @@ def fan_out(ctx: WorkerContext, job: Job, worker: str, plan: TiledPlan, pixels: 
     """The job's own delivery, for a job fitted as tiles: records its tiles and sends those still to fit as
     a group; when every tile is already fitted (an assembly that died, sent again by the recovery scan),
     assembles the blob here. Returns the job's status as this delivery leaves it."""
-    plan = allocated(plan, plan.grid.cut(pixels))
+    plan = allocated(plan, plan.grid.views(pixels))  # the probe reads each tile once: no copies
     assert plan.budgets is not None
     todo = ctx.db.fan_out(job.id, worker, list(plan.budgets), ctx.settings.stale_after_s)
     if todo is None:

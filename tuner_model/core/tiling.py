@@ -147,14 +147,17 @@ class TileGrid:
 
     def cut(self, image: np.ndarray) -> list[np.ndarray]:
         """The tiles of an (H, W, C) image, row-major, each (tile_height, tile_width, C) and contiguous."""
-        return [self.tile(image, k) for k in range(self.count)]
+        return [np.ascontiguousarray(view) for view in self.views(image)]
+
+    def views(self, image: np.ndarray) -> list[np.ndarray]:
+        """The tiles of an (H, W, C) image as views into it (no copy), row-major."""
+        if image.shape[:2] != (self.height, self.width):
+            raise ConfigError(f"the image is not {self.width}x{self.height}")
+        return [image[t : t + self.tile_height, l : l + self.tile_width] for l, t in self.origins()]
 
     def tile(self, image: np.ndarray, k: int) -> np.ndarray:
         """Tile k of an (H, W, C) image, (tile_height, tile_width, C) and contiguous."""
-        if image.shape[:2] != (self.height, self.width):
-            raise ConfigError(f"the image is not {self.width}x{self.height}")
-        left, top = self.origins()[k]
-        return np.ascontiguousarray(image[top : top + self.tile_height, left : left + self.tile_width])
+        return np.ascontiguousarray(self.views(image)[k])
 
 
 def tile_grid(width: int, height: int, working: tuple[int, int] | None = None, overlap: int = OVERLAP) -> TileGrid:

@@ -129,9 +129,9 @@ def _share_plan(request: EncodeRequest, grid: TileGrid, channels: int, share: in
     """A tile's plan for `share` bytes: the network the table gives that rate, at most `share` bytes, no
     quality target of its own (one attempt per tile)."""
     tw, th = grid.tile_width, grid.tile_height
-    rate = min(BPP_MAX, max(BPP_MIN, 8 * share / (tw * th)))
-    tile_request = EncodeRequest(bpp=rate, steps=request.steps, effort=request.effort)
-    tile = resolve(tile_request, tw, th, channels, seed=seed, bpp=8 * share / (tw * th))
+    rate = 8 * share / (tw * th)
+    tile_request = EncodeRequest(bpp=min(BPP_MAX, max(BPP_MIN, rate)), steps=request.steps, effort=request.effort)
+    tile = resolve(tile_request, tw, th, channels, seed=seed, bpp=rate)
     return replace(tile, budget=min(tile.budget, share))
 
 

@@ -77,11 +77,12 @@ def encode_tiles(image: np.ndarray, plan: TiledPlan, progress: Callable[[Progres
     fitted: list[FittedImage | None] = [None] * count
     payloads: list[bytes] = [b""] * count
     sink = None if progress is None else _MeanProgress(progress, count)
-    plans = [plan.tile_plan(k) for k in range(count)]
-    for first in sorted({plans.index(p) for p in plans}):
-        members = [k for k in range(count) if plans[k] == plans[first]]
+    by_budget: dict[int, list[int]] = {}  # a tile's plan is its budget's: tiles of one budget are one batch
+    for k, budget in enumerate(plan.budgets or ()):
+        by_budget.setdefault(budget, []).append(k)
+    for members in by_budget.values():
         report = None if sink is None else (lambda j, p, members=members: sink(members[j], p))
-        for j, outcome in iter_encode([tiles[k] for k in members], plans[first], report, device):
+        for j, outcome in iter_encode([tiles[k] for k in members], plan.tile_plan(members[0]), report, device):
             if outcome.error is not None:  # a cancelled or failed tile: the image is not encoded
                 raise outcome.error
             fitted[members[j]], payloads[members[j]] = outcome.fitted, outcome.blob
